@@ -1,0 +1,33 @@
+# Debian packages only (scripts/install-deps.sh installs them).
+find_package(Threads REQUIRED)
+find_package(fmt REQUIRED)
+find_package(nlohmann_json REQUIRED)
+find_package(CLI11 REQUIRED)
+if(TANDEM_WITH_MPI)
+  find_package(MPI REQUIRED COMPONENTS CXX)
+endif()
+if(TANDEM_WITH_NCCL)
+  message(FATAL_ERROR "TANDEM_WITH_NCCL needs a CUDA build of LibTorch; Debian's libtorch-dev "
+                      "is CPU-only. Configure with -DTANDEM_WITH_NCCL=OFF.")
+endif()
+
+# LibTorch. Debian's TorchConfig.cmake pulls in Caffe2's; a plain imported
+# target is simpler and links the same libraries.
+find_path(TORCH_INCLUDE_DIR ATen/core/Tensor.h PATHS /usr/include REQUIRED)
+find_library(TORCH_LIB torch REQUIRED)
+find_library(TORCH_CPU_LIB torch_cpu REQUIRED)
+find_library(C10_LIB c10 REQUIRED)
+add_library(tandem_torch INTERFACE)
+target_include_directories(tandem_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIR}
+                                                         ${TORCH_INCLUDE_DIR}/torch/csrc/api/include)
+target_link_libraries(tandem_torch INTERFACE ${TORCH_LIB} ${TORCH_CPU_LIB} ${C10_LIB})
+
+# Gloo, through c10d's ProcessGroupGloo (which is compiled only with USE_C10D_GLOO).
+find_library(GLOO_LIB gloo REQUIRED)
+add_library(tandem_gloo INTERFACE)
+target_link_libraries(tandem_gloo INTERFACE ${GLOO_LIB})
+target_compile_definitions(tandem_gloo INTERFACE USE_C10D_GLOO=1)
+
+if(TANDEM_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()

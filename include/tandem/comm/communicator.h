@@ -1,0 +1,191 @@
+// tandem::Communicator: a group of ranks and the collective and point-to-point
+// operations among them. Every layer above talks to this class only; the
+// backends (shared memory, Gloo, MPI, hierarchical) live behind it.
+//
+// Collective: every member calls each collective in the same order with
+// tensors of matching dtype and length. Not thread-safe: issue operations from
+// one thread at a time (Work handles may be waited on from any thread).
+//
+// Tensors must be CPU, contiguous, and one of float32, float64, bfloat16,
+// float16, int32, int64; any length, including 0. Operations work in place on
+// the tensors' storage. Every blocking call ends by its timeout (the call's,
+// or the communicator's default): a TimeoutError names the operation, this
+// rank and the peers it waited for. After a TimeoutError or PeerError the
+// communicator is unusable and every later call throws PeerError.
+//
+// Uneven lengths: reduce_scatter and all_gather split a length-L vector over
+// the ranks with shard_range(L, size(), r): the first L % size() ranks own
+// ceil(L / size()) elements, the others floor(L / size()). reduce_scatter's
+// output on rank r has shard_range(L, size(), r).numel elements; all_gather's
+// input on rank r likewise, and its output has L. When L divides evenly this is
+// the usual equal-chunk layout.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "tandem/comm/work.h"
+#include "tandem/core/deadline.h"
+
+namespace tandem {
+
+enum class ReduceOp { kSum, kAvg, kMin, kMax, kProduct };
+std::string_view to_string(ReduceOp op);
+
+// Integer tensors under kAvg are summed, then divided with truncation toward
+// zero (as torch.div(..., rounding_mode="trunc")).
+
+struct ShardRange {
+  int64_t offset = 0;
+  int64_t numel = 0;
+};
+
+// The slice of a length-`numel` vector that `rank` owns among `world_size`
+// ranks (see the header comment). Pure; throws InvalidArgument on bad input.
+ShardRange shard_range(int64_t numel, int world_size, int rank);
+
+// What an operation knows about itself while it runs; backends use it for
+// deadlines and messages.
+struct OpContext {
+  uint64_t seq = 0;         // 1, 2, ... per communicator, in issue order
+  std::string_view name;    // "all_reduce", "barrier", ...
+  std::string description;  // "all_reduce #12 (4.0 MiB, float32)"
+  Deadline deadline;
+};
+
+class Communicator : public std::enable_shared_from_this<Communicator> {
+ public:
+  Communicator(int rank, int size, Millis timeout);
+  virtual ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  // The default timeout of every blocking call on this communicator.
+  Millis timeout() const { return timeout_; }
+  // "shm", "gloo", "mpi", "hier(shm+gloo)".
+  virtual std::string backend() const = 0;
+
+  // Collective. Reduces `tensor` over all ranks; every rank ends with the result.
+  void all_reduce(const at::Tensor& tensor, ReduceOp op = ReduceOp::kSum,
+                  std::optional<Millis> timeout = {});
+  // Collective. Copies `root`'s tensor into every rank's `tensor`.
+  void broadcast(const at::Tensor& tensor, int root, std::optional<Millis> timeout = {});
+  // Collective. Concatenates every rank's `input` (its shard_range slice of a
+  // length output.numel() vector) into `output` on every rank.
+  void all_gather(const at::Tensor& output, const at::Tensor& input,
+                  std::optional<Millis> timeout = {});
+  // Collective. Reduces `input` (same length L on every rank) over all ranks and
+  // leaves rank r's shard_range(L, size, r) slice of the result in `output`.
+  void reduce_scatter(const at::Tensor& output, const at::Tensor& input,
+                      ReduceOp op = ReduceOp::kSum, std::optional<Millis> timeout = {});
+  // Collective. `input` and `output` hold size() equal chunks; chunk j of
+  // `input` goes to rank j, and chunk i of `output` comes from rank i. Throws
+  // NotSupported on backends without it (see backend()).
+  void all_to_all(const at::Tensor& output, const at::Tensor& input,
+                  std::optional<Millis> timeout = {});
+  // Collective. Returns when every rank has entered the barrier.
+  void barrier(std::optional<Millis> timeout = {});
+  // Point-to-point. Blocks until `tensor` may be reused (send) or holds the
+  // message from `src` with the same `tag` (recv). Tags are >= 0.
+  void send(const at::Tensor& tensor, int dst, int tag = 0, std::optional<Millis> timeout = {});
+  void recv(const at::Tensor& tensor, int src, int tag = 0, std::optional<Millis> timeout = {});
+
+  // Asynchronous forms. They return at once; the operation runs in issue order
+  // on this communicator's background thread. Keep the tensors alive and
+  // untouched until wait() returns.
+  std::shared_ptr<Work> all_reduce_async(const at::Tensor& tensor, ReduceOp op = ReduceOp::kSum,
+                                         std::optional<Millis> timeout = {});
+  std::shared_ptr<Work> broadcast_async(const at::Tensor& tensor, int root,
+                                        std::optional<Millis> timeout = {});
+  std::shared_ptr<Work> all_gather_async(const at::Tensor& output, const at::Tensor& input,
+                                         std::optional<Millis> timeout = {});
+  std::shared_ptr<Work> reduce_scatter_async(const at::Tensor& output, const at::Tensor& input,
+                                             ReduceOp op = ReduceOp::kSum,
+                                             std::optional<Millis> timeout = {});
+  std::shared_ptr<Work> send_async(const at::Tensor& tensor, int dst, int tag = 0,
+                                   std::optional<Millis> timeout = {});
+  std::shared_ptr<Work> recv_async(const at::Tensor& tensor, int src, int tag = 0,
+                                   std::optional<Millis> timeout = {});
+
+  // Collective. Splits this group like MPI_Comm_split: ranks passing the same
+  // color >= 0 form a new communicator, ordered by (key, rank); a rank passing
+  // a negative color gets nullptr. Every rank calls it, in the same order.
+  std::shared_ptr<Communicator> split(int color, int key = 0, std::optional<Millis> timeout = {});
+  // Collective. A communicator of `ranks` (ranks of this group, ascending
+  // order defines the new ranks); nullptr on ranks not listed. Every rank of
+  // this group calls it with the same list.
+  std::shared_ptr<Communicator> new_group(const std::vector<int>& ranks,
+                                          std::optional<Millis> timeout = {});
+
+  // Why the communicator became unusable, or empty while it is healthy.
+  std::string failure() const;
+
+ protected:
+  // Backend implementations. Each runs synchronously and must return or throw
+  // by ctx.deadline (TimeoutError naming the peers still missing, PeerError
+  // naming a peer that died). Arguments are already validated.
+  virtual void do_all_reduce(const at::Tensor& tensor, ReduceOp op, const OpContext& ctx) = 0;
+  virtual void do_broadcast(const at::Tensor& tensor, int root, const OpContext& ctx) = 0;
+  virtual void do_all_gather(const at::Tensor& output, const at::Tensor& input,
+                             const OpContext& ctx) = 0;
+  virtual void do_reduce_scatter(const at::Tensor& output, const at::Tensor& input, ReduceOp op,
+                                 const OpContext& ctx) = 0;
+  virtual void do_all_to_all(const at::Tensor& output, const at::Tensor& input,
+                             const OpContext& ctx);
+  virtual void do_barrier(const OpContext& ctx) = 0;
+  virtual void do_send(const at::Tensor& tensor, int dst, int tag, const OpContext& ctx) = 0;
+  virtual void do_recv(const at::Tensor& tensor, int src, int tag, const OpContext& ctx) = 0;
+  // Builds the communicator of `members` (ranks of this group in new-rank
+  // order; empty on ranks outside any new group, which return nullptr). Called
+  // on every rank of this group, in the same order; `name` is unique per split
+  // and identical on the members.
+  virtual std::shared_ptr<Communicator> do_split(const std::vector<int>& members,
+                                                 const std::string& name,
+                                                 const OpContext& ctx) = 0;
+
+  // Runs every queued asynchronous operation to its end (each is bounded by
+  // its deadline) and stops the background thread. Backend destructors call
+  // it first, so that no queued operation runs on a half-destroyed object.
+  void stop_executor();
+
+ private:
+  class Executor;
+  template <typename Fn>
+  void run_sync(std::string_view name, std::string description, std::optional<Millis> timeout,
+                Fn&& fn);
+  template <typename Fn>
+  std::shared_ptr<Work> run_async(std::string_view name, std::string description,
+                                  std::optional<Millis> timeout, Fn&& fn);
+  OpContext make_context(std::string_view name, std::string description,
+                         std::optional<Millis> timeout);
+  void check_usable() const;
+  void record_failure(const std::exception_ptr& error);
+
+  const int rank_;
+  const int size_;
+  const Millis timeout_;
+  std::atomic<uint64_t> seq_{0};
+  uint64_t split_count_ = 0;
+  std::unique_ptr<Executor> executor_;  // created on the first async call
+  mutable std::mutex failure_mutex_;
+  std::string failure_;  // guarded by failure_mutex_
+};
+
+// Checks that `t` is a tensor every operation accepts (CPU, contiguous,
+// supported dtype); `what` names it in the message ("all_reduce tensor").
+void check_comm_tensor(const at::Tensor& t, std::string_view what);
+
+// "4.0 MiB, float32": for operation descriptions.
+std::string describe_tensor(const at::Tensor& t);
+
+}  // namespace tandem

@@ -1,0 +1,412 @@
+#include "tandem/comm/communicator.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <numeric>
+#include <thread>
+
+#include <ATen/ops/empty.h>
+#include <fmt/format.h>
+
+#include "tandem/core/check.h"
+#include "tandem/core/log.h"
+
+namespace tandem {
+
+std::string_view to_string(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return "sum";
+    case ReduceOp::kAvg: return "avg";
+    case ReduceOp::kMin: return "min";
+    case ReduceOp::kMax: return "max";
+    case ReduceOp::kProduct: return "product";
+  }
+  return "?";
+}
+
+ShardRange shard_range(int64_t numel, int world_size, int rank) {
+  TANDEM_CHECK(numel >= 0, "shard_range: numel must be >= 0 (got {})", numel);
+  TANDEM_CHECK(world_size >= 1, "shard_range: world_size must be >= 1 (got {})", world_size);
+  TANDEM_CHECK(rank >= 0 && rank < world_size, "shard_range: rank {} is outside [0, {})", rank,
+               world_size);
+  int64_t base = numel / world_size;
+  int64_t extra = numel % world_size;
+  ShardRange r;
+  r.numel = base + (rank < extra ? 1 : 0);
+  r.offset = rank * base + std::min<int64_t>(rank, extra);
+  return r;
+}
+
+void check_comm_tensor(const at::Tensor& t, std::string_view what) {
+  TANDEM_CHECK(t.defined(), "{} is an undefined tensor", what);
+  TANDEM_CHECK(t.device().is_cpu(), "{} is on {}; Tandem communicators take CPU tensors", what,
+               t.device().str());
+  TANDEM_CHECK(t.is_contiguous(), "{} is not contiguous; call .contiguous() first", what);
+  auto s = t.scalar_type();
+  TANDEM_CHECK(s == at::kFloat || s == at::kDouble || s == at::kBFloat16 || s == at::kHalf ||
+                   s == at::kInt || s == at::kLong,
+               "{} has dtype {}; supported: float32, float64, bfloat16, float16, int32, int64",
+               what, c10::toString(s));
+}
+
+std::string describe_tensor(const at::Tensor& t) {
+  double bytes = static_cast<double>(t.numel()) * static_cast<double>(t.element_size());
+  std::string size;
+  if (bytes >= 1024.0 * 1024.0) {
+    size = fmt::format("{:.1f} MiB", bytes / (1024.0 * 1024.0));
+  } else if (bytes >= 1024.0) {
+    size = fmt::format("{:.1f} KiB", bytes / 1024.0);
+  } else {
+    size = fmt::format("{} B", static_cast<int64_t>(bytes));
+  }
+  return fmt::format("{}, {}", size, c10::toString(t.scalar_type()));
+}
+
+// Runs asynchronous operations in issue order on one thread.
+class Communicator::Executor {
+ public:
+  Executor() : thread_([this] { loop(); }) {}
+  ~Executor() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  void post(std::function<void()> task) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back(std::move(task));
+    }
+    cv_.notify_all();
+  }
+
+  // Waits until every posted task has run; false if `deadline` passed first.
+  bool drain(const Deadline& deadline) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return idle_cv_.wait_until(lock, deadline.at(), [this] { return queue_.empty() && !busy_; });
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (true) {
+      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stop_ and nothing left
+      auto task = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+      lock.unlock();
+      task();  // never throws: tasks report through their Work
+      lock.lock();
+      busy_ = false;
+      if (queue_.empty()) idle_cv_.notify_all();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable cv_;       // guarded by mutex_: work posted or stop
+  std::condition_variable idle_cv_;  // guarded by mutex_: queue drained
+  std::deque<std::function<void()>> queue_;  // guarded by mutex_
+  bool busy_ = false;                        // guarded by mutex_
+  bool stop_ = false;                        // guarded by mutex_
+  std::thread thread_;
+};
+
+Communicator::Communicator(int rank, int size, Millis timeout)
+    : rank_(rank), size_(size), timeout_(timeout) {
+  TANDEM_CHECK(size >= 1, "Communicator: size must be >= 1 (got {})", size);
+  TANDEM_CHECK(rank >= 0 && rank < size, "Communicator: rank {} is outside [0, {})", rank, size);
+  TANDEM_CHECK(timeout.count() > 0, "Communicator: timeout must be positive (got {} ms)",
+               timeout.count());
+}
+
+// Tasks still queued at destruction run (each bounded by its deadline) before
+// the executor's thread joins; see Executor::~Executor.
+Communicator::~Communicator() = default;
+
+void Communicator::stop_executor() { executor_.reset(); }
+
+std::string Communicator::failure() const {
+  std::lock_guard<std::mutex> lock(failure_mutex_);
+  return failure_;
+}
+
+void Communicator::check_usable() const {
+  std::string f = failure();
+  if (!f.empty()) {
+    throw PeerError(fmt::format(
+        "rank {}: this {} communicator is unusable after an earlier failure ({}); rebuild it",
+        rank_, backend(), f));
+  }
+}
+
+void Communicator::record_failure(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const TimeoutError& e) {
+    std::lock_guard<std::mutex> lock(failure_mutex_);
+    if (failure_.empty()) failure_ = e.what();
+  } catch (const PeerError& e) {
+    std::lock_guard<std::mutex> lock(failure_mutex_);
+    if (failure_.empty()) failure_ = e.what();
+  } catch (...) {
+    // Argument errors leave the communicator usable.
+  }
+}
+
+OpContext Communicator::make_context(std::string_view name, std::string description,
+                                     std::optional<Millis> timeout) {
+  uint64_t seq = ++seq_;
+  Millis t = timeout.value_or(timeout_);
+  TANDEM_CHECK(t.count() > 0, "{}: timeout must be positive (got {} ms)", name, t.count());
+  return OpContext{seq, name, fmt::format("{} #{}{}", name, seq, description), Deadline(t)};
+}
+
+template <typename Fn>
+void Communicator::run_sync(std::string_view name, std::string description,
+                            std::optional<Millis> timeout, Fn&& fn) {
+  check_usable();
+  OpContext ctx = make_context(name, std::move(description), timeout);
+  // Earlier asynchronous operations go first, to keep the issue order.
+  if (executor_ && !executor_->drain(ctx.deadline)) {
+    throw TimeoutError(fmt::format(
+        "rank {}: {} could not start within {}: earlier asynchronous operations on this "
+        "communicator are still running",
+        rank_, ctx.description, format_duration(ctx.deadline.timeout())));
+  }
+  try {
+    fn(ctx);
+  } catch (...) {
+    record_failure(std::current_exception());
+    throw;
+  }
+}
+
+template <typename Fn>
+std::shared_ptr<Work> Communicator::run_async(std::string_view name, std::string description,
+                                              std::optional<Millis> timeout, Fn&& fn) {
+  check_usable();
+  // The deadline starts when the operation starts running, not when it is queued.
+  Millis t = timeout.value_or(timeout_);
+  TANDEM_CHECK(t.count() > 0, "{}: timeout must be positive (got {} ms)", name, t.count());
+  uint64_t seq = ++seq_;
+  std::string desc = fmt::format("{} #{}{}", name, seq, description);
+  auto work = std::make_shared<Work>(desc);
+  if (!executor_) executor_ = std::make_unique<Executor>();
+  executor_->post([this, work, name, seq, desc, t, fn = std::forward<Fn>(fn)]() mutable {
+    std::exception_ptr error;
+    try {
+      check_usable();
+      OpContext ctx{seq, name, desc, Deadline(t)};
+      fn(ctx);
+    } catch (...) {
+      error = std::current_exception();
+      record_failure(error);
+    }
+    work->finish(error);
+  });
+  return work;
+}
+
+namespace {
+
+std::string tensor_suffix(const at::Tensor& t) { return " (" + describe_tensor(t) + ")"; }
+
+}  // namespace
+
+void Communicator::all_reduce(const at::Tensor& tensor, ReduceOp op, std::optional<Millis> timeout) {
+  check_comm_tensor(tensor, "all_reduce tensor");
+  run_sync("all_reduce", tensor_suffix(tensor), timeout,
+           [&](const OpContext& ctx) { do_all_reduce(tensor, op, ctx); });
+}
+
+void Communicator::broadcast(const at::Tensor& tensor, int root, std::optional<Millis> timeout) {
+  check_comm_tensor(tensor, "broadcast tensor");
+  TANDEM_CHECK(root >= 0 && root < size_, "broadcast: root {} is outside [0, {})", root, size_);
+  run_sync("broadcast", tensor_suffix(tensor), timeout,
+           [&](const OpContext& ctx) { do_broadcast(tensor, root, ctx); });
+}
+
+namespace {
+
+void check_gather_shapes(const at::Tensor& full, const at::Tensor& shard, int size, int rank,
+                         std::string_view op) {
+  TANDEM_CHECK(full.scalar_type() == shard.scalar_type(), "{}: dtypes differ ({} vs {})", op,
+               c10::toString(full.scalar_type()), c10::toString(shard.scalar_type()));
+  auto range = shard_range(full.numel(), size, rank);
+  TANDEM_CHECK(shard.numel() == range.numel,
+               "{}: rank {}'s shard has {} elements but must have {} (its shard_range of the {} "
+               "elements over {} ranks)",
+               op, rank, shard.numel(), range.numel, full.numel(), size);
+}
+
+}  // namespace
+
+void Communicator::all_gather(const at::Tensor& output, const at::Tensor& input,
+                              std::optional<Millis> timeout) {
+  check_comm_tensor(output, "all_gather output");
+  check_comm_tensor(input, "all_gather input");
+  check_gather_shapes(output, input, size_, rank_, "all_gather");
+  run_sync("all_gather", tensor_suffix(output), timeout,
+           [&](const OpContext& ctx) { do_all_gather(output, input, ctx); });
+}
+
+void Communicator::reduce_scatter(const at::Tensor& output, const at::Tensor& input, ReduceOp op,
+                                  std::optional<Millis> timeout) {
+  check_comm_tensor(output, "reduce_scatter output");
+  check_comm_tensor(input, "reduce_scatter input");
+  check_gather_shapes(input, output, size_, rank_, "reduce_scatter");
+  run_sync("reduce_scatter", tensor_suffix(input), timeout,
+           [&](const OpContext& ctx) { do_reduce_scatter(output, input, op, ctx); });
+}
+
+void Communicator::all_to_all(const at::Tensor& output, const at::Tensor& input,
+                              std::optional<Millis> timeout) {
+  check_comm_tensor(output, "all_to_all output");
+  check_comm_tensor(input, "all_to_all input");
+  TANDEM_CHECK(output.numel() == input.numel() && input.numel() % size_ == 0 &&
+                   output.scalar_type() == input.scalar_type(),
+               "all_to_all: input ({}) and output ({}) must have the same dtype and a length "
+               "divisible by the group size {}",
+               input.numel(), output.numel(), size_);
+  run_sync("all_to_all", tensor_suffix(input), timeout,
+           [&](const OpContext& ctx) { do_all_to_all(output, input, ctx); });
+}
+
+void Communicator::do_all_to_all(const at::Tensor&, const at::Tensor&, const OpContext&) {
+  throw NotSupported(fmt::format("all_to_all is not supported by the {} backend", backend()));
+}
+
+void Communicator::barrier(std::optional<Millis> timeout) {
+  run_sync("barrier", "", timeout, [&](const OpContext& ctx) { do_barrier(ctx); });
+}
+
+namespace {
+
+void check_peer(int peer, int rank, int size, int tag, std::string_view op) {
+  TANDEM_CHECK(peer >= 0 && peer < size, "{}: peer {} is outside [0, {})", op, peer, size);
+  TANDEM_CHECK(peer != rank, "{}: rank {} cannot {} itself", op, rank, op);
+  TANDEM_CHECK(tag >= 0, "{}: tag must be >= 0 (got {})", op, tag);
+}
+
+}  // namespace
+
+void Communicator::send(const at::Tensor& tensor, int dst, int tag, std::optional<Millis> timeout) {
+  check_comm_tensor(tensor, "send tensor");
+  check_peer(dst, rank_, size_, tag, "send");
+  run_sync("send", fmt::format(" to rank {} tag {} ({})", dst, tag, describe_tensor(tensor)),
+           timeout, [&](const OpContext& ctx) { do_send(tensor, dst, tag, ctx); });
+}
+
+void Communicator::recv(const at::Tensor& tensor, int src, int tag, std::optional<Millis> timeout) {
+  check_comm_tensor(tensor, "recv tensor");
+  check_peer(src, rank_, size_, tag, "recv");
+  run_sync("recv", fmt::format(" from rank {} tag {} ({})", src, tag, describe_tensor(tensor)),
+           timeout, [&](const OpContext& ctx) { do_recv(tensor, src, tag, ctx); });
+}
+
+std::shared_ptr<Work> Communicator::all_reduce_async(const at::Tensor& tensor, ReduceOp op,
+                                                     std::optional<Millis> timeout) {
+  check_comm_tensor(tensor, "all_reduce tensor");
+  return run_async("all_reduce", tensor_suffix(tensor), timeout,
+                   [this, tensor, op](const OpContext& ctx) { do_all_reduce(tensor, op, ctx); });
+}
+
+std::shared_ptr<Work> Communicator::broadcast_async(const at::Tensor& tensor, int root,
+                                                    std::optional<Millis> timeout) {
+  check_comm_tensor(tensor, "broadcast tensor");
+  TANDEM_CHECK(root >= 0 && root < size_, "broadcast: root {} is outside [0, {})", root, size_);
+  return run_async("broadcast", tensor_suffix(tensor), timeout,
+                   [this, tensor, root](const OpContext& ctx) { do_broadcast(tensor, root, ctx); });
+}
+
+std::shared_ptr<Work> Communicator::all_gather_async(const at::Tensor& output,
+                                                     const at::Tensor& input,
+                                                     std::optional<Millis> timeout) {
+  check_comm_tensor(output, "all_gather output");
+  check_comm_tensor(input, "all_gather input");
+  check_gather_shapes(output, input, size_, rank_, "all_gather");
+  return run_async(
+      "all_gather", tensor_suffix(output), timeout,
+      [this, output, input](const OpContext& ctx) { do_all_gather(output, input, ctx); });
+}
+
+std::shared_ptr<Work> Communicator::reduce_scatter_async(const at::Tensor& output,
+                                                         const at::Tensor& input, ReduceOp op,
+                                                         std::optional<Millis> timeout) {
+  check_comm_tensor(output, "reduce_scatter output");
+  check_comm_tensor(input, "reduce_scatter input");
+  check_gather_shapes(input, output, size_, rank_, "reduce_scatter");
+  return run_async("reduce_scatter", tensor_suffix(input), timeout,
+                   [this, output, input, op](const OpContext& ctx) {
+                     do_reduce_scatter(output, input, op, ctx);
+                   });
+}
+
+std::shared_ptr<Work> Communicator::send_async(const at::Tensor& tensor, int dst, int tag,
+                                               std::optional<Millis> timeout) {
+  check_comm_tensor(tensor, "send tensor");
+  check_peer(dst, rank_, size_, tag, "send");
+  return run_async("send",
+                   fmt::format(" to rank {} tag {} ({})", dst, tag, describe_tensor(tensor)),
+                   timeout, [this, tensor, dst, tag](const OpContext& ctx) {
+                     do_send(tensor, dst, tag, ctx);
+                   });
+}
+
+std::shared_ptr<Work> Communicator::recv_async(const at::Tensor& tensor, int src, int tag,
+                                               std::optional<Millis> timeout) {
+  check_comm_tensor(tensor, "recv tensor");
+  check_peer(src, rank_, size_, tag, "recv");
+  return run_async("recv",
+                   fmt::format(" from rank {} tag {} ({})", src, tag, describe_tensor(tensor)),
+                   timeout, [this, tensor, src, tag](const OpContext& ctx) {
+                     do_recv(tensor, src, tag, ctx);
+                   });
+}
+
+std::shared_ptr<Communicator> Communicator::split(int color, int key, std::optional<Millis> timeout) {
+  // Every rank learns every (color, key); members are ordered by (key, rank).
+  at::Tensor mine = at::empty({2}, at::kLong);
+  mine[0] = static_cast<int64_t>(color < 0 ? -1 : color);
+  mine[1] = static_cast<int64_t>(key);
+  at::Tensor all = at::empty({2 * size_}, at::kLong);
+  all_gather(all, mine, timeout);
+  const int64_t* v = all.data_ptr<int64_t>();
+  std::vector<int> members;
+  if (color >= 0) {
+    for (int r = 0; r < size_; ++r) {
+      if (v[2 * r] == color) members.push_back(r);
+    }
+    std::stable_sort(members.begin(), members.end(),
+                     [&](int a, int b) { return v[2 * a + 1] < v[2 * b + 1]; });
+  }
+  uint64_t split_id = ++split_count_;
+  std::string name = fmt::format("split{}.c{}", split_id, color);
+  std::shared_ptr<Communicator> out;
+  run_sync("split", fmt::format(" (color {})", color), timeout,
+           [&](const OpContext& ctx) { out = do_split(members, name, ctx); });
+  return out;
+}
+
+std::shared_ptr<Communicator> Communicator::new_group(const std::vector<int>& ranks,
+                                                      std::optional<Millis> timeout) {
+  TANDEM_CHECK(!ranks.empty(), "new_group: the rank list is empty");
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    TANDEM_CHECK(ranks[i] >= 0 && ranks[i] < size_, "new_group: rank {} is outside [0, {})",
+                 ranks[i], size_);
+    TANDEM_CHECK(i == 0 || ranks[i] > ranks[i - 1],
+                 "new_group: ranks must be strictly ascending and unique (got {} after {})",
+                 ranks[i], ranks[i - 1]);
+  }
+  auto it = std::find(ranks.begin(), ranks.end(), rank_);
+  int key = it == ranks.end() ? 0 : static_cast<int>(it - ranks.begin());
+  return split(it == ranks.end() ? -1 : 0, key, timeout);
+}
+
+}  // namespace tandem

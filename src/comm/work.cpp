@@ -1,0 +1,34 @@
+#include "tandem/comm/work.h"
+
+#include <fmt/format.h>
+
+#include "tandem/core/error.h"
+
+namespace tandem {
+
+void Work::wait(Millis timeout) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!done_cv_.wait_for(lock, timeout, [this] { return done_; })) {
+    throw TimeoutError(fmt::format(
+        "{} did not finish within Work::wait's timeout of {}; it is still running and will "
+        "end by its own deadline; pass a longer timeout to wait()",
+        description_, format_duration(timeout)));
+  }
+  if (error_) std::rethrow_exception(error_);
+}
+
+bool Work::is_completed() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return done_;
+}
+
+void Work::finish(std::exception_ptr error) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    done_ = true;
+    error_ = std::move(error);
+  }
+  done_cv_.notify_all();
+}
+
+}  // namespace tandem

@@ -1,0 +1,40 @@
+#include "tandem/core/env.h"
+
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "tandem/core/error.h"
+
+namespace tandem {
+namespace {
+
+env::Lookup fake(std::map<std::string, std::string> vars) {
+  return [vars](const std::string& k) -> std::optional<std::string> {
+    auto it = vars.find(k);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+TEST(Env, ParsesIntegers) {
+  auto l = fake({{"A", "42"}, {"B", ""}});
+  EXPECT_EQ(env::get_int(l, "A"), 42);
+  EXPECT_EQ(env::get_int(l, "B"), std::nullopt);
+  EXPECT_EQ(env::get_int(l, "C"), std::nullopt);
+}
+
+TEST(Env, MalformedIntegerNamesTheVariable) {
+  auto l = fake({{"WORLD_SIZE", "4x"}, {"RANK", "-1"}});
+  try {
+    env::get_int(l, "WORLD_SIZE");
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("WORLD_SIZE='4x' is not a whole number"),
+              std::string::npos);
+  }
+  EXPECT_THROW(env::get_int(l, "RANK", 0), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace tandem
