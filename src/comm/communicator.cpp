@@ -129,7 +129,21 @@ Communicator::Communicator(int rank, int size, Millis timeout)
 // the executor's thread joins; see Executor::~Executor.
 Communicator::~Communicator() = default;
 
-void Communicator::stop_executor() { executor_.reset(); }
+void Communicator::stop_executor() {
+  std::map<Lane, std::unique_ptr<Executor>> executors;
+  {
+    std::lock_guard<std::mutex> lock(executors_mutex_);
+    executors.swap(executors_);
+  }
+  executors.clear();  // each joins after running what it holds
+}
+
+Communicator::Executor& Communicator::executor(Lane lane) {
+  std::lock_guard<std::mutex> lock(executors_mutex_);
+  auto& slot = executors_[lane];
+  if (!slot) slot = std::make_unique<Executor>();
+  return *slot;
+}
 
 std::string Communicator::failure() const {
   std::lock_guard<std::mutex> lock(failure_mutex_);
@@ -159,21 +173,32 @@ void Communicator::record_failure(const std::exception_ptr& error) {
   }
 }
 
-OpContext Communicator::make_context(std::string_view name, std::string description,
-                                     std::optional<Millis> timeout) {
+// Collectives are numbered in issue order (the same on every rank, so a
+// number says how far each rank got); point-to-point operations are not.
+std::pair<uint64_t, std::string> Communicator::number(Lane lane, std::string_view name,
+                                                      const std::string& description) {
+  if (lane.kind != 0) return {0, fmt::format("{}{}", name, description)};
   uint64_t seq = ++seq_;
-  Millis t = timeout.value_or(timeout_);
-  TANDEM_CHECK(t.count() > 0, "{}: timeout must be positive (got {} ms)", name, t.count());
-  return OpContext{seq, name, fmt::format("{} #{}{}", name, seq, description), Deadline(t)};
+  return {seq, fmt::format("{} #{}{}", name, seq, description)};
 }
 
 template <typename Fn>
-void Communicator::run_sync(std::string_view name, std::string description,
+void Communicator::run_sync(Lane lane, std::string_view name, std::string description,
                             std::optional<Millis> timeout, Fn&& fn) {
   check_usable();
-  OpContext ctx = make_context(name, std::move(description), timeout);
-  // Earlier asynchronous operations go first, to keep the issue order.
-  if (executor_ && !executor_->drain(ctx.deadline)) {
+  Millis t = timeout.value_or(timeout_);
+  TANDEM_CHECK(t.count() > 0, "{}: timeout must be positive (got {} ms)", name, t.count());
+  auto [seq, desc] = number(lane, name, description);
+  OpContext ctx{seq, name, std::move(desc), Deadline(t)};
+  // Earlier asynchronous operations of the same lane go first, to keep the
+  // issue order.
+  Executor* pending = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(executors_mutex_);
+    auto it = executors_.find(lane);
+    if (it != executors_.end()) pending = it->second.get();
+  }
+  if (pending && !pending->drain(ctx.deadline)) {
     throw TimeoutError(fmt::format(
         "rank {}: {} could not start within {}: earlier asynchronous operations on this "
         "communicator are still running",
@@ -188,17 +213,16 @@ void Communicator::run_sync(std::string_view name, std::string description,
 }
 
 template <typename Fn>
-std::shared_ptr<Work> Communicator::run_async(std::string_view name, std::string description,
+std::shared_ptr<Work> Communicator::run_async(Lane lane, std::string_view name,
+                                              std::string description,
                                               std::optional<Millis> timeout, Fn&& fn) {
   check_usable();
   // The deadline starts when the operation starts running, not when it is queued.
   Millis t = timeout.value_or(timeout_);
   TANDEM_CHECK(t.count() > 0, "{}: timeout must be positive (got {} ms)", name, t.count());
-  uint64_t seq = ++seq_;
-  std::string desc = fmt::format("{} #{}{}", name, seq, description);
+  auto [seq, desc] = number(lane, name, description);
   auto work = std::make_shared<Work>(desc);
-  if (!executor_) executor_ = std::make_unique<Executor>();
-  executor_->post([this, work, name, seq, desc, t, fn = std::forward<Fn>(fn)]() mutable {
+  executor(lane).post([this, work, name, seq = seq, desc = desc, t, fn = std::forward<Fn>(fn)]() mutable {
     std::exception_ptr error;
     try {
       check_usable();
@@ -221,14 +245,14 @@ std::string tensor_suffix(const at::Tensor& t) { return " (" + describe_tensor(t
 
 void Communicator::all_reduce(const at::Tensor& tensor, ReduceOp op, std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "all_reduce tensor");
-  run_sync("all_reduce", tensor_suffix(tensor), timeout,
+  run_sync(Lane{}, "all_reduce", tensor_suffix(tensor), timeout,
            [&](const OpContext& ctx) { do_all_reduce(tensor, op, ctx); });
 }
 
 void Communicator::broadcast(const at::Tensor& tensor, int root, std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "broadcast tensor");
   TANDEM_CHECK(root >= 0 && root < size_, "broadcast: root {} is outside [0, {})", root, size_);
-  run_sync("broadcast", tensor_suffix(tensor), timeout,
+  run_sync(Lane{}, "broadcast", tensor_suffix(tensor), timeout,
            [&](const OpContext& ctx) { do_broadcast(tensor, root, ctx); });
 }
 
@@ -252,7 +276,7 @@ void Communicator::all_gather(const at::Tensor& output, const at::Tensor& input,
   check_comm_tensor(output, "all_gather output");
   check_comm_tensor(input, "all_gather input");
   check_gather_shapes(output, input, size_, rank_, "all_gather");
-  run_sync("all_gather", tensor_suffix(output), timeout,
+  run_sync(Lane{}, "all_gather", tensor_suffix(output), timeout,
            [&](const OpContext& ctx) { do_all_gather(output, input, ctx); });
 }
 
@@ -261,7 +285,7 @@ void Communicator::reduce_scatter(const at::Tensor& output, const at::Tensor& in
   check_comm_tensor(output, "reduce_scatter output");
   check_comm_tensor(input, "reduce_scatter input");
   check_gather_shapes(input, output, size_, rank_, "reduce_scatter");
-  run_sync("reduce_scatter", tensor_suffix(input), timeout,
+  run_sync(Lane{}, "reduce_scatter", tensor_suffix(input), timeout,
            [&](const OpContext& ctx) { do_reduce_scatter(output, input, op, ctx); });
 }
 
@@ -274,7 +298,7 @@ void Communicator::all_to_all(const at::Tensor& output, const at::Tensor& input,
                "all_to_all: input ({}) and output ({}) must have the same dtype and a length "
                "divisible by the group size {}",
                input.numel(), output.numel(), size_);
-  run_sync("all_to_all", tensor_suffix(input), timeout,
+  run_sync(Lane{}, "all_to_all", tensor_suffix(input), timeout,
            [&](const OpContext& ctx) { do_all_to_all(output, input, ctx); });
 }
 
@@ -283,7 +307,7 @@ void Communicator::do_all_to_all(const at::Tensor&, const at::Tensor&, const OpC
 }
 
 void Communicator::barrier(std::optional<Millis> timeout) {
-  run_sync("barrier", "", timeout, [&](const OpContext& ctx) { do_barrier(ctx); });
+  run_sync(Lane{}, "barrier", "", timeout, [&](const OpContext& ctx) { do_barrier(ctx); });
 }
 
 namespace {
@@ -299,21 +323,21 @@ void check_peer(int peer, int rank, int size, int tag, std::string_view op) {
 void Communicator::send(const at::Tensor& tensor, int dst, int tag, std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "send tensor");
   check_peer(dst, rank_, size_, tag, "send");
-  run_sync("send", fmt::format(" to rank {} tag {} ({})", dst, tag, describe_tensor(tensor)),
+  run_sync(Lane{1, dst}, "send", fmt::format(" to rank {} tag {} ({})", dst, tag, describe_tensor(tensor)),
            timeout, [&](const OpContext& ctx) { do_send(tensor, dst, tag, ctx); });
 }
 
 void Communicator::recv(const at::Tensor& tensor, int src, int tag, std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "recv tensor");
   check_peer(src, rank_, size_, tag, "recv");
-  run_sync("recv", fmt::format(" from rank {} tag {} ({})", src, tag, describe_tensor(tensor)),
+  run_sync(Lane{2, src}, "recv", fmt::format(" from rank {} tag {} ({})", src, tag, describe_tensor(tensor)),
            timeout, [&](const OpContext& ctx) { do_recv(tensor, src, tag, ctx); });
 }
 
 std::shared_ptr<Work> Communicator::all_reduce_async(const at::Tensor& tensor, ReduceOp op,
                                                      std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "all_reduce tensor");
-  return run_async("all_reduce", tensor_suffix(tensor), timeout,
+  return run_async(Lane{}, "all_reduce", tensor_suffix(tensor), timeout,
                    [this, tensor, op](const OpContext& ctx) { do_all_reduce(tensor, op, ctx); });
 }
 
@@ -321,7 +345,7 @@ std::shared_ptr<Work> Communicator::broadcast_async(const at::Tensor& tensor, in
                                                     std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "broadcast tensor");
   TANDEM_CHECK(root >= 0 && root < size_, "broadcast: root {} is outside [0, {})", root, size_);
-  return run_async("broadcast", tensor_suffix(tensor), timeout,
+  return run_async(Lane{}, "broadcast", tensor_suffix(tensor), timeout,
                    [this, tensor, root](const OpContext& ctx) { do_broadcast(tensor, root, ctx); });
 }
 
@@ -331,8 +355,7 @@ std::shared_ptr<Work> Communicator::all_gather_async(const at::Tensor& output,
   check_comm_tensor(output, "all_gather output");
   check_comm_tensor(input, "all_gather input");
   check_gather_shapes(output, input, size_, rank_, "all_gather");
-  return run_async(
-      "all_gather", tensor_suffix(output), timeout,
+  return run_async(Lane{}, "all_gather", tensor_suffix(output), timeout,
       [this, output, input](const OpContext& ctx) { do_all_gather(output, input, ctx); });
 }
 
@@ -342,7 +365,7 @@ std::shared_ptr<Work> Communicator::reduce_scatter_async(const at::Tensor& outpu
   check_comm_tensor(output, "reduce_scatter output");
   check_comm_tensor(input, "reduce_scatter input");
   check_gather_shapes(input, output, size_, rank_, "reduce_scatter");
-  return run_async("reduce_scatter", tensor_suffix(input), timeout,
+  return run_async(Lane{}, "reduce_scatter", tensor_suffix(input), timeout,
                    [this, output, input, op](const OpContext& ctx) {
                      do_reduce_scatter(output, input, op, ctx);
                    });
@@ -352,7 +375,7 @@ std::shared_ptr<Work> Communicator::send_async(const at::Tensor& tensor, int dst
                                                std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "send tensor");
   check_peer(dst, rank_, size_, tag, "send");
-  return run_async("send",
+  return run_async(Lane{1, dst}, "send",
                    fmt::format(" to rank {} tag {} ({})", dst, tag, describe_tensor(tensor)),
                    timeout, [this, tensor, dst, tag](const OpContext& ctx) {
                      do_send(tensor, dst, tag, ctx);
@@ -363,7 +386,7 @@ std::shared_ptr<Work> Communicator::recv_async(const at::Tensor& tensor, int src
                                                std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "recv tensor");
   check_peer(src, rank_, size_, tag, "recv");
-  return run_async("recv",
+  return run_async(Lane{2, src}, "recv",
                    fmt::format(" from rank {} tag {} ({})", src, tag, describe_tensor(tensor)),
                    timeout, [this, tensor, src, tag](const OpContext& ctx) {
                      do_recv(tensor, src, tag, ctx);
@@ -389,7 +412,7 @@ std::shared_ptr<Communicator> Communicator::split(int color, int key, std::optio
   uint64_t split_id = ++split_count_;
   std::string name = fmt::format("split{}.c{}", split_id, color);
   std::shared_ptr<Communicator> out;
-  run_sync("split", fmt::format(" (color {})", color), timeout,
+  run_sync(Lane{}, "split", fmt::format(" (color {})", color), timeout,
            [&](const OpContext& ctx) { out = do_split(members, name, ctx); });
   return out;
 }

@@ -22,6 +22,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -55,7 +56,7 @@ ShardRange shard_range(int64_t numel, int world_size, int rank);
 // What an operation knows about itself while it runs; backends use it for
 // deadlines and messages.
 struct OpContext {
-  uint64_t seq = 0;         // 1, 2, ... per communicator, in issue order
+  uint64_t seq = 0;         // collectives: 1, 2, ... in issue order; 0 for send/recv
   std::string_view name;    // "all_reduce", "barrier", ...
   std::string description;  // "all_reduce #12 (4.0 MiB, float32)"
   Deadline deadline;
@@ -100,8 +101,11 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   void send(const at::Tensor& tensor, int dst, int tag = 0, std::optional<Millis> timeout = {});
   void recv(const at::Tensor& tensor, int src, int tag = 0, std::optional<Millis> timeout = {});
 
-  // Asynchronous forms. They return at once; the operation runs in issue order
-  // on this communicator's background thread. Keep the tensors alive and
+  // Asynchronous forms. They return at once. Collectives run in issue order on
+  // this communicator's background thread; sends to one peer run in issue
+  // order on a thread of their own, and so do receives from one peer, so that
+  // a send and a receive (or collectives and point-to-point) progress
+  // together, as with MPI_Isend/MPI_Irecv. Keep the tensors alive and
   // untouched until wait() returns.
   std::shared_ptr<Work> all_reduce_async(const at::Tensor& tensor, ReduceOp op = ReduceOp::kSum,
                                          std::optional<Millis> timeout = {});
@@ -133,7 +137,10 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
  protected:
   // Backend implementations. Each runs synchronously and must return or throw
   // by ctx.deadline (TimeoutError naming the peers still missing, PeerError
-  // naming a peer that died). Arguments are already validated.
+  // naming a peer that died). Arguments are already validated. Collectives are
+  // called one at a time, but do_send (one thread per destination) and do_recv
+  // (one thread per source) may run concurrently with each other and with a
+  // collective: backends keep point-to-point state apart from collective state.
   virtual void do_all_reduce(const at::Tensor& tensor, ReduceOp op, const OpContext& ctx) = 0;
   virtual void do_broadcast(const at::Tensor& tensor, int root, const OpContext& ctx) = 0;
   virtual void do_all_gather(const at::Tensor& output, const at::Tensor& input,
@@ -160,14 +167,22 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
 
  private:
   class Executor;
+  // Which ordered lane an operation runs on: collectives, or sends to / receives
+  // from one peer.
+  struct Lane {
+    int kind = 0;  // 0: collective, 1: send, 2: recv
+    int peer = -1;
+    auto operator<=>(const Lane&) const = default;
+  };
+  Executor& executor(Lane lane);
   template <typename Fn>
-  void run_sync(std::string_view name, std::string description, std::optional<Millis> timeout,
-                Fn&& fn);
+  void run_sync(Lane lane, std::string_view name, std::string description,
+                std::optional<Millis> timeout, Fn&& fn);
   template <typename Fn>
-  std::shared_ptr<Work> run_async(std::string_view name, std::string description,
+  std::shared_ptr<Work> run_async(Lane lane, std::string_view name, std::string description,
                                   std::optional<Millis> timeout, Fn&& fn);
-  OpContext make_context(std::string_view name, std::string description,
-                         std::optional<Millis> timeout);
+  std::pair<uint64_t, std::string> number(Lane lane, std::string_view name,
+                                          const std::string& description);
   void check_usable() const;
   void record_failure(const std::exception_ptr& error);
 
@@ -176,7 +191,8 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   const Millis timeout_;
   std::atomic<uint64_t> seq_{0};
   uint64_t split_count_ = 0;
-  std::unique_ptr<Executor> executor_;  // created on the first async call
+  std::mutex executors_mutex_;
+  std::map<Lane, std::unique_ptr<Executor>> executors_;  // guarded by executors_mutex_; lazy
   mutable std::mutex failure_mutex_;
   std::string failure_;  // guarded by failure_mutex_
 };
