@@ -1,0 +1,134 @@
+#include <gtest/gtest.h>
+
+#include <ATen/ops/full.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
+
+#include "tandem/comm/backend.h"
+#include "tandem/core/error.h"
+#include "tests/support/collective_checks.h"
+#include "tests/support/multiproc.h"
+
+namespace tandem {
+namespace {
+
+using testing::expect_ranks_succeed;
+
+std::shared_ptr<Communicator> connect(std::shared_ptr<Store> store, int rank, int size,
+                                      Millis timeout = Millis(30'000)) {
+  BackendOptions o;
+  o.rank = rank;
+  o.size = size;
+  o.store = with_prefix(store, "gloo-test");
+  o.timeout = timeout;
+  return make_gloo_communicator(o, "127.0.0.1");
+}
+
+std::shared_ptr<Store> store_for(int rank, int port) {
+  return make_tcp_store("127.0.0.1", port, rank == 0, Millis(30'000));
+}
+
+std::shared_ptr<Communicator> connect(int rank, int size, int port,
+                                      Millis timeout = Millis(30'000)) {
+  return connect(store_for(rank, port), rank, size, timeout);
+}
+
+class GlooCollectives : public ::testing::TestWithParam<int> {};
+
+TEST_P(GlooCollectives, EveryOpDtypeAndLength) {
+  expect_ranks_succeed(GetParam(), [](int rank, int size, int port) {
+    auto comm = connect(rank, size, port);
+    EXPECT_EQ(comm->backend(), "gloo");
+    testing::check_collectives(*comm);
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(WorldSizes, GlooCollectives, ::testing::Values(1, 2, 3, 4));
+
+TEST(GlooCommunicator, SplitFormsSubgroups) {
+  expect_ranks_succeed(4, [](int rank, int size, int port) {
+    auto comm = connect(rank, size, port);
+    auto half = comm->split(rank % 2, rank);
+    ASSERT_NE(half, nullptr);
+    EXPECT_EQ(half->size(), 2);
+    EXPECT_EQ(half->rank(), rank / 2);
+    at::Tensor t = at::full({5}, static_cast<double>(rank), at::kFloat);
+    half->all_reduce(t);
+    EXPECT_EQ(t[0].item<float>(), rank % 2 == 0 ? 2.0f : 4.0f);  // 0+2 or 1+3
+    auto trio = comm->new_group({0, 1, 3});
+    if (rank == 2) {
+      EXPECT_EQ(trio, nullptr);
+    } else {
+      ASSERT_NE(trio, nullptr);
+      testing::check_collectives(*trio, {0, 7}, true);
+    }
+  });
+}
+
+TEST(GlooCommunicator, MissingRankIsNamedWithinTimeout) {
+  auto results = testing::run_ranks(3, [](int rank, int size, int port) {
+    auto comm = connect(rank, size, port, Millis(2000));
+    at::Tensor t = at::ones({16}, at::kFloat);
+    comm->all_reduce(t);  // everyone arrives here
+    if (rank == 2) {
+      // Never arrives at the next collective; stays alive past the others' timeout.
+      std::this_thread::sleep_for(std::chrono::milliseconds(6000));
+      return;
+    }
+    auto start = std::chrono::steady_clock::now();
+    try {
+      comm->all_reduce(t);
+      ADD_FAILURE() << "all_reduce without rank 2 returned";
+    } catch (const TimeoutError& e) {
+      auto waited = std::chrono::steady_clock::now() - start;
+      EXPECT_LT(waited, std::chrono::milliseconds(5000));
+      std::string msg = e.what();
+      EXPECT_NE(msg.find("rank " + std::to_string(rank) + ": all_reduce #2"), std::string::npos)
+          << msg;
+      EXPECT_NE(msg.find("rank 2 (last entered collective #1"), std::string::npos) << msg;
+    }
+    // The communicator is now unusable, and says so.
+    EXPECT_THROW(comm->barrier(), PeerError);
+  }, {.timeout = std::chrono::milliseconds(30000), .env = {}});
+  for (const auto& r : results) {
+    EXPECT_EQ(r.exit_code, 0) << "rank " << r.rank << ":\n" << testing::tail(r.output);
+  }
+}
+
+TEST(GlooCommunicator, RankThatNeverJoinsIsNamed) {
+  auto results = testing::run_ranks(3, [](int rank, int size, int port) {
+    if (rank == 1) return;  // never joins
+    auto store = store_for(rank, port);
+    try {
+      connect(store, rank, size, Millis(1500));
+      ADD_FAILURE() << "setup without rank 1 succeeded";
+    } catch (const TimeoutError& e) {
+      std::string msg = e.what();
+      EXPECT_NE(msg.find("rank 1 never arrived (of 3)"), std::string::npos) << msg;
+    }
+    // Rank 0 serves the store: it stays until rank 2 has seen its error too.
+    store->set(fmt::format("checked/{}", rank), "1");
+    if (rank == 0) store->wait({"checked/2"}, Millis(10'000));
+  }, {.timeout = std::chrono::milliseconds(30000), .env = {}});
+  for (const auto& r : results) {
+    EXPECT_EQ(r.exit_code, 0) << "rank " << r.rank << ":\n" << testing::tail(r.output);
+  }
+}
+
+TEST(GlooCommunicator, BadInputIsRejectedBeforeCommunicating) {
+  expect_ranks_succeed(2, [](int rank, int size, int port) {
+    auto comm = connect(rank, size, port);
+    at::Tensor full = at::zeros({7}, at::kFloat);
+    at::Tensor wrong = at::zeros({2}, at::kFloat);  // rank 0 owns 4, rank 1 owns 3
+    EXPECT_THROW(comm->all_gather(full, rank == 0 ? wrong : at::zeros({1}, at::kFloat)),
+                 InvalidArgument);
+    EXPECT_THROW(comm->all_reduce(at::zeros({3}, at::kBool)), InvalidArgument);
+    EXPECT_THROW(comm->broadcast(full, 2), InvalidArgument);
+    EXPECT_THROW(comm->send(full, rank), InvalidArgument);
+    // Still usable after argument errors.
+    comm->all_reduce(full);
+  });
+}
+
+}  // namespace
+}  // namespace tandem
