@@ -28,6 +28,10 @@ add_library(tandem_gloo INTERFACE)
 target_link_libraries(tandem_gloo INTERFACE ${GLOO_LIB})
 target_compile_definitions(tandem_gloo INTERFACE USE_C10D_GLOO=1)
 
+# Checksums and digests.
+find_path(XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
+find_library(XXHASH_LIB xxhash REQUIRED)
+
 if(TANDEM_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()

@@ -41,14 +41,17 @@ std::shared_ptr<Communicator> make_gloo_communicator(const BackendOptions& optio
 // options.rank/size to equal the MPI world rank/size; for sub-groups use split.
 std::shared_ptr<Communicator> make_mpi_communicator(const BackendOptions& options);
 
-// Composes a shared-memory communicator among the ranks of one host with a
-// cross-host communicator among the ranks of equal local rank: all_reduce is
-// local reduce-scatter, cross-host all_reduce of each slice, local all-gather.
-// `local` and `cross` must come from the same world; `rank`/`size` are the
+// Composes a communicator among the ranks of one host (`local`, shared
+// memory) with one among the ranks of equal local rank across hosts
+// (`cross`): all_reduce is local reduce-scatter, cross-host all_reduce of each
+// slice, local all-gather. `global` (a flat world communicator, e.g. Gloo)
+// carries send/recv, barrier, all_to_all and sub-groups. Ranks must be
+// numbered host by host with equal ranks per host; `rank`/`size` are the
 // world's. See Note [Hierarchical layout] in hierarchical_communicator.cpp.
 std::shared_ptr<Communicator> make_hierarchical_communicator(int rank, int size,
                                                              std::shared_ptr<Communicator> local,
                                                              std::shared_ptr<Communicator> cross,
+                                                             std::shared_ptr<Communicator> global,
                                                              Millis timeout);
 
 // True if this build includes the MPI backend (CMake TANDEM_WITH_MPI).

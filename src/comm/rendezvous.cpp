@@ -1,0 +1,235 @@
+#include "tandem/comm/rendezvous.h"
+
+#include <unistd.h>
+
+#include <map>
+#include <random>
+
+#include <fmt/format.h>
+#include <xxhash.h>
+
+#include "comm/join.h"
+#include "tandem/comm/backend.h"
+#include "tandem/core/check.h"
+#include "tandem/core/log.h"
+
+namespace tandem {
+namespace {
+
+// "2(x3),1" -> 2: Slurm's compressed per-node task counts; the first node's
+// count is this job's tasks per node when all nodes are alike.
+std::optional<int64_t> slurm_tasks_per_node(const env::Lookup& lookup) {
+  auto v = env::get(lookup, "SLURM_NTASKS_PER_NODE");
+  if (!v) return std::nullopt;
+  size_t end = v->find_first_not_of("0123456789");
+  std::string head = v->substr(0, end);
+  TANDEM_CHECK(!head.empty(), "environment variable SLURM_NTASKS_PER_NODE='{}' does not start "
+               "with a number", *v);
+  return std::stoll(head);
+}
+
+void read_master(const env::Lookup& lookup, RendezvousInfo& info, bool required) {
+  auto addr = env::get(lookup, "MASTER_ADDR");
+  auto port = env::get_int(lookup, "MASTER_PORT", 1, 65535);
+  if (required && info.world_size > 1) {
+    TANDEM_CHECK(addr && port,
+                 "rendezvous: RANK and WORLD_SIZE are set but MASTER_ADDR/MASTER_PORT are not; "
+                 "launch with tandem-run or torchrun, or set both");
+  }
+  if (addr) info.master_addr = *addr;
+  if (port) info.master_port = static_cast<int>(*port);
+}
+
+std::string token_digest(const std::string& salt, const std::string& token) {
+  std::string data = salt + '\0' + token;
+  XXH128_hash_t h = XXH3_128bits(data.data(), data.size());
+  return fmt::format("{:016x}{:016x}", h.high64, h.low64);
+}
+
+std::string random_hex(int bytes) {
+  std::random_device rd;
+  std::string out;
+  for (int i = 0; i < bytes; ++i) out += fmt::format("{:02x}", rd() & 0xff);
+  return out;
+}
+
+std::string host_id() {
+  if (const char* v = std::getenv("TANDEM_HOST_ID"); v && *v) return v;
+  char name[256] = {0};
+  gethostname(name, sizeof(name) - 1);
+  return name;
+}
+
+// Rank 0 publishes a salted digest of its token; every other process checks
+// its own against it before it writes any key of its rank, so a refused
+// process leaves the job untouched. The digest is not a cryptographic proof:
+// the token keeps processes of another job (or a stale restart) out; it does
+// not make the store safe on a hostile network.
+void check_token(Store& store, const RendezvousInfo& info, Millis timeout) {
+  if (info.rank == 0) {
+    std::string salt = random_hex(16);
+    store.set("rdzv/token_salt", salt);
+    store.set("rdzv/token_digest", token_digest(salt, info.token));
+    return;
+  }
+  std::string salt = store.get("rdzv/token_salt", timeout);
+  std::string want = store.get("rdzv/token_digest", timeout);
+  if (token_digest(salt, info.token) != want) {
+    throw InvalidArgument(fmt::format(
+        "rank {}: rendezvous at {}:{} refused this process: its TANDEM_RDZV_TOKEN {} the job's; "
+        "it was not admitted and the job carries on without it",
+        info.rank, info.master_addr, info.master_port,
+        info.token.empty() ? "is unset, which does not match" : "does not match"));
+  }
+}
+
+struct Layout {
+  std::vector<std::vector<int>> hosts;  // world ranks per host, in order of first rank
+  int my_host = 0;
+  bool regular = true;  // numbered host by host, equal counts
+};
+
+Layout exchange_hosts(Store& store, const RendezvousInfo& info, Millis timeout) {
+  store.set(fmt::format("rdzv/host/{}", info.rank), host_id());
+  detail::join_group(store, info.rank, info.world_size, timeout, "rendezvous");
+  std::map<std::string, int> index;
+  Layout l;
+  for (int r = 0; r < info.world_size; ++r) {
+    std::string h = store.get(fmt::format("rdzv/host/{}", r), timeout);
+    auto [it, fresh] = index.emplace(h, static_cast<int>(l.hosts.size()));
+    if (fresh) l.hosts.emplace_back();
+    l.hosts[it->second].push_back(r);
+    if (r == info.rank) l.my_host = it->second;
+  }
+  size_t per = l.hosts[0].size();
+  for (size_t h = 0; h < l.hosts.size(); ++h) {
+    if (l.hosts[h].size() != per) l.regular = false;
+    for (size_t i = 0; i < l.hosts[h].size(); ++i) {
+      if (l.hosts[h][i] != static_cast<int>(h * per + i)) l.regular = false;
+    }
+  }
+  return l;
+}
+
+BackendOptions backend_options(int rank, int size, std::shared_ptr<Store> store,
+                               const std::string& name, Millis timeout) {
+  BackendOptions o;
+  o.rank = rank;
+  o.size = size;
+  o.store = with_prefix(std::move(store), name);
+  o.timeout = timeout;
+  o.group_name = name;
+  return o;
+}
+
+}  // namespace
+
+RendezvousInfo read_rendezvous_env(const env::Lookup& lookup) {
+  RendezvousInfo info;
+  auto rank = env::get_int(lookup, "RANK", 0);
+  auto world = env::get_int(lookup, "WORLD_SIZE", 1);
+  if (rank || world) {
+    TANDEM_CHECK(rank && world, "rendezvous: {} is set but {} is not; set both (tandem-run does)",
+                 rank ? "RANK" : "WORLD_SIZE", rank ? "WORLD_SIZE" : "RANK");
+    info.source = "torchrun";
+    info.rank = static_cast<int>(*rank);
+    info.world_size = static_cast<int>(*world);
+    info.local_rank = static_cast<int>(env::get_int(lookup, "LOCAL_RANK", 0).value_or(*rank));
+    info.local_world_size =
+        static_cast<int>(env::get_int(lookup, "LOCAL_WORLD_SIZE", 1).value_or(*world));
+    auto node = env::get_int(lookup, "GROUP_RANK", 0);
+    if (!node) node = env::get_int(lookup, "TANDEM_NODE_RANK", 0);
+    info.node_rank = static_cast<int>(node.value_or(0));
+    read_master(lookup, info, /*required=*/true);
+  } else if (auto orank = env::get_int(lookup, "OMPI_COMM_WORLD_RANK", 0)) {
+    info.source = "mpi";
+    info.rank = static_cast<int>(*orank);
+    auto size = env::get_int(lookup, "OMPI_COMM_WORLD_SIZE", 1);
+    TANDEM_CHECK(size, "rendezvous: OMPI_COMM_WORLD_RANK is set but OMPI_COMM_WORLD_SIZE is not");
+    info.world_size = static_cast<int>(*size);
+    info.local_rank = static_cast<int>(
+        env::get_int(lookup, "OMPI_COMM_WORLD_LOCAL_RANK", 0).value_or(info.rank));
+    info.local_world_size = static_cast<int>(
+        env::get_int(lookup, "OMPI_COMM_WORLD_LOCAL_SIZE", 1).value_or(info.world_size));
+    info.node_rank = info.rank / std::max(info.local_world_size, 1);
+    read_master(lookup, info, /*required=*/false);
+  } else if (auto srank = env::get_int(lookup, "SLURM_PROCID", 0)) {
+    info.source = "slurm";
+    info.rank = static_cast<int>(*srank);
+    auto size = env::get_int(lookup, "SLURM_NTASKS", 1);
+    TANDEM_CHECK(size, "rendezvous: SLURM_PROCID is set but SLURM_NTASKS is not");
+    info.world_size = static_cast<int>(*size);
+    info.local_rank = static_cast<int>(env::get_int(lookup, "SLURM_LOCALID", 0).value_or(0));
+    info.local_world_size = static_cast<int>(slurm_tasks_per_node(lookup).value_or(1));
+    info.node_rank = static_cast<int>(env::get_int(lookup, "SLURM_NODEID", 0).value_or(0));
+    if (auto launch = env::get(lookup, "SLURM_LAUNCH_NODE_IPADDR")) info.master_addr = *launch;
+    read_master(lookup, info, /*required=*/false);
+  }
+  TANDEM_CHECK(info.rank < info.world_size,
+               "rendezvous ({}): rank {} is not below the world size {}", info.source, info.rank,
+               info.world_size);
+  TANDEM_CHECK(info.local_rank >= 0 && info.local_rank < std::max(info.local_world_size, 1),
+               "rendezvous ({}): local rank {} is not below the local world size {}", info.source,
+               info.local_rank, info.local_world_size);
+  info.restart_count =
+      static_cast<int>(env::get_int(lookup, "TANDEM_RESTART_COUNT", 0).value_or(0));
+  if (auto token = env::get(lookup, "TANDEM_RDZV_TOKEN")) info.token = *token;
+  return info;
+}
+
+std::shared_ptr<Communicator> init(const RendezvousInfo& info, const InitOptions& options) {
+  const std::string& b = options.backend;
+  TANDEM_CHECK(b == "auto" || b == "shm" || b == "gloo" || b == "mpi" || b == "nccl",
+               "init: unknown backend '{}'; choose auto, shm, gloo, mpi or nccl", b);
+  if (b == "nccl") {
+    throw NotSupported("the NCCL backend is not in this build: it needs a CUDA build of LibTorch "
+                       "and -DTANDEM_WITH_NCCL=ON");
+  }
+  log::set_rank(info.rank);
+  std::shared_ptr<Store> store =
+      info.world_size == 1 && info.source == "single"
+          ? make_memory_store()
+          : make_tcp_store(info.master_addr, info.master_port, info.rank == 0,
+                           options.rendezvous_timeout);
+  check_token(*store, info, options.rendezvous_timeout);
+  if (info.rank == 0) store->set("rdzv/job", random_hex(6));
+  std::string job = store->get("rdzv/job", options.rendezvous_timeout);
+  Layout layout = exchange_hosts(*store, info, options.rendezvous_timeout);
+  const bool one_host = layout.hosts.size() == 1;
+  const std::string world = fmt::format("tandem-{}-r{}", job, info.restart_count);
+  auto world_opts = backend_options(info.rank, info.world_size, store, world, options.timeout);
+
+  if (b == "mpi") return make_mpi_communicator(world_opts);
+  if (b == "gloo") return make_gloo_communicator(world_opts, one_host ? "127.0.0.1" : "");
+  if (b == "shm") {
+    TANDEM_CHECK(one_host, "init: backend 'shm' needs every rank on one host, but the job spans "
+                 "{} hosts; use 'auto' or 'gloo'", layout.hosts.size());
+    return make_shm_communicator(world_opts);
+  }
+  // auto
+  if (one_host) return make_shm_communicator(world_opts);
+  auto global = make_gloo_communicator(world_opts, "");
+  size_t per_host = layout.hosts[0].size();
+  if (per_host == 1 || !layout.regular) {
+    if (!layout.regular) {
+      log::info("init: ranks are not numbered host by host with equal counts; using flat gloo");
+    }
+    return global;
+  }
+  int local_rank = info.rank % static_cast<int>(per_host);
+  auto local = make_shm_communicator(backend_options(
+      local_rank, static_cast<int>(per_host), store,
+      fmt::format("{}-host{}", world, layout.my_host), options.timeout));
+  auto cross = make_gloo_communicator(
+      backend_options(layout.my_host, static_cast<int>(layout.hosts.size()), store,
+                      fmt::format("{}-cross{}", world, local_rank), options.timeout),
+      "");
+  return make_hierarchical_communicator(info.rank, info.world_size, local, cross, global,
+                                        options.timeout);
+}
+
+std::shared_ptr<Communicator> init(const InitOptions& options) {
+  return init(read_rendezvous_env(), options);
+}
+
+}  // namespace tandem
