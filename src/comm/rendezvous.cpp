@@ -83,34 +83,6 @@ void check_token(Store& store, const RendezvousInfo& info, Millis timeout) {
   }
 }
 
-struct Layout {
-  std::vector<std::vector<int>> hosts;  // world ranks per host, in order of first rank
-  int my_host = 0;
-  bool regular = true;  // numbered host by host, equal counts
-};
-
-Layout exchange_hosts(Store& store, const RendezvousInfo& info, Millis timeout) {
-  store.set(fmt::format("rdzv/host/{}", info.rank), host_id());
-  detail::join_group(store, info.rank, info.world_size, timeout, "rendezvous");
-  std::map<std::string, int> index;
-  Layout l;
-  for (int r = 0; r < info.world_size; ++r) {
-    std::string h = store.get(fmt::format("rdzv/host/{}", r), timeout);
-    auto [it, fresh] = index.emplace(h, static_cast<int>(l.hosts.size()));
-    if (fresh) l.hosts.emplace_back();
-    l.hosts[it->second].push_back(r);
-    if (r == info.rank) l.my_host = it->second;
-  }
-  size_t per = l.hosts[0].size();
-  for (size_t h = 0; h < l.hosts.size(); ++h) {
-    if (l.hosts[h].size() != per) l.regular = false;
-    for (size_t i = 0; i < l.hosts[h].size(); ++i) {
-      if (l.hosts[h][i] != static_cast<int>(h * per + i)) l.regular = false;
-    }
-  }
-  return l;
-}
-
 BackendOptions backend_options(int rank, int size, std::shared_ptr<Store> store,
                                const std::string& name, Millis timeout) {
   BackendOptions o;
@@ -120,6 +92,38 @@ BackendOptions backend_options(int rank, int size, std::shared_ptr<Store> store,
   o.timeout = timeout;
   o.group_name = name;
   return o;
+}
+
+}  // namespace
+
+struct Rendezvous::Layout {
+  std::vector<std::vector<int>> hosts;  // world ranks per host, in order of first rank
+  int my_host = 0;
+  bool regular = true;  // numbered host by host, equal counts
+};
+
+namespace {
+
+std::unique_ptr<Rendezvous::Layout> exchange_hosts(Store& store, const RendezvousInfo& info, Millis timeout) {
+  store.set(fmt::format("rdzv/host/{}", info.rank), host_id());
+  detail::join_group(store, info.rank, info.world_size, timeout, "rendezvous");
+  std::map<std::string, int> index;
+  auto l = std::make_unique<Rendezvous::Layout>();
+  for (int r = 0; r < info.world_size; ++r) {
+    std::string h = store.get(fmt::format("rdzv/host/{}", r), timeout);
+    auto [it, fresh] = index.emplace(h, static_cast<int>(l->hosts.size()));
+    if (fresh) l->hosts.emplace_back();
+    l->hosts[it->second].push_back(r);
+    if (r == info.rank) l->my_host = it->second;
+  }
+  size_t per = l->hosts[0].size();
+  for (size_t h = 0; h < l->hosts.size(); ++h) {
+    if (l->hosts[h].size() != per) l->regular = false;
+    for (size_t i = 0; i < l->hosts[h].size(); ++i) {
+      if (l->hosts[h][i] != static_cast<int>(h * per + i)) l->regular = false;
+    }
+  }
+  return l;
 }
 
 }  // namespace
@@ -177,55 +181,73 @@ RendezvousInfo read_rendezvous_env(const env::Lookup& lookup) {
   return info;
 }
 
-std::shared_ptr<Communicator> init(const RendezvousInfo& info, const InitOptions& options) {
-  const std::string& b = options.backend;
+Rendezvous::Rendezvous(const RendezvousInfo& info, Millis timeout) : info_(info) {
+  log::set_rank(info.rank);
+  store_ = info.world_size == 1 && info.source == "single"
+               ? make_memory_store()
+               : make_tcp_store(info.master_addr, info.master_port, info.rank == 0, timeout);
+  check_token(*store_, info, timeout);
+  if (info.rank == 0) store_->set("rdzv/job", random_hex(6));
+  job_ = store_->get("rdzv/job", timeout);
+  layout_ = exchange_hosts(*store_, info, timeout);
+}
+
+Rendezvous::~Rendezvous() = default;
+
+int Rendezvous::hosts() const { return static_cast<int>(layout_->hosts.size()); }
+
+int Rendezvous::local_world_size() const {
+  return static_cast<int>(layout_->hosts[layout_->my_host].size());
+}
+
+int Rendezvous::local_rank() const {
+  const auto& mine = layout_->hosts[layout_->my_host];
+  return static_cast<int>(std::find(mine.begin(), mine.end(), info_.rank) - mine.begin());
+}
+
+std::shared_ptr<Communicator> Rendezvous::communicator(const std::string& b, Millis timeout) {
   TANDEM_CHECK(b == "auto" || b == "shm" || b == "gloo" || b == "mpi" || b == "nccl",
                "init: unknown backend '{}'; choose auto, shm, gloo, mpi or nccl", b);
   if (b == "nccl") {
     throw NotSupported("the NCCL backend is not in this build: it needs a CUDA build of LibTorch "
                        "and -DTANDEM_WITH_NCCL=ON");
   }
-  log::set_rank(info.rank);
-  std::shared_ptr<Store> store =
-      info.world_size == 1 && info.source == "single"
-          ? make_memory_store()
-          : make_tcp_store(info.master_addr, info.master_port, info.rank == 0,
-                           options.rendezvous_timeout);
-  check_token(*store, info, options.rendezvous_timeout);
-  if (info.rank == 0) store->set("rdzv/job", random_hex(6));
-  std::string job = store->get("rdzv/job", options.rendezvous_timeout);
-  Layout layout = exchange_hosts(*store, info, options.rendezvous_timeout);
-  const bool one_host = layout.hosts.size() == 1;
-  const std::string world = fmt::format("tandem-{}-r{}", job, info.restart_count);
-  auto world_opts = backend_options(info.rank, info.world_size, store, world, options.timeout);
+  const auto& info = info_;
+  const bool one_host = hosts() == 1;
+  const std::string world =
+      fmt::format("tandem-{}-r{}-g{}", job_, info.restart_count, groups_++);
+  auto world_opts = backend_options(info.rank, info.world_size, store_, world, timeout);
 
   if (b == "mpi") return make_mpi_communicator(world_opts);
   if (b == "gloo") return make_gloo_communicator(world_opts, one_host ? "127.0.0.1" : "");
   if (b == "shm") {
     TANDEM_CHECK(one_host, "init: backend 'shm' needs every rank on one host, but the job spans "
-                 "{} hosts; use 'auto' or 'gloo'", layout.hosts.size());
+                 "{} hosts; use 'auto' or 'gloo'", hosts());
     return make_shm_communicator(world_opts);
   }
   // auto
   if (one_host) return make_shm_communicator(world_opts);
   auto global = make_gloo_communicator(world_opts, "");
-  size_t per_host = layout.hosts[0].size();
-  if (per_host == 1 || !layout.regular) {
-    if (!layout.regular) {
+  int per_host = local_world_size();
+  if (per_host == 1 || !layout_->regular) {
+    if (!layout_->regular) {
       log::info("init: ranks are not numbered host by host with equal counts; using flat gloo");
     }
     return global;
   }
-  int local_rank = info.rank % static_cast<int>(per_host);
   auto local = make_shm_communicator(backend_options(
-      local_rank, static_cast<int>(per_host), store,
-      fmt::format("{}-host{}", world, layout.my_host), options.timeout));
+      local_rank(), per_host, store_, fmt::format("{}-host{}", world, layout_->my_host), timeout));
   auto cross = make_gloo_communicator(
-      backend_options(layout.my_host, static_cast<int>(layout.hosts.size()), store,
-                      fmt::format("{}-cross{}", world, local_rank), options.timeout),
+      backend_options(layout_->my_host, hosts(), store_,
+                      fmt::format("{}-cross{}", world, local_rank()), timeout),
       "");
-  return make_hierarchical_communicator(info.rank, info.world_size, local, cross, global,
-                                        options.timeout);
+  return make_hierarchical_communicator(info.rank, info.world_size, local, cross, global, timeout);
+}
+
+std::shared_ptr<Communicator> init(const RendezvousInfo& info, const InitOptions& options) {
+  // The communicator keeps the store alive; the rendezvous object itself may go.
+  Rendezvous rdzv(info, options.rendezvous_timeout);
+  return rdzv.communicator(options.backend, options.timeout);
 }
 
 std::shared_ptr<Communicator> init(const InitOptions& options) {

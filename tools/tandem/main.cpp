@@ -2,17 +2,31 @@
 // library and map exceptions to exit codes (2: usage, 1: failure).
 #include <iostream>
 
+#include <ATen/Parallel.h>
 #include <CLI/CLI.hpp>
 
+#include "bench_comm.h"
 #include "tandem/core/error.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"tandem: distributed training for LibTorch"};
   app.require_subcommand(1);
+  int exit_code = 0;
+  auto* bench = app.add_subcommand("bench", "Benchmarks (JSON lines and tables)");
+  bench->require_subcommand(1);
+  tandem::tools::add_bench_comm(*bench, exit_code);
   try {
+    at::set_num_threads(1);
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // CLI11 prints the message; usage errors exit 2, --help exits 0.
+    return app.exit(e) == 0 ? 0 : 2;
+  } catch (const tandem::InvalidArgument& e) {
+    std::cerr << "tandem: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "tandem: error: " << e.what() << "\n";
+    return 1;
   }
-  return 0;
+  return exit_code;
 }

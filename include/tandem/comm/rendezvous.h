@@ -50,11 +50,42 @@ struct InitOptions {
   Millis rendezvous_timeout = Millis(120'000);
 };
 
-// Joins the job described by `info`: connects to the store (rank 0 serves it
-// unless TANDEM_STORE_EXTERNAL=1, as under tandem-run), checks the token,
-// finds which ranks share a host, and builds the communicator. Collective
-// over the whole world. Throws TimeoutError naming the ranks that did not
-// arrive, or naming the address when the store cannot be reached.
+// A joined job: the store (rank 0 serves it at MASTER_ADDR:MASTER_PORT), the
+// token checked, and which ranks share a host. One per process; it can build
+// several communicators (e.g. to compare backends in one run).
+class Rendezvous {
+ public:
+  // Collective over the whole world. Throws TimeoutError naming the ranks
+  // that did not arrive, or the address when the store cannot be reached;
+  // InvalidArgument when this process's token is refused.
+  Rendezvous(const RendezvousInfo& info, Millis timeout);
+  ~Rendezvous();
+  Rendezvous(const Rendezvous&) = delete;
+  Rendezvous& operator=(const Rendezvous&) = delete;
+
+  // Collective. A new communicator over the whole world on `backend` (see
+  // InitOptions::backend); each call gets its own group.
+  std::shared_ptr<Communicator> communicator(const std::string& backend, Millis timeout);
+
+  const RendezvousInfo& info() const { return info_; }
+  const std::shared_ptr<Store>& store() const { return store_; }
+  // Number of distinct hosts, and this rank's local rank among its host's.
+  int hosts() const;
+  int local_rank() const;
+  int local_world_size() const;
+
+  struct Layout;  // which ranks share a host; defined in rendezvous.cpp
+
+ private:
+  RendezvousInfo info_;
+  std::shared_ptr<Store> store_;
+  std::string job_;
+  std::unique_ptr<Layout> layout_;
+  int groups_ = 0;
+};
+
+// Joins the job described by `info` and builds one communicator on
+// options.backend. Collective over the whole world.
 std::shared_ptr<Communicator> init(const RendezvousInfo& info, const InitOptions& options = {});
 
 // init(read_rendezvous_env(), options).
