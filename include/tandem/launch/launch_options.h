@@ -1,0 +1,88 @@
+// Options of `tandem-run` and the pure logic around them: turning the flag
+// text into checked LaunchOptions, and the environment each worker gets (the
+// variables torchrun sets, plus Tandem's own). Nothing here starts a process,
+// so tests call these functions directly. Thread-safe: plain functions over
+// value types.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tandem::launch {
+
+// The flags as the user typed them. Numbers stay text here so that
+// make_launch_options() can reject "abc" or "-1" with a message naming the
+// flag; an unset optional means "not given".
+struct LaunchFlags {
+  std::optional<std::string> nproc_per_node;
+  std::optional<std::string> nnodes;
+  std::optional<std::string> node_rank;
+  std::optional<std::string> master_addr;
+  std::optional<std::string> master_port;
+  std::optional<std::string> max_restarts;
+  std::optional<std::string> log_dir;
+  std::optional<std::string> grace_period;  // seconds, fractions allowed
+  bool no_prefix = false;
+  // PROGRAM followed by its arguments (everything after `--`).
+  std::vector<std::string> command;
+};
+
+struct LaunchOptions {
+  // Workers started on this node. Default 1.
+  int nproc_per_node = 1;
+  // Nodes in the job; each runs its own tandem-run. Default 1.
+  int nnodes = 1;
+  // This node's index in [0, nnodes). Default 0.
+  int node_rank = 0;
+  // Address of rank 0's node, where the workers' TCP store listens.
+  std::string master_addr = "127.0.0.1";
+  // Port of the store. Unset: pick a free port on master_addr for every
+  // attempt (only allowed with nnodes == 1, since other nodes could not
+  // guess it).
+  std::optional<int> master_port;
+  // How often the whole group is restarted after a worker fails. Default 0.
+  int max_restarts = 0;
+  // When set, rank i's raw output is also written to <log_dir>/rank-<i>.log.
+  std::optional<std::string> log_dir;
+  // Prefix every output line with "[rank i] ". Default on.
+  bool prefix_output = true;
+  // How long workers get between SIGTERM (or a forwarded signal) and SIGKILL.
+  // Default 5 s; longer lets workers write a checkpoint, shorter stops
+  // faster.
+  std::chrono::milliseconds grace_period{5000};
+  // PROGRAM and its arguments; never empty after make_launch_options().
+  std::vector<std::string> command;
+
+  int world_size() const { return nnodes * nproc_per_node; }
+};
+
+// Parses and checks every flag. Throws tandem::InvalidArgument with one
+// sentence naming the flag, the value given and the rule, ending with
+// "see 'tandem-run --help'."
+LaunchOptions make_launch_options(const LaunchFlags& flags);
+
+// Checks options built in code (the same rules as make_launch_options).
+// Throws tandem::InvalidArgument.
+void validate(const LaunchOptions& options);
+
+// Who one worker is; the source of its environment variables.
+struct WorkerIdentity {
+  int local_rank = 0;
+  int restart_count = 0;
+  int master_port = 0;
+};
+
+// The worker's environment: `base` ("NAME=value" entries, usually the
+// launcher's own) with MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE,
+// LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, TANDEM_NODE_RANK,
+// TANDEM_RESTART_COUNT and TORCHELASTIC_RESTART_COUNT set (replacing any
+// inherited value), and OMP_NUM_THREADS=1 / OPENBLAS_NUM_THREADS=1 added
+// unless `base` already sets them, so N workers do not each start one thread
+// per core.
+std::vector<std::string> worker_environment(const std::vector<std::string>& base,
+                                            const LaunchOptions& options,
+                                            const WorkerIdentity& worker);
+
+}  // namespace tandem::launch

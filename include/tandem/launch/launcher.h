@@ -1,0 +1,82 @@
+// The engine behind `tandem-run`: starts nproc_per_node workers on this node
+// with the environment torchrun sets, relays their output line by line,
+// forwards SIGINT/SIGTERM, stops the whole group when one worker fails, and
+// restarts it up to max_restarts times. Workers run in their own process
+// groups, so stopping a worker also stops the processes it started; once every
+// worker has exited, processes still left in those groups are stopped too
+// (SIGTERM, then SIGKILL), so a job never leaves orphans. A process that
+// leaves its group (setsid) is beyond reach. Workers read stdin from
+// /dev/null. With nnodes > 1 each node's launcher restarts only its own
+// workers; nodes do not agree on restarts with each other yet.
+//
+// Not thread-safe, and one run() per process at a time: run() installs
+// signal handlers and makes the calling process a child subreaper (Linux)
+// for its duration. Call it from a process like tandem-run whose only
+// children are the workers.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "tandem/core/error.h"
+#include "tandem/launch/launch_options.h"
+
+namespace tandem::launch {
+
+// PROGRAM cannot be executed. exit_code() follows sh(1) and env(1): 127 when
+// it is not found, 126 when it is found but cannot be run.
+class ProgramError : public InvalidArgument {
+ public:
+  ProgramError(const std::string& message, int exit_code)
+      : InvalidArgument(message), exit_code_(exit_code) {}
+  int exit_code() const { return exit_code_; }
+
+ private:
+  int exit_code_;
+};
+
+// Where output goes. Every call carries whole lines (except a last line cut
+// at exit, which gets a newline added), so lines of different ranks never
+// mix. All three must be set.
+struct LaunchOutput {
+  std::function<void(std::string_view)> out;     // the workers' stdout
+  std::function<void(std::string_view)> err;     // the workers' stderr
+  std::function<void(std::string_view)> status;  // tandem-run's own lines
+};
+
+struct LaunchResult {
+  // What tandem-run exits with: 0 when every worker of an attempt exited 0,
+  // 1 when a worker failed and no restart was left, 128 + signal when
+  // SIGINT/SIGTERM stopped the job (130, 143).
+  int exit_code = 0;
+  int attempts = 0;  // how often the group was started
+  int signal = 0;    // the signal that stopped the job, or 0
+};
+
+// Finds PROGRAM the way execvp does: taken as a path when it contains '/',
+// otherwise searched in `path` (the PATH value; unset means
+// "/usr/local/bin:/usr/bin:/bin"). Returns the path to execute. Throws
+// ProgramError naming the program and why (not found, a directory, not
+// executable).
+std::string resolve_program(const std::string& program, const std::optional<std::string>& path);
+
+// A TCP port that is free on `address` right now: binds port 0, reads the
+// port the kernel chose and closes the socket. Throws tandem::Error when the
+// address cannot be resolved or bound.
+int pick_free_port(const std::string& address);
+
+// Runs the job described by `options` until it succeeds, fails for good or is
+// stopped by SIGINT/SIGTERM. Blocks for as long as the workers run; every wait
+// inside is a bounded poll. After a failure or a signal the workers get
+// SIGTERM, then SIGKILL once options.grace_period has passed; run() returns
+// only after every worker process has been reaped.
+//
+// Throws tandem::InvalidArgument for bad options, ProgramError when PROGRAM
+// cannot be executed, tandem::Error when the log directory cannot be made or
+// a process cannot be started, and tandem::TimeoutError when a worker does
+// not die 10 s after SIGKILL (stuck in the kernel).
+LaunchResult run(const LaunchOptions& options, const LaunchOutput& output);
+
+}  // namespace tandem::launch

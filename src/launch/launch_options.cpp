@@ -1,0 +1,156 @@
+#include "tandem/launch/launch_options.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <climits>
+#include <cmath>
+#include <string_view>
+#include <utility>
+
+#include "tandem/core/error.h"
+
+namespace tandem::launch {
+namespace {
+
+// Flag errors are shown to people typing a command, so they carry no
+// source location (unlike TANDEM_CHECK) and always point at --help.
+template <typename... Args>
+[[noreturn]] void usage_error(fmt::format_string<Args...> f, Args&&... args) {
+  throw InvalidArgument(
+      fmt::format("{}; see 'tandem-run --help'.", fmt::format(f, std::forward<Args>(args)...)));
+}
+
+int parse_int(std::string_view flag, const std::string& text) {
+  long long value = 0;
+  const char* begin = text.data();
+  const char* end = begin + text.size();
+  auto [ptr, ec] = std::from_chars(begin, end, value);
+  if (ec != std::errc() || ptr != end || text.empty()) {
+    usage_error("{} must be a whole number (got '{}')", flag, text);
+  }
+  if (value < INT_MIN || value > INT_MAX) {
+    usage_error("{} is out of range (got {})", flag, text);
+  }
+  return static_cast<int>(value);
+}
+
+std::chrono::milliseconds parse_seconds(std::string_view flag, const std::string& text) {
+  double seconds = 0;
+  const char* begin = text.data();
+  const char* end = begin + text.size();
+  auto [ptr, ec] = std::from_chars(begin, end, seconds);
+  // One day is far beyond any sensible grace period and keeps the
+  // conversion to milliseconds exact.
+  constexpr double kMaxSeconds = 86400;
+  if (ec != std::errc() || ptr != end || text.empty() || !std::isfinite(seconds) || seconds <= 0 ||
+      seconds > kMaxSeconds) {
+    usage_error("{} must be a number of seconds in (0, {}] (got '{}')", flag, kMaxSeconds, text);
+  }
+  auto ms = static_cast<long long>(std::llround(seconds * 1000));
+  return std::chrono::milliseconds(std::max(ms, 1LL));
+}
+
+bool has_space(const std::string& s) { return s.find_first_of(" \t\r\n") != std::string::npos; }
+
+}  // namespace
+
+LaunchOptions make_launch_options(const LaunchFlags& flags) {
+  LaunchOptions o;
+  if (flags.nproc_per_node) o.nproc_per_node = parse_int("--nproc-per-node", *flags.nproc_per_node);
+  if (flags.nnodes) o.nnodes = parse_int("--nnodes", *flags.nnodes);
+  if (flags.node_rank) o.node_rank = parse_int("--node-rank", *flags.node_rank);
+  if (flags.master_addr) o.master_addr = *flags.master_addr;
+  if (flags.master_port) o.master_port = parse_int("--master-port", *flags.master_port);
+  if (flags.max_restarts) o.max_restarts = parse_int("--max-restarts", *flags.max_restarts);
+  if (flags.log_dir) o.log_dir = *flags.log_dir;
+  if (flags.grace_period) o.grace_period = parse_seconds("--grace-period", *flags.grace_period);
+  o.prefix_output = !flags.no_prefix;
+  o.command = flags.command;
+  validate(o);
+  return o;
+}
+
+void validate(const LaunchOptions& o) {
+  if (o.nproc_per_node < 1) {
+    usage_error("--nproc-per-node must be at least 1 (got {})", o.nproc_per_node);
+  }
+  if (o.nnodes < 1) usage_error("--nnodes must be at least 1 (got {})", o.nnodes);
+  if (static_cast<long long>(o.nnodes) * o.nproc_per_node > INT_MAX) {
+    usage_error("--nnodes {} times --nproc-per-node {} is too many workers", o.nnodes,
+                o.nproc_per_node);
+  }
+  if (o.node_rank < 0 || o.node_rank >= o.nnodes) {
+    usage_error("--node-rank must be in [0, {}) for --nnodes {} (got {})", o.nnodes, o.nnodes,
+                o.node_rank);
+  }
+  if (o.master_addr.empty() || has_space(o.master_addr)) {
+    usage_error("--master-addr must be a host name or IP address (got '{}')", o.master_addr);
+  }
+  if (o.master_port && (*o.master_port < 1 || *o.master_port > 65535)) {
+    usage_error("--master-port must be in [1, 65535] (got {})", *o.master_port);
+  }
+  if (!o.master_port && o.nnodes > 1) {
+    usage_error(
+        "--master-port is required with --nnodes {}: every node must use the same port, so "
+        "tandem-run cannot pick a free one",
+        o.nnodes);
+  }
+  if (o.max_restarts < 0) usage_error("--max-restarts must be at least 0 (got {})", o.max_restarts);
+  if (o.log_dir && o.log_dir->empty()) usage_error("--log-dir must not be empty");
+  if (o.grace_period.count() <= 0) {
+    usage_error("--grace-period must be positive (got {} ms)", o.grace_period.count());
+  }
+  if (o.command.empty()) {
+    usage_error(
+        "missing PROGRAM: put the command to run after '--', e.g. "
+        "'tandem-run --nproc-per-node 2 -- ./train --epochs 3'");
+  }
+  if (o.command.front().empty()) usage_error("PROGRAM must not be an empty string");
+}
+
+std::vector<std::string> worker_environment(const std::vector<std::string>& base,
+                                            const LaunchOptions& o, const WorkerIdentity& w) {
+  const int rank = o.node_rank * o.nproc_per_node + w.local_rank;
+  const std::vector<std::pair<std::string, std::string>> set = {
+      {"MASTER_ADDR", o.master_addr},
+      {"MASTER_PORT", std::to_string(w.master_port)},
+      {"RANK", std::to_string(rank)},
+      {"WORLD_SIZE", std::to_string(o.world_size())},
+      {"LOCAL_RANK", std::to_string(w.local_rank)},
+      {"LOCAL_WORLD_SIZE", std::to_string(o.nproc_per_node)},
+      {"GROUP_RANK", std::to_string(o.node_rank)},
+      {"TANDEM_NODE_RANK", std::to_string(o.node_rank)},
+      {"TANDEM_RESTART_COUNT", std::to_string(w.restart_count)},
+      {"TORCHELASTIC_RESTART_COUNT", std::to_string(w.restart_count)},
+  };
+  const std::vector<std::string> defaults = {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"};
+
+  auto name_of = [](const std::string& entry) { return entry.substr(0, entry.find('=')); };
+  auto is_set = [&](const std::string& name) {
+    for (const auto& [n, v] : set) {
+      if (n == name) return true;
+    }
+    return false;
+  };
+
+  std::vector<std::string> env;
+  env.reserve(base.size() + set.size() + defaults.size());
+  std::vector<bool> have_default(defaults.size(), false);
+  for (const auto& entry : base) {
+    std::string name = name_of(entry);
+    if (is_set(name)) continue;
+    for (size_t i = 0; i < defaults.size(); ++i) {
+      if (name == defaults[i]) have_default[i] = true;
+    }
+    env.push_back(entry);
+  }
+  for (const auto& [n, v] : set) env.push_back(n + "=" + v);
+  for (size_t i = 0; i < defaults.size(); ++i) {
+    if (!have_default[i]) env.push_back(defaults[i] + "=1");
+  }
+  return env;
+}
+
+}  // namespace tandem::launch
