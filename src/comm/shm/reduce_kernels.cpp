@@ -1,0 +1,137 @@
+#include "comm/shm/reduce_kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include "tandem/core/check.h"
+
+namespace tandem::comm::detail {
+namespace {
+
+// Accumulator types: half types widen to float; integer sums and products
+// run in the unsigned type of the same width, so that overflow wraps instead
+// of being undefined.
+template <typename T>
+struct Accum {
+  using type = T;
+};
+template <>
+struct Accum<c10::Half> {
+  using type = float;
+};
+template <>
+struct Accum<c10::BFloat16> {
+  using type = float;
+};
+
+struct Sum {
+  template <typename A>
+  static A apply(A a, A b) { return a + b; }
+};
+struct Product {
+  template <typename A>
+  static A apply(A a, A b) { return a * b; }
+};
+// min / max propagate NaN, as torch does.
+template <typename A>
+inline bool is_nan(A x) {
+  if constexpr (std::is_floating_point_v<A>) {
+    return std::isnan(x);
+  } else {
+    return false;
+  }
+}
+struct Min {
+  template <typename A>
+  static A apply(A a, A b) { return (b < a || is_nan(b)) ? b : a; }
+};
+struct Max {
+  template <typename A>
+  static A apply(A a, A b) { return (b > a || is_nan(b)) ? b : a; }
+};
+
+// Elements per block: the block's accumulators (at most 4 KiB) stay in L1
+// while every source streams through once.
+constexpr int64_t kBlock = 512;
+
+template <typename T, typename Op, bool kAvg>
+void reduce_typed(const void* const* srcs_v, int nsrcs, int64_t count, void* dst_v,
+                  void* dst2_v) {
+  using Wide = typename Accum<T>::type;
+  constexpr bool kWrap = std::is_integral_v<T> && (std::is_same_v<Op, Sum> ||
+                                                   std::is_same_v<Op, Product>);
+  using A = std::conditional_t<kWrap, std::make_unsigned_t<std::conditional_t<
+                                          std::is_integral_v<T>, T, int>>,
+                               Wide>;
+  auto finish = [nsrcs](A a) -> T {
+    if constexpr (kAvg) {
+      if constexpr (std::is_integral_v<T>) {
+        return static_cast<T>(static_cast<T>(a) / static_cast<T>(nsrcs));
+      } else {
+        return static_cast<T>(a / static_cast<A>(nsrcs));
+      }
+    } else {
+      return static_cast<T>(a);
+    }
+  };
+  T* dst = static_cast<T*>(dst_v);
+  T* dst2 = static_cast<T*>(dst2_v);
+  A acc[kBlock];
+  for (int64_t base = 0; base < count; base += kBlock) {
+    const int64_t m = std::min(kBlock, count - base);
+    {
+      const T* __restrict s = static_cast<const T*>(srcs_v[0]) + base;
+      for (int64_t j = 0; j < m; ++j) acc[j] = static_cast<A>(s[j]);
+    }
+    for (int k = 1; k < nsrcs; ++k) {
+      const T* __restrict s = static_cast<const T*>(srcs_v[k]) + base;
+      for (int64_t j = 0; j < m; ++j) acc[j] = Op::apply(acc[j], static_cast<A>(s[j]));
+    }
+    {
+      T* __restrict d = dst + base;
+      for (int64_t j = 0; j < m; ++j) d[j] = finish(acc[j]);
+    }
+    if (dst2 != nullptr) {
+      T* __restrict d = dst2 + base;
+      const T* __restrict d1 = dst + base;
+      for (int64_t j = 0; j < m; ++j) d[j] = d1[j];
+    }
+  }
+}
+
+template <typename T>
+void reduce_dispatch_op(ReduceOp op, const void* const* srcs, int nsrcs, int64_t count, void* dst,
+                        void* dst2) {
+  switch (op) {
+    case ReduceOp::kSum: return reduce_typed<T, Sum, false>(srcs, nsrcs, count, dst, dst2);
+    case ReduceOp::kAvg: return reduce_typed<T, Sum, true>(srcs, nsrcs, count, dst, dst2);
+    case ReduceOp::kMin: return reduce_typed<T, Min, false>(srcs, nsrcs, count, dst, dst2);
+    case ReduceOp::kMax: return reduce_typed<T, Max, false>(srcs, nsrcs, count, dst, dst2);
+    case ReduceOp::kProduct: return reduce_typed<T, Product, false>(srcs, nsrcs, count, dst, dst2);
+  }
+  TANDEM_ASSERT(false, "reduce_arrays: unknown ReduceOp {}", static_cast<int>(op));
+}
+
+}  // namespace
+
+void reduce_arrays(at::ScalarType dtype, ReduceOp op, const void* const* srcs, int nsrcs,
+                   int64_t count, void* dst, void* dst2) {
+  TANDEM_ASSERT(nsrcs >= 1, "reduce_arrays: needs at least one source (got {})", nsrcs);
+  if (count == 0) return;
+  switch (dtype) {
+    case at::kFloat: return reduce_dispatch_op<float>(op, srcs, nsrcs, count, dst, dst2);
+    case at::kDouble: return reduce_dispatch_op<double>(op, srcs, nsrcs, count, dst, dst2);
+    case at::kHalf: return reduce_dispatch_op<c10::Half>(op, srcs, nsrcs, count, dst, dst2);
+    case at::kBFloat16: return reduce_dispatch_op<c10::BFloat16>(op, srcs, nsrcs, count, dst, dst2);
+    case at::kInt: return reduce_dispatch_op<int32_t>(op, srcs, nsrcs, count, dst, dst2);
+    case at::kLong: return reduce_dispatch_op<int64_t>(op, srcs, nsrcs, count, dst, dst2);
+    default: break;
+  }
+  TANDEM_ASSERT(false, "reduce_arrays: unsupported dtype {}", c10::toString(dtype));
+}
+
+}  // namespace tandem::comm::detail

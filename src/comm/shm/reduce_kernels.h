@@ -1,0 +1,24 @@
+// Element-wise reduction kernels of the shared-memory backend: the reduce
+// step of every all_reduce / reduce_scatter. Plain loops over __restrict
+// pointers in blocks that stay in L1, so that the compiler vectorises them
+// without target-specific flags. Pure functions; thread-safe.
+#pragma once
+
+#include <cstdint>
+
+#include <c10/core/ScalarType.h>
+
+#include "tandem/comm/communicator.h"
+
+namespace tandem::comm::detail {
+
+// Reduces `nsrcs` arrays of `count` elements of `dtype` element-wise, in the
+// order given (so every rank that reduces the same inputs gets bitwise the
+// same result), and writes the result to `dst` and, when not null, `dst2`.
+// float16 / bfloat16 accumulate in float and round once; integer sums and
+// products wrap around; kAvg divides the sum by `nsrcs` (integers truncate
+// toward zero). `dst` may alias one of the sources; `dst2` may not.
+void reduce_arrays(at::ScalarType dtype, ReduceOp op, const void* const* srcs, int nsrcs,
+                   int64_t count, void* dst, void* dst2);
+
+}  // namespace tandem::comm::detail

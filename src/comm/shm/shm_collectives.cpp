@@ -1,0 +1,353 @@
+#include "comm/shm/shm_collectives.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "comm/shm/reduce_kernels.h"
+#include "tandem/core/check.h"
+
+// Note [Chunk protocol]
+// Every collective moves its data through per-rank buffers in the segment, one
+// chunk at a time. Chunks are numbered across operations (g = 0, 1, 2, ...;
+// every rank derives the same count per operation from the sizes, so the
+// numbers agree), and chunk g uses buffer g % buffers of each rank. Each rank
+// owns three counters that it raises to g + 1 in order, with release stores:
+//   copied  - its input of chunk g is in its buffer;
+//   reduced - it has reduced (and published) its own slice of chunk g;
+//   done    - it has finished reading other ranks' buffers for chunk g.
+// A rank writes chunk g into its buffer only after every rank's done reached
+// g - buffers + 1 (the chunk that used the buffer before is fully read), and
+// reads a peer's buffer only after that peer's copied / reduced reached g + 1
+// (acquire loads). Counters only grow, so no flag is ever reset and a late
+// reader can never mistake an old chunk for a new one. A rank raises all three
+// counters for every chunk even when a stage has nothing to do for it.
+//
+// Large all_reduce (two-shot): chunk g holds slice s = the next `chunk`
+// elements of shard_range s; rank r copies its slices s != r in, reduces slice
+// r over all ranks (its own input read in place) into its tensor and its
+// buffer, and then copies every peer's reduced slice out. Each rank thus moves
+// about 3x the data once, and the reduction work is split n ways. The stages
+// run as a software pipeline (copy chunk t in, reduce chunk t-1, copy chunk
+// t-2 out), so a rank rarely waits: with 4 buffers, 2 chunks are in flight.
+// Small all_reduce (one-shot): every rank copies its whole chunk in and reduces
+// all buffers itself, saving one round of flags, which is what costs at small
+// sizes. Every rank reduces in rank order, so all get bitwise equal results.
+
+namespace tandem::comm::detail {
+namespace {
+
+// All_reduce of at most this many bytes goes one-shot.
+constexpr size_t kOneShotBytes = size_t{64} << 10;
+// Two-shot slices are at least this long, and at most the slice stride; in
+// between, an operation is cut into about kPipelineChunks chunks.
+constexpr size_t kMinSliceBytes = size_t{16} << 10;
+constexpr int64_t kPipelineChunks = 4;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Three-stage software pipeline: stage 0 of chunk t, stage 1 of chunk t - 1,
+// stage 2 of chunk t - 2. Needs at least 3 buffers (see Note [Chunk protocol]).
+template <typename S0, typename S1, typename S2>
+void run_pipeline(int64_t chunks, S0&& s0, S1&& s1, S2&& s2) {
+  for (int64_t t = 0; t < chunks + 2; ++t) {
+    if (t < chunks) s0(t);
+    if (t >= 1 && t <= chunks) s1(t - 1);
+    if (t >= 2) s2(t - 2);
+  }
+}
+
+// Two stages, one chunk apart.
+template <typename S0, typename S1>
+void run_pipeline(int64_t chunks, S0&& s0, S1&& s1) {
+  for (int64_t t = 0; t < chunks + 1; ++t) {
+    if (t < chunks) s0(t);
+    if (t >= 1) s1(t - 1);
+  }
+}
+
+}  // namespace
+
+// How an operation over shards cuts into chunks: chunk t of shard s is its
+// elements [t * chunk, (t + 1) * chunk).
+struct ShmCollectives::Plan {
+  size_t elem_bytes = 0;
+  std::vector<ShardRange> shards;
+  int64_t chunk = 1;
+  int64_t chunks = 0;
+
+  Plan(int64_t numel, int size, size_t es, size_t chunk_bytes) : elem_bytes(es) {
+    for (int s = 0; s < size; ++s) shards.push_back(shard_range(numel, size, s));
+    chunk = std::max<int64_t>(1, static_cast<int64_t>(chunk_bytes / es));
+    chunks = ceil_div(shards[0].numel, chunk);  // shard 0 is the longest
+  }
+  int64_t count(int s, int64_t t) const {
+    return std::clamp<int64_t>(shards[s].numel - t * chunk, 0, chunk);
+  }
+  size_t bytes(int s, int64_t t) const { return static_cast<size_t>(count(s, t)) * elem_bytes; }
+  // Byte offset of chunk t of shard s in the full vector.
+  size_t offset(int s, int64_t t) const {
+    return static_cast<size_t>(shards[s].offset + t * chunk) * elem_bytes;
+  }
+};
+
+ShmCollectives::ShmCollectives(const ShmSegment& segment, WaitPolicy policy)
+    : segment_(segment),
+      policy_(policy),
+      rank_(segment.rank()),
+      size_(segment.size()),
+      slice_stride_(segment.layout().slot_bytes / segment.size() / 64 * 64) {}
+
+void ShmCollectives::enter(const OpContext& ctx) {
+  segment_.control(rank_).seq.store(ctx.seq, std::memory_order_release);
+}
+
+void ShmCollectives::publish(Counter counter, uint64_t g) const {
+  (segment_.control(rank_).*counter).store(g + 1, std::memory_order_release);
+}
+
+void ShmCollectives::wait_ranks(ShmWaiter& waiter, Counter counter, uint64_t target, int only,
+                                const WaitStage& stage) const {
+  auto ok = [&](int j) {
+    return j == rank_ || (only >= 0 && j != only) ||
+           (segment_.control(j).*counter).load(std::memory_order_acquire) >= target;
+  };
+  int next = 0;  // ranks below `next` are known to be there
+  waiter.wait(
+      [&] {
+        while (next < size_ && ok(next)) ++next;
+        return next == size_;
+      },
+      [&] {
+        std::vector<int> pending;
+        for (int j = next; j < size_; ++j) {
+          if (!ok(j)) pending.push_back(j);
+        }
+        return pending;
+      },
+      stage);
+}
+
+void ShmCollectives::wait_buffer_free(ShmWaiter& waiter, uint64_t g,
+                                      const WaitStage& stage) const {
+  const uint64_t buffers = static_cast<uint64_t>(segment_.layout().buffers);
+  if (g < buffers) return;
+  wait_ranks(waiter, &RankControl::done, g - buffers + 1, -1, stage);
+}
+
+void ShmCollectives::all_reduce(std::byte* data, int64_t numel, at::ScalarType dtype, ReduceOp op,
+                                const OpContext& ctx) {
+  enter(ctx);
+  if (numel == 0 || size_ == 1) return;  // a sum, min, ... or average of one is itself
+  const size_t es = c10::elementSize(dtype);
+  if (static_cast<size_t>(numel) * es <= kOneShotBytes) {
+    one_shot(data, numel, dtype, op, ctx);
+    return;
+  }
+  size_t shard_bytes = static_cast<size_t>(ceil_div(numel, size_)) * es;
+  size_t want = (static_cast<size_t>(ceil_div(static_cast<int64_t>(shard_bytes), kPipelineChunks)) +
+                 4095) / 4096 * 4096;
+  Plan plan(numel, size_, es, std::clamp(want, kMinSliceBytes, slice_stride_));
+  two_shot(data, data, plan, dtype, op, /*gather=*/true, ctx);
+}
+
+void ShmCollectives::reduce_scatter(std::byte* out, const std::byte* in, int64_t numel,
+                                    at::ScalarType dtype, ReduceOp op, const OpContext& ctx) {
+  enter(ctx);
+  if (numel == 0) return;
+  const size_t es = c10::elementSize(dtype);
+  if (size_ == 1) {
+    const void* src = in;
+    detail::reduce_arrays(dtype, op, &src, 1, numel, out, nullptr);  // kAvg: x / 1
+    return;
+  }
+  Plan plan(numel, size_, es, slice_stride_);
+  two_shot(out, in, plan, dtype, op, /*gather=*/false, ctx);
+}
+
+// gather: all_reduce (out == in, every rank ends with every slice); else
+// reduce_scatter (out is this rank's shard only).
+void ShmCollectives::two_shot(std::byte* out, const std::byte* in, const Plan& plan,
+                              at::ScalarType dtype, ReduceOp op, bool gather,
+                              const OpContext& ctx) {
+  ShmWaiter waiter(segment_, ctx, policy_);
+  const uint64_t base = next_chunk_;
+  next_chunk_ += static_cast<uint64_t>(plan.chunks);
+  std::vector<const void*> srcs(static_cast<size_t>(size_));
+  auto copy_in = [&](int64_t t) {
+    const uint64_t g = base + t;
+    const int b = buffer_of(g);
+    wait_buffer_free(waiter, g, {"an earlier chunk not read yet", t, plan.chunks});
+    for (int s = 0; s < size_; ++s) {
+      if (s != rank_ && plan.count(s, t) > 0) {
+        std::memcpy(slice(rank_, b, s), in + plan.offset(s, t), plan.bytes(s, t));
+      }
+    }
+    publish(&RankControl::copied, g);
+  };
+  auto reduce = [&](int64_t t) {
+    const uint64_t g = base + t;
+    const int b = buffer_of(g);
+    wait_ranks(waiter, &RankControl::copied, g + 1, -1, {"input not copied in yet", t, plan.chunks});
+    for (int j = 0; j < size_; ++j) {
+      srcs[j] = j == rank_ ? static_cast<const void*>(in + plan.offset(rank_, t)) : slice(j, b, rank_);
+    }
+    std::byte* dst = gather ? out + plan.offset(rank_, t)
+                            : out + static_cast<size_t>(t * plan.chunk) * plan.elem_bytes;
+    reduce_arrays(dtype, op, srcs.data(), size_, plan.count(rank_, t), dst,
+                  gather ? slice(rank_, b, rank_) : nullptr);
+    publish(&RankControl::reduced, g);
+    if (!gather) publish(&RankControl::done, g);
+  };
+  auto copy_out = [&](int64_t t) {
+    if (!gather) return;
+    const uint64_t g = base + t;
+    const int b = buffer_of(g);
+    wait_ranks(waiter, &RankControl::reduced, g + 1, -1, {"slice not reduced yet", t, plan.chunks});
+    for (int j = 0; j < size_; ++j) {
+      if (j != rank_ && plan.count(j, t) > 0) {
+        std::memcpy(out + plan.offset(j, t), slice(j, b, j), plan.bytes(j, t));
+      }
+    }
+    publish(&RankControl::done, g);
+  };
+  run_pipeline(plan.chunks, copy_in, reduce, copy_out);
+}
+
+void ShmCollectives::one_shot(std::byte* data, int64_t numel, at::ScalarType dtype, ReduceOp op,
+                              const OpContext& ctx) {
+  ShmWaiter waiter(segment_, ctx, policy_);
+  const size_t es = c10::elementSize(dtype);
+  const int64_t chunk = static_cast<int64_t>(segment_.layout().slot_bytes / es);
+  const int64_t chunks = ceil_div(numel, chunk);
+  const uint64_t base = next_chunk_;
+  next_chunk_ += static_cast<uint64_t>(chunks);
+  std::vector<const void*> srcs(static_cast<size_t>(size_));
+  auto count = [&](int64_t t) { return std::min(chunk, numel - t * chunk); };
+  auto copy_in = [&](int64_t t) {
+    const uint64_t g = base + t;
+    wait_buffer_free(waiter, g, {"an earlier chunk not read yet", t, chunks});
+    std::memcpy(segment_.slot(rank_, buffer_of(g)), data + t * chunk * es, count(t) * es);
+    publish(&RankControl::copied, g);
+  };
+  auto reduce = [&](int64_t t) {
+    const uint64_t g = base + t;
+    wait_ranks(waiter, &RankControl::copied, g + 1, -1, {"input not copied in yet", t, chunks});
+    std::byte* mine = data + t * chunk * es;
+    for (int j = 0; j < size_; ++j) {
+      srcs[j] = j == rank_ ? static_cast<const void*>(mine) : segment_.slot(j, buffer_of(g));
+    }
+    reduce_arrays(dtype, op, srcs.data(), size_, count(t), mine, nullptr);
+    publish(&RankControl::reduced, g);
+    publish(&RankControl::done, g);
+  };
+  run_pipeline(chunks, copy_in, reduce);
+}
+
+void ShmCollectives::all_gather(std::byte* out, const std::byte* in, int64_t numel,
+                                size_t elem_bytes, const OpContext& ctx) {
+  enter(ctx);
+  Plan plan(numel, size_, elem_bytes, segment_.layout().slot_bytes);
+  std::byte* own = out + plan.offset(rank_, 0);
+  if (own != in) std::memmove(own, in, static_cast<size_t>(plan.shards[rank_].numel) * elem_bytes);
+  if (size_ == 1 || numel == 0) return;
+  ShmWaiter waiter(segment_, ctx, policy_);
+  const uint64_t base = next_chunk_;
+  next_chunk_ += static_cast<uint64_t>(plan.chunks);
+  auto copy_in = [&](int64_t t) {
+    const uint64_t g = base + t;
+    wait_buffer_free(waiter, g, {"an earlier chunk not read yet", t, plan.chunks});
+    std::memcpy(segment_.slot(rank_, buffer_of(g)), in + (plan.offset(rank_, t) - plan.offset(rank_, 0)),
+                plan.bytes(rank_, t));
+    publish(&RankControl::copied, g);
+    publish(&RankControl::reduced, g);
+  };
+  auto copy_out = [&](int64_t t) {
+    const uint64_t g = base + t;
+    wait_ranks(waiter, &RankControl::copied, g + 1, -1, {"shard not copied in yet", t, plan.chunks});
+    for (int j = 0; j < size_; ++j) {
+      if (j != rank_ && plan.count(j, t) > 0) {
+        std::memcpy(out + plan.offset(j, t), segment_.slot(j, buffer_of(g)), plan.bytes(j, t));
+      }
+    }
+    publish(&RankControl::done, g);
+  };
+  run_pipeline(plan.chunks, copy_in, copy_out);
+}
+
+void ShmCollectives::broadcast(std::byte* data, int64_t numel, size_t elem_bytes, int root,
+                               const OpContext& ctx) {
+  enter(ctx);
+  if (size_ == 1 || numel == 0) return;
+  ShmWaiter waiter(segment_, ctx, policy_);
+  const int64_t chunk = static_cast<int64_t>(segment_.layout().slot_bytes / elem_bytes);
+  const int64_t chunks = ceil_div(numel, chunk);
+  const uint64_t base = next_chunk_;
+  next_chunk_ += static_cast<uint64_t>(chunks);
+  auto bytes = [&](int64_t t) { return static_cast<size_t>(std::min(chunk, numel - t * chunk)) * elem_bytes; };
+  auto copy_in = [&](int64_t t) {
+    const uint64_t g = base + t;
+    if (rank_ == root) {
+      wait_buffer_free(waiter, g, {"an earlier chunk not read yet", t, chunks});
+      std::memcpy(segment_.slot(rank_, buffer_of(g)), data + t * chunk * elem_bytes, bytes(t));
+    }
+    publish(&RankControl::copied, g);
+    publish(&RankControl::reduced, g);
+  };
+  auto copy_out = [&](int64_t t) {
+    const uint64_t g = base + t;
+    if (rank_ != root) {
+      wait_ranks(waiter, &RankControl::copied, g + 1, root, {"root's data not copied in yet", t, chunks});
+      std::memcpy(data + t * chunk * elem_bytes, segment_.slot(root, buffer_of(g)), bytes(t));
+    }
+    publish(&RankControl::done, g);
+  };
+  run_pipeline(chunks, copy_in, copy_out);
+}
+
+void ShmCollectives::all_to_all(std::byte* out, const std::byte* in, int64_t numel,
+                                size_t elem_bytes, const OpContext& ctx) {
+  enter(ctx);
+  const int64_t m = numel / size_;  // elements per block
+  const size_t block_bytes = static_cast<size_t>(m) * elem_bytes;
+  if (out != in) std::memmove(out + rank_ * block_bytes, in + rank_ * block_bytes, block_bytes);
+  if (size_ == 1 || m == 0) return;
+  ShmWaiter waiter(segment_, ctx, policy_);
+  const int64_t chunk = static_cast<int64_t>(slice_stride_ / elem_bytes);
+  const int64_t chunks = ceil_div(m, chunk);
+  const uint64_t base = next_chunk_;
+  next_chunk_ += static_cast<uint64_t>(chunks);
+  auto bytes = [&](int64_t t) { return static_cast<size_t>(std::min(chunk, m - t * chunk)) * elem_bytes; };
+  auto at = [&](int block, int64_t t) { return block * block_bytes + t * chunk * elem_bytes; };
+  auto copy_in = [&](int64_t t) {
+    const uint64_t g = base + t;
+    wait_buffer_free(waiter, g, {"an earlier chunk not read yet", t, chunks});
+    for (int s = 0; s < size_; ++s) {
+      if (s != rank_) std::memcpy(slice(rank_, buffer_of(g), s), in + at(s, t), bytes(t));
+    }
+    publish(&RankControl::copied, g);
+    publish(&RankControl::reduced, g);
+  };
+  auto copy_out = [&](int64_t t) {
+    const uint64_t g = base + t;
+    wait_ranks(waiter, &RankControl::copied, g + 1, -1, {"blocks not copied in yet", t, chunks});
+    for (int j = 0; j < size_; ++j) {
+      if (j != rank_) std::memcpy(out + at(j, t), slice(j, buffer_of(g), rank_), bytes(t));
+    }
+    publish(&RankControl::done, g);
+  };
+  run_pipeline(chunks, copy_in, copy_out);
+}
+
+void ShmCollectives::barrier(const OpContext& ctx) {
+  enter(ctx);
+  if (size_ == 1) return;
+  ShmWaiter waiter(segment_, ctx, policy_);
+  const uint64_t g = next_chunk_++;
+  publish(&RankControl::copied, g);
+  publish(&RankControl::reduced, g);
+  wait_ranks(waiter, &RankControl::copied, g + 1, -1, {"not at the barrier yet"});
+  publish(&RankControl::done, g);
+}
+
+}  // namespace tandem::comm::detail

@@ -1,0 +1,75 @@
+// The collective algorithms of the shm backend over raw buffers: pipelined,
+// chunked reduce-scatter + all-gather for large all_reduce, one-shot for
+// small ones, and the gather/scatter family over the same chunk protocol
+// (see Note [Chunk protocol] in shm_collectives.cpp).
+//
+// Collective: every rank of the segment calls the same operations in the
+// same order with matching sizes. Not thread-safe: one operation at a time
+// (the Communicator's collective lane). Each returns or throws by
+// ctx.deadline (TimeoutError naming the missing ranks, PeerError naming a
+// dead one).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <c10/core/ScalarType.h>
+
+#include "comm/shm/shm_segment.h"
+#include "comm/shm/shm_waiter.h"
+#include "tandem/comm/communicator.h"
+
+namespace tandem::comm::detail {
+
+class ShmCollectives {
+ public:
+  ShmCollectives(const ShmSegment& segment, WaitPolicy policy);
+
+  // Records that this rank entered collective ctx.seq (for other ranks'
+  // messages). Every operation calls it first.
+  void enter(const OpContext& ctx);
+
+  void all_reduce(std::byte* data, int64_t numel, at::ScalarType dtype, ReduceOp op,
+                  const OpContext& ctx);
+  // `in` has `numel` elements; `out` this rank's shard_range of them.
+  void reduce_scatter(std::byte* out, const std::byte* in, int64_t numel, at::ScalarType dtype,
+                      ReduceOp op, const OpContext& ctx);
+  // `out` has `numel` elements; `in` this rank's shard_range of them.
+  void all_gather(std::byte* out, const std::byte* in, int64_t numel, size_t elem_bytes,
+                  const OpContext& ctx);
+  void broadcast(std::byte* data, int64_t numel, size_t elem_bytes, int root,
+                 const OpContext& ctx);
+  // `in` and `out` have `numel` elements: size() blocks of numel / size().
+  void all_to_all(std::byte* out, const std::byte* in, int64_t numel, size_t elem_bytes,
+                  const OpContext& ctx);
+  void barrier(const OpContext& ctx);
+
+ private:
+  using Counter = std::atomic<uint64_t> RankControl::*;
+  struct Plan;
+
+  void two_shot(std::byte* out, const std::byte* in, const Plan& plan, at::ScalarType dtype,
+                ReduceOp op, bool gather, const OpContext& ctx);
+  void one_shot(std::byte* data, int64_t numel, at::ScalarType dtype, ReduceOp op,
+                const OpContext& ctx);
+  // Waits until every rank other than this one (or only `only`, if >= 0) has
+  // `counter` >= target.
+  void wait_ranks(ShmWaiter& waiter, Counter counter, uint64_t target, int only,
+                  const WaitStage& stage) const;
+  // Waits until every rank has finished reading the chunk that last used
+  // chunk g's buffer.
+  void wait_buffer_free(ShmWaiter& waiter, uint64_t g, const WaitStage& stage) const;
+  void publish(Counter counter, uint64_t g) const;
+  int buffer_of(uint64_t g) const { return static_cast<int>(g % segment_.layout().buffers); }
+  // Slice `s` of rank `r`'s buffer `b` (the two-shot layout).
+  std::byte* slice(int r, int b, int s) const { return segment_.slot(r, b) + s * slice_stride_; }
+
+  const ShmSegment& segment_;
+  const WaitPolicy policy_;
+  const int rank_;
+  const int size_;
+  const size_t slice_stride_;  // bytes; slot_bytes / size, 64-aligned
+  uint64_t next_chunk_ = 0;    // chunks used by earlier operations; the same on every rank
+};
+
+}  // namespace tandem::comm::detail

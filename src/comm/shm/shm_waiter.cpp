@@ -1,0 +1,96 @@
+#include "comm/shm/shm_waiter.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <thread>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "tandem/core/error.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TANDEM_SHM_CPU_RELAX() _mm_pause()
+#else
+#define TANDEM_SHM_CPU_RELAX() ((void)0)
+#endif
+
+namespace tandem::comm::detail {
+
+WaitPolicy wait_policy_for(int ranks) {
+  // With a core per rank a peer is at most a few microseconds behind: spin
+  // (about 0.1 ms) before yielding. With more ranks than cores, the rank we
+  // wait for may need this very core: spin very little and yield a lot.
+  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  if (static_cast<unsigned>(ranks) <= cores) return WaitPolicy{4096, 256};
+  return WaitPolicy{64, 2048};
+}
+
+void ShmWaiter::pause(int turn) const {
+  if (turn < policy_.spins) {
+    TANDEM_SHM_CPU_RELAX();
+  } else if (turn < policy_.spins + policy_.yields) {
+    sched_yield();
+  } else {
+    // 1, 2, 4, ... 512 us, then 1 ms; the deadline check runs on every turn.
+    int shift = std::min(turn - policy_.spins - policy_.yields, 10);
+    std::this_thread::sleep_for(std::chrono::microseconds(std::min(1 << shift, 1000)));
+  }
+}
+
+std::string ShmWaiter::describe_peer(int rank) const {
+  std::string out = fmt::format("rank {} (pid {}", rank, segment_.pid(rank));
+  if (ctx_.seq > 0) {
+    uint64_t seq = segment_.control(rank).seq.load(std::memory_order_acquire);
+    if (seq < ctx_.seq) {
+      out += fmt::format("; it has not entered this collective, its last was #{}", seq);
+    }
+  }
+  return out + ")";
+}
+
+bool ShmWaiter::find_failure(const std::vector<int>& pending, const WaitStage& stage,
+                             bool expired) {
+  const int me = segment_.rank();
+  std::string where = fmt::format(": {}", stage.what);
+  if (stage.chunk >= 0) where += fmt::format(" (chunk {} of {})", stage.chunk + 1, stage.chunks);
+  if (auto abort = segment_.abort()) {
+    failure_is_abort_ = true;
+    failure_kind_ = abort->kind;
+    failure_ = fmt::format("rank {}: {}: gave up because {} did: {}", me, ctx_.description,
+                           abort->rank == me ? "another operation of this rank"
+                                             : fmt::format("rank {}", abort->rank),
+                           abort->message);
+    return true;
+  }
+  for (int r : pending) {
+    if (segment_.alive(r)) continue;
+    failure_kind_ = AbortKind::kPeer;
+    failure_ = fmt::format(
+        "rank {}: {}: peer rank {} (pid {}) died while this rank waited for it{}; this "
+        "communicator is unusable: rebuild it (restart the job, or re-run init on the survivors)",
+        me, ctx_.description, r, segment_.pid(r), where);
+    return true;
+  }
+  if (!expired) return false;
+  std::vector<std::string> who;
+  for (int r : pending) who.push_back(describe_peer(r));
+  failure_kind_ = AbortKind::kTimeout;
+  failure_ = fmt::format(
+      "rank {}: {} timed out after {} waiting for {}{}; raise the timeout "
+      "(InitOptions::timeout / per-call timeout) or read those ranks' logs",
+      me, ctx_.description, format_duration(ctx_.deadline.elapsed()),
+      who.empty() ? std::string("its peers") : fmt::format("{}", fmt::join(who, ", ")), where);
+  return true;
+}
+
+void ShmWaiter::raise_failure() {
+  // Tell the other ranks first, so that they stop waiting for this one.
+  if (!failure_is_abort_) segment_.post_abort(failure_kind_, failure_);
+  if (failure_kind_ == AbortKind::kPeer) throw PeerError(failure_);
+  throw TimeoutError(failure_);
+}
+
+}  // namespace tandem::comm::detail

@@ -1,0 +1,82 @@
+// Bounded waiting on flags in the shared segment. A wait spins briefly, then
+// yields, then sleeps with a growing interval (short spins when the ranks
+// outnumber the cores, so that a waiting rank never starves the one it waits
+// for). Every few milliseconds, and at the deadline, it looks at the ranks it
+// still waits for: a posted abort, a dead process or the deadline ends the
+// wait with PeerError or TimeoutError naming them, and posts an abort so the
+// other ranks stop waiting too.
+// Thread-compatible: one waiter per operation.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "comm/shm/shm_segment.h"
+#include "tandem/comm/communicator.h"
+
+namespace tandem::comm::detail {
+
+// How eagerly to spin before yielding; see ShmWaiter.
+struct WaitPolicy {
+  int spins = 4096;
+  int yields = 256;
+};
+// The policy for `ranks` processes on this host's cores.
+WaitPolicy wait_policy_for(int ranks);
+
+// What a wait is for, for messages: "input not copied in yet" + " (chunk 3 of 16)".
+struct WaitStage {
+  std::string_view what;
+  int64_t chunk = -1;  // -1: not a chunk
+  int64_t chunks = 0;
+};
+
+class ShmWaiter {
+ public:
+  ShmWaiter(const ShmSegment& segment, const OpContext& ctx, WaitPolicy policy)
+      : segment_(segment), ctx_(ctx), policy_(policy) {}
+
+  // Returns once ready() is true. pending() lists the ranks that ready()
+  // still waits for; it is called only on the slow path. Throws PeerError
+  // (an abort was posted, or a pending rank died) or TimeoutError (the
+  // operation's deadline passed).
+  template <typename Ready, typename Pending>
+  void wait(Ready&& ready, Pending&& pending, const WaitStage& stage) {
+    if (ready()) return;
+    Clock::time_point next_check = Clock::now() + kCheckPeriod;
+    for (int turn = 0;; ++turn) {
+      pause(turn);
+      if (ready()) return;
+      if (turn < policy_.spins && (turn & 63) != 63) continue;
+      Clock::time_point now = Clock::now();
+      bool expired = now >= ctx_.deadline.at();
+      if (now < next_check && !expired) continue;
+      next_check = now + kCheckPeriod;
+      std::vector<int> ranks = pending();
+      if (!find_failure(ranks, stage, expired)) continue;
+      if (ready()) return;  // it arrived while we looked
+      raise_failure();
+    }
+  }
+
+ private:
+  static constexpr std::chrono::milliseconds kCheckPeriod{5};
+
+  void pause(int turn) const;
+  // Records the failure (if any) that ends this wait; true if there is one.
+  bool find_failure(const std::vector<int>& pending, const WaitStage& stage, bool expired);
+  [[noreturn]] void raise_failure();
+  std::string describe_peer(int rank) const;
+
+  const ShmSegment& segment_;
+  const OpContext& ctx_;
+  const WaitPolicy policy_;
+  AbortKind failure_kind_ = AbortKind::kTimeout;
+  bool failure_is_abort_ = false;
+  std::string failure_;
+};
+
+}  // namespace tandem::comm::detail
