@@ -7,18 +7,15 @@
 #include <ATen/ops/full.h>
 
 #include "tandem/core/error.h"
+#include "tests/support/fake_env.h"
 #include "tests/support/multiproc.h"
 
 namespace tandem {
 namespace {
 
-env::Lookup fake(std::map<std::string, std::string> vars) {
-  return [vars](const std::string& k) -> std::optional<std::string> {
-    auto it = vars.find(k);
-    if (it == vars.end()) return std::nullopt;
-    return it->second;
-  };
-}
+using testing::fake_env;
+
+env::Lookup fake(std::map<std::string, std::string> vars) { return fake_env(std::move(vars)); }
 
 std::string message_of(const std::function<void()>& fn) {
   try {

@@ -5,17 +5,14 @@
 #include <gtest/gtest.h>
 
 #include "tandem/core/error.h"
+#include "tests/support/fake_env.h"
 
 namespace tandem {
 namespace {
 
-env::Lookup fake(std::map<std::string, std::string> vars) {
-  return [vars](const std::string& k) -> std::optional<std::string> {
-    auto it = vars.find(k);
-    if (it == vars.end()) return std::nullopt;
-    return it->second;
-  };
-}
+using testing::fake_env;
+
+env::Lookup fake(std::map<std::string, std::string> vars) { return fake_env(std::move(vars)); }
 
 TEST(Env, ParsesIntegers) {
   auto l = fake({{"A", "42"}, {"B", ""}});
