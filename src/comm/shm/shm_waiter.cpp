@@ -20,16 +20,17 @@
 namespace tandem::comm::detail {
 
 WaitPolicy wait_policy_for(int ranks) {
-  // With a core per rank a peer is usually microseconds behind: spin 50 us.
-  // Then yield for 5 ms rather than sleep: a sleep lasts 50-100 us at best,
-  // and a peer that lost its core to another process comes back within a
-  // scheduler slice. With more ranks than cores, the rank we wait for may need
-  // this very core: yield almost at once.
+  // A peer that runs is usually at most a few microseconds behind: spin 3 us.
+  // Past that it has most likely lost its core (to another process, or to
+  // this rank when the scheduler put both on one core), so yield: with
+  // nothing else to run, sched_yield returns within a microsecond, so polling
+  // stays nearly as quick as spinning. Only after 5 ms sleep (a sleep lasts
+  // 50-100 us at best). With more ranks than cores, yield at once.
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   if (static_cast<unsigned>(ranks) <= cores) {
-    return WaitPolicy{std::chrono::microseconds(50), std::chrono::microseconds(5000)};
+    return WaitPolicy{std::chrono::microseconds(3), std::chrono::microseconds(5000)};
   }
-  return WaitPolicy{std::chrono::microseconds(1), std::chrono::microseconds(5000)};
+  return WaitPolicy{std::chrono::microseconds(0), std::chrono::microseconds(5000)};
 }
 
 void ShmWaiter::cpu_relax() { TANDEM_SHM_CPU_RELAX(); }

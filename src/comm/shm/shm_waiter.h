@@ -21,7 +21,7 @@ namespace tandem::comm::detail {
 
 // How long a wait spins before it yields, and yields before it sleeps.
 struct WaitPolicy {
-  std::chrono::microseconds spin{50};
+  std::chrono::microseconds spin{3};
   std::chrono::microseconds yield{5000};
 };
 // The policy for `ranks` processes on this host's cores.
