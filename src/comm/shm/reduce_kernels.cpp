@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 
 #include <c10/util/BFloat16.h>
@@ -80,14 +81,35 @@ void reduce_typed(const void* const* srcs_v, int nsrcs, int64_t count, void* dst
   };
   T* dst = static_cast<T*>(dst_v);
   T* dst2 = static_cast<T*>(dst2_v);
+  if (nsrcs == 2) {
+    // The common case (two ranks, or a pair step): one pass. No __restrict:
+    // dst may be one of the sources, and the compiler checks for that.
+    const T* s0 = static_cast<const T*>(srcs_v[0]);
+    const T* s1 = static_cast<const T*>(srcs_v[1]);
+    if (dst2 == nullptr) {
+      for (int64_t j = 0; j < count; ++j) {
+        dst[j] = finish(Op::apply(static_cast<A>(s0[j]), static_cast<A>(s1[j])));
+      }
+    } else {
+      for (int64_t j = 0; j < count; ++j) {
+        T v = finish(Op::apply(static_cast<A>(s0[j]), static_cast<A>(s1[j])));
+        dst[j] = v;
+        dst2[j] = v;
+      }
+    }
+    return;
+  }
   A acc[kBlock];
   for (int64_t base = 0; base < count; base += kBlock) {
     const int64_t m = std::min(kBlock, count - base);
     {
-      const T* __restrict s = static_cast<const T*>(srcs_v[0]) + base;
-      for (int64_t j = 0; j < m; ++j) acc[j] = static_cast<A>(s[j]);
+      const T* __restrict s0 = static_cast<const T*>(srcs_v[0]) + base;
+      const T* __restrict s1 = static_cast<const T*>(srcs_v[1]) + base;
+      for (int64_t j = 0; j < m; ++j) {
+        acc[j] = Op::apply(static_cast<A>(s0[j]), static_cast<A>(s1[j]));
+      }
     }
-    for (int k = 1; k < nsrcs; ++k) {
+    for (int k = 2; k < nsrcs; ++k) {
       const T* __restrict s = static_cast<const T*>(srcs_v[k]) + base;
       for (int64_t j = 0; j < m; ++j) acc[j] = Op::apply(acc[j], static_cast<A>(s[j]));
     }
@@ -122,6 +144,12 @@ void reduce_arrays(at::ScalarType dtype, ReduceOp op, const void* const* srcs, i
                    int64_t count, void* dst, void* dst2) {
   TANDEM_ASSERT(nsrcs >= 1, "reduce_arrays: needs at least one source (got {})", nsrcs);
   if (count == 0) return;
+  if (nsrcs == 1) {
+    // Only kAvg changes a lone value (x / 1 == x); copy unless in place.
+    if (dst != srcs[0]) std::memmove(dst, srcs[0], count * c10::elementSize(dtype));
+    if (dst2 != nullptr) std::memcpy(dst2, dst, count * c10::elementSize(dtype));
+    return;
+  }
   switch (dtype) {
     case at::kFloat: return reduce_dispatch_op<float>(op, srcs, nsrcs, count, dst, dst2);
     case at::kDouble: return reduce_dispatch_op<double>(op, srcs, nsrcs, count, dst, dst2);

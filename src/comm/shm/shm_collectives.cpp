@@ -30,6 +30,9 @@
 // about 3x the data once, and the reduction work is split n ways. The stages
 // run as a software pipeline (copy chunk t in, reduce chunk t-1, copy chunk
 // t-2 out), so a rank rarely waits: with 4 buffers, 2 chunks are in flight.
+// Rotating through 4 buffers also matters on its own: writing lines that a
+// peer core read a moment ago is several times slower than writing lines it
+// read a few chunks ago.
 // Small all_reduce (one-shot): every rank copies its whole chunk in and reduces
 // all buffers itself, saving one round of flags, which is what costs at small
 // sizes. Every rank reduces in rank order, so all get bitwise equal results.
@@ -37,12 +40,10 @@
 namespace tandem::comm::detail {
 namespace {
 
-// All_reduce of at most this many bytes goes one-shot.
-constexpr size_t kOneShotBytes = size_t{64} << 10;
-// Two-shot slices are at least this long, and at most the slice stride; in
-// between, an operation is cut into about kPipelineChunks chunks.
-constexpr size_t kMinSliceBytes = size_t{16} << 10;
-constexpr int64_t kPipelineChunks = 4;
+// All_reduce of at most kOneShotBytes / size bytes goes one-shot. One-shot
+// reads (size - 1) x the data from other cores where two-shot reads about 1x,
+// but saves a round of flags; on 2 ranks it wins up to ~128 KiB.
+constexpr size_t kOneShotBytes = size_t{256} << 10;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -140,14 +141,13 @@ void ShmCollectives::all_reduce(std::byte* data, int64_t numel, at::ScalarType d
   enter(ctx);
   if (numel == 0 || size_ == 1) return;  // a sum, min, ... or average of one is itself
   const size_t es = c10::elementSize(dtype);
-  if (static_cast<size_t>(numel) * es <= kOneShotBytes) {
+  if (static_cast<size_t>(numel) * es <= kOneShotBytes / static_cast<size_t>(size_)) {
     one_shot(data, numel, dtype, op, ctx);
     return;
   }
-  size_t shard_bytes = static_cast<size_t>(ceil_div(numel, size_)) * es;
-  size_t want = (static_cast<size_t>(ceil_div(static_cast<int64_t>(shard_bytes), kPipelineChunks)) +
-                 4095) / 4096 * 4096;
-  Plan plan(numel, size_, es, std::clamp(want, kMinSliceBytes, slice_stride_));
+  // Slices as long as the buffers allow: every chunk costs a round of flags,
+  // and on two cores there is no idle time for smaller chunks to fill.
+  Plan plan(numel, size_, es, slice_stride_);
   two_shot(data, data, plan, dtype, op, /*gather=*/true, ctx);
 }
 

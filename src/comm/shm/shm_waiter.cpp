@@ -20,24 +20,28 @@
 namespace tandem::comm::detail {
 
 WaitPolicy wait_policy_for(int ranks) {
-  // With a core per rank a peer is at most a few microseconds behind: spin
-  // (about 0.1 ms) before yielding. With more ranks than cores, the rank we
-  // wait for may need this very core: spin very little and yield a lot.
+  // A peer that runs is usually at most a few microseconds behind: spin 3 us.
+  // Past that it has most likely lost its core (to another process, or to
+  // this rank when the scheduler put both on one core), so yield: with
+  // nothing else to run, sched_yield returns within a microsecond, so polling
+  // stays nearly as quick as spinning. Only after 5 ms sleep (a sleep lasts
+  // 50-100 us at best). With more ranks than cores, yield at once.
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  if (static_cast<unsigned>(ranks) <= cores) return WaitPolicy{4096, 256};
-  return WaitPolicy{64, 2048};
+  if (static_cast<unsigned>(ranks) <= cores) {
+    return WaitPolicy{std::chrono::microseconds(3), std::chrono::microseconds(5000)};
+  }
+  return WaitPolicy{std::chrono::microseconds(0), std::chrono::microseconds(5000)};
 }
 
-void ShmWaiter::pause(int turn) const {
-  if (turn < policy_.spins) {
-    TANDEM_SHM_CPU_RELAX();
-  } else if (turn < policy_.spins + policy_.yields) {
+void ShmWaiter::cpu_relax() { TANDEM_SHM_CPU_RELAX(); }
+
+void ShmWaiter::rest(Clock::duration waited, std::chrono::microseconds& sleep) const {
+  if (waited < policy_.yield) {
     sched_yield();
-  } else {
-    // 1, 2, 4, ... 512 us, then 1 ms; the deadline check runs on every turn.
-    int shift = std::min(turn - policy_.spins - policy_.yields, 10);
-    std::this_thread::sleep_for(std::chrono::microseconds(std::min(1 << shift, 1000)));
+    return;
   }
+  sleep = std::clamp(sleep * 2, std::chrono::microseconds(50), std::chrono::microseconds(1000));
+  std::this_thread::sleep_for(sleep);
 }
 
 std::string ShmWaiter::describe_peer(int rank) const {

@@ -1,5 +1,5 @@
 // Bounded waiting on flags in the shared segment. A wait spins briefly, then
-// yields, then sleeps with a growing interval (short spins when the ranks
+// yields, then sleeps with a growing interval (barely spinning when the ranks
 // outnumber the cores, so that a waiting rank never starves the one it waits
 // for). Every few milliseconds, and at the deadline, it looks at the ranks it
 // still waits for: a posted abort, a dead process or the deadline ends the
@@ -19,10 +19,10 @@
 
 namespace tandem::comm::detail {
 
-// How eagerly to spin before yielding; see ShmWaiter.
+// How long a wait spins before it yields, and yields before it sleeps.
 struct WaitPolicy {
-  int spins = 4096;
-  int yields = 256;
+  std::chrono::microseconds spin{3};
+  std::chrono::microseconds yield{5000};
 };
 // The policy for `ranks` processes on this host's cores.
 WaitPolicy wait_policy_for(int ranks);
@@ -46,17 +46,24 @@ class ShmWaiter {
   template <typename Ready, typename Pending>
   void wait(Ready&& ready, Pending&& pending, const WaitStage& stage) {
     if (ready()) return;
-    Clock::time_point next_check = Clock::now() + kCheckPeriod;
-    for (int turn = 0;; ++turn) {
-      pause(turn);
-      if (ready()) return;
-      if (turn < policy_.spins && (turn & 63) != 63) continue;
-      Clock::time_point now = Clock::now();
-      bool expired = now >= ctx_.deadline.at();
+    const Clock::time_point start = Clock::now();
+    Clock::time_point now = start;
+    Clock::time_point next_check = start + kCheckPeriod;
+    std::chrono::microseconds sleep{0};
+    for (int turn = 1;; ++turn) {
+      if (now - start < policy_.spin) {
+        cpu_relax();
+        if (ready()) return;
+        if (turn % 32 != 0) continue;  // read the clock about once a microsecond
+      } else {
+        rest(now - start, sleep);
+        if (ready()) return;
+      }
+      now = Clock::now();
+      const bool expired = now >= ctx_.deadline.at();
       if (now < next_check && !expired) continue;
       next_check = now + kCheckPeriod;
-      std::vector<int> ranks = pending();
-      if (!find_failure(ranks, stage, expired)) continue;
+      if (!find_failure(pending(), stage, expired)) continue;
       if (ready()) return;  // it arrived while we looked
       raise_failure();
     }
@@ -65,7 +72,9 @@ class ShmWaiter {
  private:
   static constexpr std::chrono::milliseconds kCheckPeriod{5};
 
-  void pause(int turn) const;
+  static void cpu_relax();
+  // Yields (within policy_.yield of the start) or sleeps 50 us, 100 us, ... 1 ms.
+  void rest(Clock::duration waited, std::chrono::microseconds& sleep) const;
   // Records the failure (if any) that ends this wait; true if there is one.
   bool find_failure(const std::vector<int>& pending, const WaitStage& stage, bool expired);
   [[noreturn]] void raise_failure();
