@@ -9,7 +9,7 @@
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
-#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -54,9 +54,9 @@ double time_pass(const Subject& s, Communicator& sync, const std::string& op, in
                  at::ScalarType dtype, int iters, int warmup) {
   const int n = sync.size();
   const int r = sync.rank();
-  at::Tensor full = at::ones({count}, dtype);
+  at::Tensor full = at::zeros({count}, dtype);
   auto mine = shard_range(count, n, r);
-  at::Tensor shard = at::ones({mine.numel}, dtype);
+  at::Tensor shard = at::zeros({mine.numel}, dtype);
   auto once = [&] {
     if (!s.comm) {
       mpi_raw_all_reduce(full);
