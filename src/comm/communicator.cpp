@@ -51,17 +51,21 @@ void check_comm_tensor(const at::Tensor& t, std::string_view what) {
                what, c10::toString(s));
 }
 
+namespace {
+
+std::string describe_bytes(double bytes) {
+  if (bytes >= 1024.0 * 1024.0) return fmt::format("{:.1f} MiB", bytes / (1024.0 * 1024.0));
+  if (bytes >= 1024.0) return fmt::format("{:.1f} KiB", bytes / 1024.0);
+  return fmt::format("{} B", static_cast<int64_t>(bytes));
+}
+
+}  // namespace
+
 std::string describe_tensor(const at::Tensor& t) {
-  double bytes = static_cast<double>(t.numel()) * static_cast<double>(t.element_size());
-  std::string size;
-  if (bytes >= 1024.0 * 1024.0) {
-    size = fmt::format("{:.1f} MiB", bytes / (1024.0 * 1024.0));
-  } else if (bytes >= 1024.0) {
-    size = fmt::format("{:.1f} KiB", bytes / 1024.0);
-  } else {
-    size = fmt::format("{} B", static_cast<int64_t>(bytes));
-  }
-  return fmt::format("{}, {}", size, c10::toString(t.scalar_type()));
+  return fmt::format("{}, {}",
+                     describe_bytes(static_cast<double>(t.numel()) *
+                                    static_cast<double>(t.element_size())),
+                     c10::toString(t.scalar_type()));
 }
 
 // Runs asynchronous operations in issue order on one thread.
@@ -151,45 +155,54 @@ std::string Communicator::failure() const {
 }
 
 void Communicator::check_usable() const {
-  std::string f = failure();
-  if (!f.empty()) {
-    throw PeerError(fmt::format(
-        "rank {}: this {} communicator is unusable after an earlier failure ({}); rebuild it",
-        rank_, backend(), f));
-  }
+  if (!failed_.load(std::memory_order_acquire)) return;
+  throw PeerError(fmt::format(
+      "rank {}: this {} communicator is unusable after an earlier failure ({}); rebuild it",
+      rank_, backend(), failure()));
 }
 
 void Communicator::record_failure(const std::exception_ptr& error) {
+  std::string what;
   try {
     std::rethrow_exception(error);
   } catch (const TimeoutError& e) {
-    std::lock_guard<std::mutex> lock(failure_mutex_);
-    if (failure_.empty()) failure_ = e.what();
+    what = e.what();
   } catch (const PeerError& e) {
-    std::lock_guard<std::mutex> lock(failure_mutex_);
-    if (failure_.empty()) failure_ = e.what();
+    what = e.what();
   } catch (...) {
-    // Argument errors leave the communicator usable.
+    return;  // argument errors leave the communicator usable
   }
+  std::lock_guard<std::mutex> lock(failure_mutex_);
+  if (failure_.empty()) failure_ = std::move(what);
+  failed_.store(true, std::memory_order_release);
+}
+
+std::string OpDescription::str() const {
+  std::string out(name);
+  if (seq > 0) out += fmt::format(" #{}", seq);
+  if (peer >= 0) out += fmt::format(" {} rank {} tag {}", name == "recv" ? "from" : "to", peer, tag);
+  if (numel >= 0) {
+    double bytes = static_cast<double>(numel) * static_cast<double>(c10::elementSize(dtype));
+    out += fmt::format(" ({}, {})", describe_bytes(bytes), c10::toString(dtype));
+  }
+  return out;
+}
+
+Millis Communicator::resolve_timeout(std::string_view name, std::optional<Millis> timeout) const {
+  Millis t = timeout.value_or(timeout_);
+  TANDEM_CHECK(t.count() > 0, "{}: timeout must be positive (got {} ms)", name, t.count());
+  return t;
 }
 
 // Collectives are numbered in issue order (the same on every rank, so a
 // number says how far each rank got); point-to-point operations are not.
-std::pair<uint64_t, std::string> Communicator::number(Lane lane, std::string_view name,
-                                                      const std::string& description) {
-  if (lane.kind != 0) return {0, fmt::format("{}{}", name, description)};
-  uint64_t seq = ++seq_;
-  return {seq, fmt::format("{} #{}{}", name, seq, description)};
-}
-
 template <typename Fn>
-void Communicator::run_sync(Lane lane, std::string_view name, std::string description,
-                            std::optional<Millis> timeout, Fn&& fn) {
+void Communicator::run_sync(Lane lane, OpDescription what, std::optional<Millis> timeout,
+                            Fn&& fn) {
   check_usable();
-  Millis t = timeout.value_or(timeout_);
-  TANDEM_CHECK(t.count() > 0, "{}: timeout must be positive (got {} ms)", name, t.count());
-  auto [seq, desc] = number(lane, name, description);
-  OpContext ctx{seq, name, std::move(desc), Deadline(t)};
+  Millis t = resolve_timeout(what.name, timeout);
+  if (lane.kind == 0) what.seq = ++seq_;
+  OpContext ctx{what.seq, what.name, what, Deadline(t)};
   // Earlier asynchronous operations of the same lane go first, to keep the
   // issue order.
   Executor* pending = nullptr;
@@ -213,20 +226,18 @@ void Communicator::run_sync(Lane lane, std::string_view name, std::string descri
 }
 
 template <typename Fn>
-std::shared_ptr<Work> Communicator::run_async(Lane lane, std::string_view name,
-                                              std::string description,
+std::shared_ptr<Work> Communicator::run_async(Lane lane, OpDescription what,
                                               std::optional<Millis> timeout, Fn&& fn) {
   check_usable();
   // The deadline starts when the operation starts running, not when it is queued.
-  Millis t = timeout.value_or(timeout_);
-  TANDEM_CHECK(t.count() > 0, "{}: timeout must be positive (got {} ms)", name, t.count());
-  auto [seq, desc] = number(lane, name, description);
-  auto work = std::make_shared<Work>(desc);
-  executor(lane).post([this, work, name, seq = seq, desc = desc, t, fn = std::forward<Fn>(fn)]() mutable {
+  Millis t = resolve_timeout(what.name, timeout);
+  if (lane.kind == 0) what.seq = ++seq_;
+  auto work = std::make_shared<Work>(what.str());
+  executor(lane).post([this, work, what, t, fn = std::forward<Fn>(fn)]() mutable {
     std::exception_ptr error;
     try {
       check_usable();
-      OpContext ctx{seq, name, desc, Deadline(t)};
+      OpContext ctx{what.seq, what.name, what, Deadline(t)};
       fn(ctx);
     } catch (...) {
       error = std::current_exception();
@@ -239,20 +250,26 @@ std::shared_ptr<Work> Communicator::run_async(Lane lane, std::string_view name,
 
 namespace {
 
-std::string tensor_suffix(const at::Tensor& t) { return " (" + describe_tensor(t) + ")"; }
+OpDescription op_of(std::string_view name, const at::Tensor& t) {
+  return OpDescription{name, 0, t.numel(), t.scalar_type(), -1, -1};
+}
+
+OpDescription p2p_of(std::string_view name, const at::Tensor& t, int peer, int tag) {
+  return OpDescription{name, 0, t.numel(), t.scalar_type(), peer, tag};
+}
 
 }  // namespace
 
 void Communicator::all_reduce(const at::Tensor& tensor, ReduceOp op, std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "all_reduce tensor");
-  run_sync(Lane{}, "all_reduce", tensor_suffix(tensor), timeout,
+  run_sync(Lane{}, op_of("all_reduce", tensor), timeout,
            [&](const OpContext& ctx) { do_all_reduce(tensor, op, ctx); });
 }
 
 void Communicator::broadcast(const at::Tensor& tensor, int root, std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "broadcast tensor");
   TANDEM_CHECK(root >= 0 && root < size_, "broadcast: root {} is outside [0, {})", root, size_);
-  run_sync(Lane{}, "broadcast", tensor_suffix(tensor), timeout,
+  run_sync(Lane{}, op_of("broadcast", tensor), timeout,
            [&](const OpContext& ctx) { do_broadcast(tensor, root, ctx); });
 }
 
@@ -276,7 +293,7 @@ void Communicator::all_gather(const at::Tensor& output, const at::Tensor& input,
   check_comm_tensor(output, "all_gather output");
   check_comm_tensor(input, "all_gather input");
   check_gather_shapes(output, input, size_, rank_, "all_gather");
-  run_sync(Lane{}, "all_gather", tensor_suffix(output), timeout,
+  run_sync(Lane{}, op_of("all_gather", output), timeout,
            [&](const OpContext& ctx) { do_all_gather(output, input, ctx); });
 }
 
@@ -285,7 +302,7 @@ void Communicator::reduce_scatter(const at::Tensor& output, const at::Tensor& in
   check_comm_tensor(output, "reduce_scatter output");
   check_comm_tensor(input, "reduce_scatter input");
   check_gather_shapes(input, output, size_, rank_, "reduce_scatter");
-  run_sync(Lane{}, "reduce_scatter", tensor_suffix(input), timeout,
+  run_sync(Lane{}, op_of("reduce_scatter", input), timeout,
            [&](const OpContext& ctx) { do_reduce_scatter(output, input, op, ctx); });
 }
 
@@ -298,7 +315,7 @@ void Communicator::all_to_all(const at::Tensor& output, const at::Tensor& input,
                "all_to_all: input ({}) and output ({}) must have the same dtype and a length "
                "divisible by the group size {}",
                input.numel(), output.numel(), size_);
-  run_sync(Lane{}, "all_to_all", tensor_suffix(input), timeout,
+  run_sync(Lane{}, op_of("all_to_all", input), timeout,
            [&](const OpContext& ctx) { do_all_to_all(output, input, ctx); });
 }
 
@@ -307,7 +324,7 @@ void Communicator::do_all_to_all(const at::Tensor&, const at::Tensor&, const OpC
 }
 
 void Communicator::barrier(std::optional<Millis> timeout) {
-  run_sync(Lane{}, "barrier", "", timeout, [&](const OpContext& ctx) { do_barrier(ctx); });
+  run_sync(Lane{}, OpDescription{"barrier"}, timeout, [&](const OpContext& ctx) { do_barrier(ctx); });
 }
 
 namespace {
@@ -323,21 +340,19 @@ void check_peer(int peer, int rank, int size, int tag, std::string_view op) {
 void Communicator::send(const at::Tensor& tensor, int dst, int tag, std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "send tensor");
   check_peer(dst, rank_, size_, tag, "send");
-  run_sync(Lane{1, dst}, "send", fmt::format(" to rank {} tag {} ({})", dst, tag, describe_tensor(tensor)),
-           timeout, [&](const OpContext& ctx) { do_send(tensor, dst, tag, ctx); });
+  run_sync(Lane{1, dst}, p2p_of("send", tensor, dst, tag), timeout, [&](const OpContext& ctx) { do_send(tensor, dst, tag, ctx); });
 }
 
 void Communicator::recv(const at::Tensor& tensor, int src, int tag, std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "recv tensor");
   check_peer(src, rank_, size_, tag, "recv");
-  run_sync(Lane{2, src}, "recv", fmt::format(" from rank {} tag {} ({})", src, tag, describe_tensor(tensor)),
-           timeout, [&](const OpContext& ctx) { do_recv(tensor, src, tag, ctx); });
+  run_sync(Lane{2, src}, p2p_of("recv", tensor, src, tag), timeout, [&](const OpContext& ctx) { do_recv(tensor, src, tag, ctx); });
 }
 
 std::shared_ptr<Work> Communicator::all_reduce_async(const at::Tensor& tensor, ReduceOp op,
                                                      std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "all_reduce tensor");
-  return run_async(Lane{}, "all_reduce", tensor_suffix(tensor), timeout,
+  return run_async(Lane{}, op_of("all_reduce", tensor), timeout,
                    [this, tensor, op](const OpContext& ctx) { do_all_reduce(tensor, op, ctx); });
 }
 
@@ -345,7 +360,7 @@ std::shared_ptr<Work> Communicator::broadcast_async(const at::Tensor& tensor, in
                                                     std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "broadcast tensor");
   TANDEM_CHECK(root >= 0 && root < size_, "broadcast: root {} is outside [0, {})", root, size_);
-  return run_async(Lane{}, "broadcast", tensor_suffix(tensor), timeout,
+  return run_async(Lane{}, op_of("broadcast", tensor), timeout,
                    [this, tensor, root](const OpContext& ctx) { do_broadcast(tensor, root, ctx); });
 }
 
@@ -355,7 +370,7 @@ std::shared_ptr<Work> Communicator::all_gather_async(const at::Tensor& output,
   check_comm_tensor(output, "all_gather output");
   check_comm_tensor(input, "all_gather input");
   check_gather_shapes(output, input, size_, rank_, "all_gather");
-  return run_async(Lane{}, "all_gather", tensor_suffix(output), timeout,
+  return run_async(Lane{}, op_of("all_gather", output), timeout,
       [this, output, input](const OpContext& ctx) { do_all_gather(output, input, ctx); });
 }
 
@@ -365,7 +380,7 @@ std::shared_ptr<Work> Communicator::reduce_scatter_async(const at::Tensor& outpu
   check_comm_tensor(output, "reduce_scatter output");
   check_comm_tensor(input, "reduce_scatter input");
   check_gather_shapes(input, output, size_, rank_, "reduce_scatter");
-  return run_async(Lane{}, "reduce_scatter", tensor_suffix(input), timeout,
+  return run_async(Lane{}, op_of("reduce_scatter", input), timeout,
                    [this, output, input, op](const OpContext& ctx) {
                      do_reduce_scatter(output, input, op, ctx);
                    });
@@ -375,9 +390,7 @@ std::shared_ptr<Work> Communicator::send_async(const at::Tensor& tensor, int dst
                                                std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "send tensor");
   check_peer(dst, rank_, size_, tag, "send");
-  return run_async(Lane{1, dst}, "send",
-                   fmt::format(" to rank {} tag {} ({})", dst, tag, describe_tensor(tensor)),
-                   timeout, [this, tensor, dst, tag](const OpContext& ctx) {
+  return run_async(Lane{1, dst}, p2p_of("send", tensor, dst, tag), timeout, [this, tensor, dst, tag](const OpContext& ctx) {
                      do_send(tensor, dst, tag, ctx);
                    });
 }
@@ -386,9 +399,7 @@ std::shared_ptr<Work> Communicator::recv_async(const at::Tensor& tensor, int src
                                                std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "recv tensor");
   check_peer(src, rank_, size_, tag, "recv");
-  return run_async(Lane{2, src}, "recv",
-                   fmt::format(" from rank {} tag {} ({})", src, tag, describe_tensor(tensor)),
-                   timeout, [this, tensor, src, tag](const OpContext& ctx) {
+  return run_async(Lane{2, src}, p2p_of("recv", tensor, src, tag), timeout, [this, tensor, src, tag](const OpContext& ctx) {
                      do_recv(tensor, src, tag, ctx);
                    });
 }
@@ -412,7 +423,7 @@ std::shared_ptr<Communicator> Communicator::split(int color, int key, std::optio
   uint64_t split_id = ++split_count_;
   std::string name = fmt::format("split{}.c{}", split_id, color);
   std::shared_ptr<Communicator> out;
-  run_sync(Lane{}, "split", fmt::format(" (color {})", color), timeout,
+  run_sync(Lane{}, OpDescription{"split"}, timeout,
            [&](const OpContext& ctx) { out = do_split(members, name, ctx); });
   return out;
 }

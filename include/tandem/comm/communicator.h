@@ -32,6 +32,7 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <fmt/format.h>
 
 #include "tandem/comm/work.h"
 #include "tandem/core/deadline.h"
@@ -53,12 +54,25 @@ struct ShardRange {
 // ranks (see the header comment). Pure; throws InvalidArgument on bad input.
 ShardRange shard_range(int64_t numel, int world_size, int rank);
 
+// What an operation is, for messages: "all_reduce #12 (4.0 MiB, float32)",
+// "send to rank 1 tag 7 (16 B, int64)". Cheap to build; the text is made
+// only when a message needs it (it formats with fmt, or through str()).
+struct OpDescription {
+  std::string_view name;               // "all_reduce", "barrier", ...
+  uint64_t seq = 0;                    // collectives: 1, 2, ... in issue order; 0 for send/recv
+  int64_t numel = -1;                  // -1: no tensor
+  at::ScalarType dtype = at::kFloat;
+  int peer = -1;                       // send/recv: the other rank
+  int tag = -1;
+  std::string str() const;
+};
+
 // What an operation knows about itself while it runs; backends use it for
 // deadlines and messages.
 struct OpContext {
-  uint64_t seq = 0;         // collectives: 1, 2, ... in issue order; 0 for send/recv
-  std::string_view name;    // "all_reduce", "barrier", ...
-  std::string description;  // "all_reduce #12 (4.0 MiB, float32)"
+  uint64_t seq = 0;            // collectives: 1, 2, ... in issue order; 0 for send/recv
+  std::string_view name;       // "all_reduce", "barrier", ...
+  OpDescription description;   // formats as "all_reduce #12 (4.0 MiB, float32)"
   Deadline deadline;
 };
 
@@ -176,13 +190,11 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   };
   Executor& executor(Lane lane);
   template <typename Fn>
-  void run_sync(Lane lane, std::string_view name, std::string description,
-                std::optional<Millis> timeout, Fn&& fn);
+  void run_sync(Lane lane, OpDescription what, std::optional<Millis> timeout, Fn&& fn);
   template <typename Fn>
-  std::shared_ptr<Work> run_async(Lane lane, std::string_view name, std::string description,
-                                  std::optional<Millis> timeout, Fn&& fn);
-  std::pair<uint64_t, std::string> number(Lane lane, std::string_view name,
-                                          const std::string& description);
+  std::shared_ptr<Work> run_async(Lane lane, OpDescription what, std::optional<Millis> timeout,
+                                  Fn&& fn);
+  Millis resolve_timeout(std::string_view name, std::optional<Millis> timeout) const;
   void check_usable() const;
   void record_failure(const std::exception_ptr& error);
 
@@ -193,6 +205,7 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   uint64_t split_count_ = 0;
   std::mutex executors_mutex_;
   std::map<Lane, std::unique_ptr<Executor>> executors_;  // guarded by executors_mutex_; lazy
+  std::atomic<bool> failed_{false};  // set once failure_ is; read without the lock
   mutable std::mutex failure_mutex_;
   std::string failure_;  // guarded by failure_mutex_
 };
@@ -205,3 +218,11 @@ void check_comm_tensor(const at::Tensor& t, std::string_view what);
 std::string describe_tensor(const at::Tensor& t);
 
 }  // namespace tandem
+
+template <>
+struct fmt::formatter<tandem::OpDescription> : fmt::formatter<std::string_view> {
+  template <typename FormatContext>
+  auto format(const tandem::OpDescription& d, FormatContext& ctx) const {
+    return fmt::formatter<std::string_view>::format(d.str(), ctx);
+  }
+};
