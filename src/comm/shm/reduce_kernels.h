@@ -4,6 +4,7 @@
 // without target-specific flags. Pure functions; thread-safe.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include <c10/core/ScalarType.h>
@@ -20,5 +21,10 @@ namespace tandem::comm::detail {
 // toward zero). `dst` may alias one of the sources; `dst2` may not.
 void reduce_arrays(at::ScalarType dtype, ReduceOp op, const void* const* srcs, int nsrcs,
                    int64_t count, void* dst, void* dst2);
+
+// Copies `bytes` from `src` to `dst` with non-temporal stores where the CPU
+// has them (else memcpy), and fences them, so that a release store after it
+// publishes the data to other cores. The areas may not overlap.
+void copy_streaming(void* dst, const void* src, size_t bytes);
 
 }  // namespace tandem::comm::detail

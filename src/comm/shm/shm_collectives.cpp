@@ -1,6 +1,7 @@
 #include "comm/shm/shm_collectives.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <vector>
 
@@ -32,13 +33,47 @@
 // t-2 out), so a rank rarely waits: with 4 buffers, 2 chunks are in flight.
 // Rotating through 4 buffers also matters on its own: writing lines that a
 // peer core read a moment ago is several times slower than writing lines it
-// read a few chunks ago.
+// read a few chunks ago (and see Note [Streaming stores]).
 // Small all_reduce (one-shot): every rank copies its whole chunk in and reduces
 // all buffers itself, saving one round of flags, which is what costs at small
 // sizes. Every rank reduces in rank order, so all get bitwise equal results.
 
+// Note [Streaming stores]
+// Every line a rank writes into its own buffers was read by a peer core a few
+// chunks before, so a plain store first has to take the line back from that
+// core's cache. Whether that is cheap depends on where the two cores sit, and
+// under a hypervisor that changes from run to run: on a 2-vCPU VM (AMD EPYC)
+// a cache line round trip between the ranks took ~110 ns in most launches
+// and 1-2 us in about one in three, and the latter is not a short episode:
+// it lasted whole launches, whatever the ranks were pinned to inside the VM.
+// There, plain stores made a 64 MiB all_reduce ~6x slower (about 47 ms
+// instead of 8 ms; copying in and reducing took 5-10x longer, waits did not
+// change), while streaming (non-temporal) stores, which write whole lines to
+// memory without fetching them, kept it at ~7.5 ms. When the cores share a
+// cache, though, streaming stores cost ~50% more (12 ms: the peer then reads
+// the chunk from memory, not from the shared cache). Neither choice wins in
+// both cases, and a rank cannot see which case it is in, so write_own()
+// measures: it keeps a running cost per byte of each kind of store, uses the
+// cheaper, and tries the other on every kExplorePeriod-th chunk to notice a
+// change. Only the store kind differs, never what is written or when it is
+// published, so ranks that choose differently still agree on every result.
+
 namespace tandem::comm::detail {
 namespace {
+
+// Operations below this size use plain stores only. Their data fits in the
+// last-level cache, where streaming stores (which go to memory) cost up to
+// 40% on fast runs, even if only tried now and then; from 16 MiB on two
+// ranks' tensors alone fill a 32 MiB cache, so the data goes through memory
+// anyway. Writes below kTimedWriteBytes are too short to time usefully.
+constexpr size_t kAdaptiveOpBytes = size_t{16} << 20;
+constexpr size_t kTimedWriteBytes = size_t{64} << 10;
+// One timed write in this many tries the store kind not in use.
+constexpr uint64_t kExplorePeriod = 32;
+// Streaming stores must write this many times faster to be chosen: a
+// streamed chunk also costs the peer more to read (from memory, not from a
+// shared cache), which this rank's timing does not see.
+constexpr double kStreamingMargin = 1.5;
 
 // All_reduce of at most kOneShotBytes / size bytes goes one-shot. One-shot
 // reads (size - 1) x the data from other cores where two-shot reads about 1x,
@@ -86,6 +121,9 @@ struct ShmCollectives::Plan {
     return std::clamp<int64_t>(shards[s].numel - t * chunk, 0, chunk);
   }
   size_t bytes(int s, int64_t t) const { return static_cast<size_t>(count(s, t)) * elem_bytes; }
+  size_t total_bytes() const {
+    return static_cast<size_t>(shards.back().offset + shards.back().numel) * elem_bytes;
+  }
   // Byte offset of chunk t of shard s in the full vector.
   size_t offset(int s, int64_t t) const {
     return static_cast<size_t>(shards[s].offset + t * chunk) * elem_bytes;
@@ -105,6 +143,35 @@ void ShmCollectives::enter(const OpContext& ctx) {
 
 void ShmCollectives::publish(Counter counter, uint64_t g) const {
   (segment_.control(rank_).*counter).store(g + 1, std::memory_order_release);
+}
+
+void ShmCollectives::write_own(std::byte* dst, const std::byte* src, size_t bytes,
+                               size_t op_bytes) {
+  if (op_bytes < kAdaptiveOpBytes || bytes < kTimedWriteBytes) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  const double plain = write_ns_per_byte_[0];
+  const double streaming = write_ns_per_byte_[1];
+  const uint64_t n = timed_writes_++;
+  int kind = streaming * kStreamingMargin < plain ? 1 : 0;
+  if (plain == 0 || streaming == 0) {
+    kind = static_cast<int>(n % 2);  // measure both kinds first
+  } else if (n % kExplorePeriod == 0) {
+    kind = 1 - kind;
+  }
+  const Clock::time_point start = Clock::now();
+  if (kind == 1) {
+    copy_streaming(dst, src, bytes);
+  } else {
+    std::memcpy(dst, src, bytes);
+  }
+  const double ns = std::chrono::duration<double, std::nano>(Clock::now() - start).count();
+  // A running mean over about the last 4 writes of each kind: quick to follow
+  // a change, while one write slowed by preemption is soon forgotten.
+  double& cost = write_ns_per_byte_[kind];
+  const double sample = ns / static_cast<double>(bytes);
+  cost = cost == 0 ? sample : cost + (sample - cost) / 4;
 }
 
 void ShmCollectives::wait_ranks(ShmWaiter& waiter, Counter counter, uint64_t target, int only,
@@ -173,6 +240,8 @@ void ShmCollectives::two_shot(std::byte* out, const std::byte* in, const Plan& p
   ShmWaiter waiter(segment_, ctx, policy_);
   const uint64_t base = next_chunk_;
   next_chunk_ += static_cast<uint64_t>(plan.chunks);
+  const size_t op_bytes = plan.total_bytes();
+  const bool adaptive = op_bytes >= kAdaptiveOpBytes;
   std::vector<const void*> srcs(static_cast<size_t>(size_));
   auto copy_in = [&](int64_t t) {
     const uint64_t g = base + t;
@@ -180,7 +249,7 @@ void ShmCollectives::two_shot(std::byte* out, const std::byte* in, const Plan& p
     wait_buffer_free(waiter, g, {"an earlier chunk not read yet", t, plan.chunks});
     for (int s = 0; s < size_; ++s) {
       if (s != rank_ && plan.count(s, t) > 0) {
-        std::memcpy(slice(rank_, b, s), in + plan.offset(s, t), plan.bytes(s, t));
+        write_own(slice(rank_, b, s), in + plan.offset(s, t), plan.bytes(s, t), op_bytes);
       }
     }
     publish(&RankControl::copied, g);
@@ -194,8 +263,15 @@ void ShmCollectives::two_shot(std::byte* out, const std::byte* in, const Plan& p
     }
     std::byte* dst = gather ? out + plan.offset(rank_, t)
                             : out + static_cast<size_t>(t * plan.chunk) * plan.elem_bytes;
-    reduce_arrays(dtype, op, srcs.data(), size_, plan.count(rank_, t), dst,
-                  gather ? slice(rank_, b, rank_) : nullptr);
+    if (gather && adaptive) {
+      // Reduce, then publish the slice from dst (still in this core's cache)
+      // with the store kind write_own() picks.
+      reduce_arrays(dtype, op, srcs.data(), size_, plan.count(rank_, t), dst, nullptr);
+      write_own(slice(rank_, b, rank_), dst, plan.bytes(rank_, t), op_bytes);
+    } else {
+      reduce_arrays(dtype, op, srcs.data(), size_, plan.count(rank_, t), dst,
+                    gather ? slice(rank_, b, rank_) : nullptr);
+    }
     publish(&RankControl::reduced, g);
     if (!gather) publish(&RankControl::done, g);
   };
@@ -257,8 +333,9 @@ void ShmCollectives::all_gather(std::byte* out, const std::byte* in, int64_t num
   auto copy_in = [&](int64_t t) {
     const uint64_t g = base + t;
     wait_buffer_free(waiter, g, {"an earlier chunk not read yet", t, plan.chunks});
-    std::memcpy(segment_.slot(rank_, buffer_of(g)), in + (plan.offset(rank_, t) - plan.offset(rank_, 0)),
-                plan.bytes(rank_, t));
+    write_own(segment_.slot(rank_, buffer_of(g)),
+              in + (plan.offset(rank_, t) - plan.offset(rank_, 0)), plan.bytes(rank_, t),
+              plan.total_bytes());
     publish(&RankControl::copied, g);
     publish(&RankControl::reduced, g);
   };
@@ -289,7 +366,8 @@ void ShmCollectives::broadcast(std::byte* data, int64_t numel, size_t elem_bytes
     const uint64_t g = base + t;
     if (rank_ == root) {
       wait_buffer_free(waiter, g, {"an earlier chunk not read yet", t, chunks});
-      std::memcpy(segment_.slot(rank_, buffer_of(g)), data + t * chunk * elem_bytes, bytes(t));
+      write_own(segment_.slot(rank_, buffer_of(g)), data + t * chunk * elem_bytes, bytes(t),
+                static_cast<size_t>(numel) * elem_bytes);
     }
     publish(&RankControl::copied, g);
     publish(&RankControl::reduced, g);
@@ -323,7 +401,10 @@ void ShmCollectives::all_to_all(std::byte* out, const std::byte* in, int64_t num
     const uint64_t g = base + t;
     wait_buffer_free(waiter, g, {"an earlier chunk not read yet", t, chunks});
     for (int s = 0; s < size_; ++s) {
-      if (s != rank_) std::memcpy(slice(rank_, buffer_of(g), s), in + at(s, t), bytes(t));
+      if (s != rank_) {
+        write_own(slice(rank_, buffer_of(g), s), in + at(s, t), bytes(t),
+                  static_cast<size_t>(numel) * elem_bytes);
+      }
     }
     publish(&RankControl::copied, g);
     publish(&RankControl::reduced, g);

@@ -60,6 +60,10 @@ class ShmCollectives {
   // chunk g's buffer.
   void wait_buffer_free(ShmWaiter& waiter, uint64_t g, const WaitStage& stage) const;
   void publish(Counter counter, uint64_t g) const;
+  // Copies `bytes` (part of an operation of `op_bytes`) into this rank's own
+  // buffers with plain or streaming stores, whichever has cost less lately;
+  // see Note [Streaming stores].
+  void write_own(std::byte* dst, const std::byte* src, size_t bytes, size_t op_bytes);
   int buffer_of(uint64_t g) const { return static_cast<int>(g % segment_.layout().buffers); }
   // Slice `s` of rank `r`'s buffer `b` (the two-shot layout).
   std::byte* slice(int r, int b, int s) const { return segment_.slot(r, b) + s * slice_stride_; }
@@ -70,6 +74,10 @@ class ShmCollectives {
   const int size_;
   const size_t slice_stride_;  // bytes; slot_bytes / size, 64-aligned
   uint64_t next_chunk_ = 0;    // chunks used by earlier operations; the same on every rank
+  // Recent cost of writing own buffers, ns per byte: [0] plain stores,
+  // [1] streaming stores; 0 until measured. See Note [Streaming stores].
+  double write_ns_per_byte_[2] = {0, 0};
+  uint64_t timed_writes_ = 0;
 };
 
 }  // namespace tandem::comm::detail
