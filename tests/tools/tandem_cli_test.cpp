@@ -1,0 +1,78 @@
+// The `tandem` command line: bad flags give exit 2 and a message naming the
+// flag; `tandem bench comm` under tandem-run prints its table and JSON lines.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+// Runs a shell command line, bounded by coreutils' timeout.
+CommandResult run(const std::string& command) {
+  CommandResult r;
+  std::string line = "timeout -s KILL 120 " + command + " 2>&1";
+  FILE* p = popen(line.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
+  int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+const std::string kTandem = TANDEM_BINARY_DIR "/tools/tandem";
+const std::string kRun = TANDEM_BINARY_DIR "/tools/tandem-run";
+
+TEST(TandemCli, BadFlagsExitTwoNamingTheFlag) {
+  struct Case {
+    std::string args;
+    std::string words;
+  };
+  for (const auto& c : std::vector<Case>{
+           {"bench comm --dtype float8", "--dtype float8 is not one of"},
+           {"bench comm --op all_sum", "--op all_sum is not one of"},
+           {"bench comm --min-bytes 0", "need 4 <= --min-bytes <= --max-bytes"},
+           {"bench comm --step-factor 1", "--step-factor must be >= 2"},
+           {"bench comm --backend pigeon", "--backend pigeon is not one of"},
+           {"bench comm --backend mpi", "--backend mpi needs a launch under mpirun"},
+           {"bench comm --iters x", "--iters"},
+           {"", "A subcommand is required"},
+       }) {
+    CommandResult r = run(kTandem + " " + c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.words), std::string::npos) << c.args << "\n" << r.output;
+  }
+}
+
+TEST(TandemCli, BenchCommPrintsATableAndJsonLines) {
+  auto json = std::filesystem::temp_directory_path() /
+              ("tandem_cli_test_" + std::to_string(getpid()) + ".jsonl");
+  CommandResult r = run(kRun + " --nproc-per-node 2 -- " + kTandem +
+              " bench comm --backend auto,gloo --op all --min-bytes 4096 --max-bytes 65536 "
+              "--iters 3 --rounds 1 --json " + json.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("busbw_GB/s"), std::string::npos) << r.output;
+  std::ifstream in(json);
+  int lines = 0;
+  for (std::string line; std::getline(in, line); ++lines) {
+    auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["ranks"], 2);
+    EXPECT_GT(j["busbw_gbps"].get<double>(), 0.0) << line;
+    EXPECT_TRUE(j["backend"] == "auto:shm" || j["backend"] == "gloo") << line;
+  }
+  // 2 backends x 4 ops x 3 sizes (4, 16, 64 KiB).
+  EXPECT_EQ(lines, 24);
+  std::filesystem::remove(json);
+}
+
+}  // namespace
