@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "comm/shm/reduce_kernels.h"
@@ -52,27 +53,54 @@
 // memory without fetching them, kept it at ~7.5 ms. When the cores share a
 // cache, though, streaming stores cost ~50% more (12 ms: the peer then reads
 // the chunk from memory, not from the shared cache). Neither choice wins in
-// both cases, and a rank cannot see which case it is in, so write_own()
-// measures: it keeps a running cost per byte of each kind of store, uses the
-// cheaper, and tries the other on every kExplorePeriod-th chunk to notice a
-// change. Only the store kind differs, never what is written or when it is
-// published, so ranks that choose differently still agree on every result.
+// both cases, so the ranks probe which case they are in: choose_stores()
+// passes a token on a line of its own around the ranks 9 times, keeps the
+// quickest trip, and from then on writes own buffers with streaming stores
+// (operations >= 256 KiB only) if a hop took over 100 ns. The probe runs in
+// the first such operation and again after 64 operations or 64 MiB, counted
+// the same on every rank, so that all ranks probe together; it waits like
+// any other stage, so a dead or absent peer is reported, not waited for.
+// Measured on that VM (2 ranks, float32 all_reduce, busbw vs OpenMPI's
+// MPI_Allreduce in the same launch): a round trip of the token took 80-150 ns
+// in fast launches and 280-460 ns in slow ones (quickest of 8; a single trip
+// is often slower, as the 1-2 us above). Before the
+// probe, slow launches reached 1.3-1.4 GB/s at 256 KiB-64 MiB (0.3-0.8x MPI);
+// with it 5.4-13 GB/s (2.5-6.5x), while fast launches kept 10-18 GB/s at
+// 256 KiB-4 MiB (1.6-2.8x) and rose from ~7.5 to ~9.5 GB/s at 64 MiB (no
+// trial chunks). Timing the stores themselves instead (trying the other kind
+// now and then) cost too much below 16 MiB: trial chunks and wrong picks took
+// 1-4 MiB from ~15 to 9.5-13 GB/s in fast launches. It is kept for more ranks
+// than cores only (Stores::kMeasured), where the probe would time the
+// scheduler. Only the store kind differs, never what is written or when it
+// is published, so ranks that choose differently still agree on every result.
 
 namespace tandem::comm::detail {
 namespace {
 
-// Operations below this size use plain stores only. Their data fits in the
-// last-level cache, where streaming stores (which go to memory) cost up to
-// 40% on fast runs, even if only tried now and then; from 16 MiB on two
-// ranks' tensors alone fill a 32 MiB cache, so the data goes through memory
-// anyway. Writes below kTimedWriteBytes are too short to time usefully.
-constexpr size_t kAdaptiveOpBytes = size_t{16} << 20;
+// Operations below this size always use plain stores: one-shot all_reduce
+// and the like, where a round of flags, not the stores, is what costs.
+constexpr size_t kStreamingOpBytes = size_t{256} << 10;
+// The probe times this many trips of the token around the ranks and keeps
+// the quickest, so that one trip slowed by an interrupt does not count.
+constexpr uint64_t kProbeRounds = 8;
+// A line's trip from one rank to the next counts as slow above this: the
+// quickest took 40-75 ns when the cores shared a cache, 140-230 ns when not.
+constexpr std::chrono::nanoseconds kSlowHop{100};
+// Probe again after this many operations, or this many bytes, since the
+// last probe, whichever comes first: a probe costs ~1 us (fast links) to
+// ~20 us (slow), against 20 us to 10 ms for an operation.
+constexpr uint64_t kProbeEveryOps = 64;
+constexpr size_t kProbeEveryBytes = size_t{64} << 20;
+// With more ranks than cores the probe would time the scheduler, not the
+// links; then operations from kMeasuredOpBytes on measure what each kind of
+// store costs instead (below that, trial writes cost more than they save,
+// and writes below kTimedWriteBytes are too short to time usefully). One
+// timed write in kExplorePeriod tries the kind not in use; streaming stores
+// must be kStreamingMargin times faster to be chosen, as a streamed chunk
+// also costs the reader more, which the writer's timing does not see.
+constexpr size_t kMeasuredOpBytes = size_t{16} << 20;
 constexpr size_t kTimedWriteBytes = size_t{64} << 10;
-// One timed write in this many tries the store kind not in use.
 constexpr uint64_t kExplorePeriod = 32;
-// Streaming stores must write this many times faster to be chosen: a
-// streamed chunk also costs the peer more to read (from memory, not from a
-// shared cache), which this rank's timing does not see.
 constexpr double kStreamingMargin = 1.5;
 
 // All_reduce of at most kOneShotBytes / size bytes goes one-shot. One-shot
@@ -135,7 +163,9 @@ ShmCollectives::ShmCollectives(const ShmSegment& segment, WaitPolicy policy)
       policy_(policy),
       rank_(segment.rank()),
       size_(segment.size()),
-      slice_stride_(segment.layout().slot_bytes / segment.size() / 64 * 64) {}
+      slice_stride_(segment.layout().slot_bytes / segment.size() / 64 * 64),
+      probe_links_(static_cast<unsigned>(size_) <=
+                   std::max(1u, std::thread::hardware_concurrency())) {}
 
 void ShmCollectives::enter(const OpContext& ctx) {
   segment_.control(rank_).seq.store(ctx.seq, std::memory_order_release);
@@ -145,12 +175,56 @@ void ShmCollectives::publish(Counter counter, uint64_t g) const {
   (segment_.control(rank_).*counter).store(g + 1, std::memory_order_release);
 }
 
-void ShmCollectives::write_own(std::byte* dst, const std::byte* src, size_t bytes,
-                               size_t op_bytes) {
-  if (op_bytes < kAdaptiveOpBytes || bytes < kTimedWriteBytes) {
-    std::memcpy(dst, src, bytes);
+void ShmCollectives::choose_stores(ShmWaiter& waiter, size_t op_bytes) {
+  stores_ = Stores::kPlain;
+  if (!probe_links_) {
+    if (op_bytes >= kMeasuredOpBytes) stores_ = Stores::kMeasured;
     return;
   }
+  if (op_bytes < kStreamingOpBytes) return;
+  if (probes_ == 0 || ops_since_probe_ >= kProbeEveryOps ||
+      bytes_since_probe_ >= kProbeEveryBytes) {
+    slow_links_ = links_are_slow(waiter);
+    ops_since_probe_ = 0;
+    bytes_since_probe_ = 0;
+  }
+  ++ops_since_probe_;
+  bytes_since_probe_ += op_bytes;
+  stores_ = slow_links_ ? Stores::kStreaming : Stores::kPlain;
+}
+
+bool ShmCollectives::links_are_slow(ShmWaiter& waiter) {
+  // Rank 0 sends round k by raising its probe counter to k; every other rank
+  // passes it on once its predecessor has. Each rank times the rounds
+  // between its own turns, from the second on (the first also waits for the
+  // ranks to arrive).
+  const int prev = (rank_ + size_ - 1) % size_;
+  std::atomic<uint64_t>& mine = segment_.control(rank_).probe;
+  const uint64_t base = probes_++ * (kProbeRounds + 1);
+  Clock::duration best = Clock::duration::max();
+  Clock::time_point last;
+  for (uint64_t k = base + 1; k <= base + kProbeRounds + 1; ++k) {
+    if (rank_ == 0) mine.store(k, std::memory_order_release);
+    wait_ranks(waiter, &RankControl::probe, k, prev, {"link probe not passed on yet"});
+    if (rank_ != 0) mine.store(k, std::memory_order_release);
+    const Clock::time_point now = Clock::now();
+    if (k > base + 1) best = std::min(best, now - last);
+    last = now;
+  }
+  return best > kSlowHop * size_;
+}
+
+void ShmCollectives::write_own(std::byte* dst, const std::byte* src, size_t bytes) {
+  if (stores_ == Stores::kMeasured && bytes >= kTimedWriteBytes) {
+    write_own_measured(dst, src, bytes);
+  } else if (stores_ == Stores::kStreaming) {
+    copy_streaming(dst, src, bytes);
+  } else {
+    std::memcpy(dst, src, bytes);
+  }
+}
+
+void ShmCollectives::write_own_measured(std::byte* dst, const std::byte* src, size_t bytes) {
   const double plain = write_ns_per_byte_[0];
   const double streaming = write_ns_per_byte_[1];
   const uint64_t n = timed_writes_++;
@@ -240,8 +314,7 @@ void ShmCollectives::two_shot(std::byte* out, const std::byte* in, const Plan& p
   ShmWaiter waiter(segment_, ctx, policy_);
   const uint64_t base = next_chunk_;
   next_chunk_ += static_cast<uint64_t>(plan.chunks);
-  const size_t op_bytes = plan.total_bytes();
-  const bool adaptive = op_bytes >= kAdaptiveOpBytes;
+  choose_stores(waiter, plan.total_bytes());
   std::vector<const void*> srcs(static_cast<size_t>(size_));
   auto copy_in = [&](int64_t t) {
     const uint64_t g = base + t;
@@ -249,7 +322,7 @@ void ShmCollectives::two_shot(std::byte* out, const std::byte* in, const Plan& p
     wait_buffer_free(waiter, g, {"an earlier chunk not read yet", t, plan.chunks});
     for (int s = 0; s < size_; ++s) {
       if (s != rank_ && plan.count(s, t) > 0) {
-        write_own(slice(rank_, b, s), in + plan.offset(s, t), plan.bytes(s, t), op_bytes);
+        write_own(slice(rank_, b, s), in + plan.offset(s, t), plan.bytes(s, t));
       }
     }
     publish(&RankControl::copied, g);
@@ -263,11 +336,10 @@ void ShmCollectives::two_shot(std::byte* out, const std::byte* in, const Plan& p
     }
     std::byte* dst = gather ? out + plan.offset(rank_, t)
                             : out + static_cast<size_t>(t * plan.chunk) * plan.elem_bytes;
-    if (gather && adaptive) {
-      // Reduce, then publish the slice from dst (still in this core's cache)
-      // with the store kind write_own() picks.
+    if (gather && stores_ != Stores::kPlain) {
+      // Reduce, then publish the slice from dst (still in this core's cache).
       reduce_arrays(dtype, op, srcs.data(), size_, plan.count(rank_, t), dst, nullptr);
-      write_own(slice(rank_, b, rank_), dst, plan.bytes(rank_, t), op_bytes);
+      write_own(slice(rank_, b, rank_), dst, plan.bytes(rank_, t));
     } else {
       reduce_arrays(dtype, op, srcs.data(), size_, plan.count(rank_, t), dst,
                     gather ? slice(rank_, b, rank_) : nullptr);
@@ -328,14 +400,14 @@ void ShmCollectives::all_gather(std::byte* out, const std::byte* in, int64_t num
   if (own != in) std::memmove(own, in, static_cast<size_t>(plan.shards[rank_].numel) * elem_bytes);
   if (size_ == 1 || numel == 0) return;
   ShmWaiter waiter(segment_, ctx, policy_);
+  choose_stores(waiter, plan.total_bytes());
   const uint64_t base = next_chunk_;
   next_chunk_ += static_cast<uint64_t>(plan.chunks);
   auto copy_in = [&](int64_t t) {
     const uint64_t g = base + t;
     wait_buffer_free(waiter, g, {"an earlier chunk not read yet", t, plan.chunks});
     write_own(segment_.slot(rank_, buffer_of(g)),
-              in + (plan.offset(rank_, t) - plan.offset(rank_, 0)), plan.bytes(rank_, t),
-              plan.total_bytes());
+              in + (plan.offset(rank_, t) - plan.offset(rank_, 0)), plan.bytes(rank_, t));
     publish(&RankControl::copied, g);
     publish(&RankControl::reduced, g);
   };
@@ -357,6 +429,7 @@ void ShmCollectives::broadcast(std::byte* data, int64_t numel, size_t elem_bytes
   enter(ctx);
   if (size_ == 1 || numel == 0) return;
   ShmWaiter waiter(segment_, ctx, policy_);
+  choose_stores(waiter, static_cast<size_t>(numel) * elem_bytes);
   const int64_t chunk = static_cast<int64_t>(segment_.layout().slot_bytes / elem_bytes);
   const int64_t chunks = ceil_div(numel, chunk);
   const uint64_t base = next_chunk_;
@@ -366,8 +439,7 @@ void ShmCollectives::broadcast(std::byte* data, int64_t numel, size_t elem_bytes
     const uint64_t g = base + t;
     if (rank_ == root) {
       wait_buffer_free(waiter, g, {"an earlier chunk not read yet", t, chunks});
-      write_own(segment_.slot(rank_, buffer_of(g)), data + t * chunk * elem_bytes, bytes(t),
-                static_cast<size_t>(numel) * elem_bytes);
+      write_own(segment_.slot(rank_, buffer_of(g)), data + t * chunk * elem_bytes, bytes(t));
     }
     publish(&RankControl::copied, g);
     publish(&RankControl::reduced, g);
@@ -391,6 +463,7 @@ void ShmCollectives::all_to_all(std::byte* out, const std::byte* in, int64_t num
   if (out != in) std::memmove(out + rank_ * block_bytes, in + rank_ * block_bytes, block_bytes);
   if (size_ == 1 || m == 0) return;
   ShmWaiter waiter(segment_, ctx, policy_);
+  choose_stores(waiter, static_cast<size_t>(numel) * elem_bytes);
   const int64_t chunk = static_cast<int64_t>(slice_stride_ / elem_bytes);
   const int64_t chunks = ceil_div(m, chunk);
   const uint64_t base = next_chunk_;
@@ -402,8 +475,7 @@ void ShmCollectives::all_to_all(std::byte* out, const std::byte* in, int64_t num
     wait_buffer_free(waiter, g, {"an earlier chunk not read yet", t, chunks});
     for (int s = 0; s < size_; ++s) {
       if (s != rank_) {
-        write_own(slice(rank_, buffer_of(g), s), in + at(s, t), bytes(t),
-                  static_cast<size_t>(numel) * elem_bytes);
+        write_own(slice(rank_, buffer_of(g), s), in + at(s, t), bytes(t));
       }
     }
     publish(&RankControl::copied, g);

@@ -46,6 +46,8 @@ class ShmCollectives {
 
  private:
   using Counter = std::atomic<uint64_t> RankControl::*;
+  // The stores write_own() uses in the current operation.
+  enum class Stores { kPlain, kStreaming, kMeasured };
   struct Plan;
 
   void two_shot(std::byte* out, const std::byte* in, const Plan& plan, at::ScalarType dtype,
@@ -60,10 +62,19 @@ class ShmCollectives {
   // chunk g's buffer.
   void wait_buffer_free(ShmWaiter& waiter, uint64_t g, const WaitStage& stage) const;
   void publish(Counter counter, uint64_t g) const;
-  // Copies `bytes` (part of an operation of `op_bytes`) into this rank's own
-  // buffers with plain or streaming stores, whichever has cost less lately;
-  // see Note [Streaming stores].
-  void write_own(std::byte* dst, const std::byte* src, size_t bytes, size_t op_bytes);
+  // Picks the stores that write_own() uses in an operation of `op_bytes`,
+  // probing the links between the ranks first now and then. Collective:
+  // every operation that writes own buffers calls it first, on every rank,
+  // with the same op_bytes. See Note [Streaming stores].
+  void choose_stores(ShmWaiter& waiter, size_t op_bytes);
+  // Passes a token around the ranks a few times; true if a cache line's trip
+  // from one rank to the next is slow. Collective; bounded by the waiter.
+  bool links_are_slow(ShmWaiter& waiter);
+  // Copies `bytes` into this rank's own buffers with the stores
+  // choose_stores() picked.
+  void write_own(std::byte* dst, const std::byte* src, size_t bytes);
+  // Copies with plain or streaming stores, whichever has cost less lately.
+  void write_own_measured(std::byte* dst, const std::byte* src, size_t bytes);
   int buffer_of(uint64_t g) const { return static_cast<int>(g % segment_.layout().buffers); }
   // Slice `s` of rank `r`'s buffer `b` (the two-shot layout).
   std::byte* slice(int r, int b, int s) const { return segment_.slot(r, b) + s * slice_stride_; }
@@ -74,8 +85,16 @@ class ShmCollectives {
   const int size_;
   const size_t slice_stride_;  // bytes; slot_bytes / size, 64-aligned
   uint64_t next_chunk_ = 0;    // chunks used by earlier operations; the same on every rank
-  // Recent cost of writing own buffers, ns per byte: [0] plain stores,
-  // [1] streaming stores; 0 until measured. See Note [Streaming stores].
+  // Link probes; see Note [Streaming stores]. The counts are the same on
+  // every rank, so that all probe in the same operations.
+  const bool probe_links_;        // false with more ranks than cores
+  uint64_t probes_ = 0;           // probes run so far
+  uint64_t ops_since_probe_ = 0;  // operations that used the last verdict
+  size_t bytes_since_probe_ = 0;  // their total size
+  bool slow_links_ = false;       // the last probe's verdict
+  Stores stores_ = Stores::kPlain;
+  // Recent cost of writing own buffers, ns per byte, for Stores::kMeasured:
+  // [0] plain stores, [1] streaming stores; 0 until measured.
   double write_ns_per_byte_[2] = {0, 0};
   uint64_t timed_writes_ = 0;
 };

@@ -39,6 +39,10 @@ struct alignas(kLineBytes) RankControl {
   std::atomic<uint64_t> seq{0};      // the last collective this rank entered
   uint64_t start_time = 0;           // /proc/<pid>/stat field 22; 0 if unknown
   std::atomic<int32_t> pid{0};       // set (after start_time) once mapped
+  // Rounds of the link probe this rank has passed on, on a line of its own so
+  // that the probe times one line's trip only; see Note [Streaming stores]
+  // in shm_collectives.cpp.
+  alignas(kLineBytes) std::atomic<uint64_t> probe{0};
 };
 
 // One direction of a point-to-point pair; see shm_channel.h.
