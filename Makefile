@@ -26,7 +26,8 @@ demo: build
 
 # The comparison of docs/benchmarks.md: every backend beside raw MPI_Allreduce.
 bench: build
-	bash bench/comm_compare.sh $(BUILD_DIR)
+	bash bench/comm_compare.sh $(BUILD_DIR) $(BUILD_DIR)/comm_compare.jsonl
+	@command -v python3 >/dev/null && python3 bench/comm_table.py $(BUILD_DIR)/comm_compare.jsonl || true
 
 clean:
 	rm -rf $(BUILD_DIR)
