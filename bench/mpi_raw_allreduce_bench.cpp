@@ -36,13 +36,20 @@ struct Options {
 bool parse(int argc, char** argv, Options& o) {
   for (int i = 1; i < argc; ++i) {
     auto value = [&] { return i + 1 < argc ? std::atoll(argv[++i]) : 0LL; };
-    if (!std::strcmp(argv[i], "--min-bytes")) o.min_bytes = value();
-    else if (!std::strcmp(argv[i], "--max-bytes")) o.max_bytes = value();
-    else if (!std::strcmp(argv[i], "--warmup")) o.warmup = static_cast<int>(value());
-    else if (!std::strcmp(argv[i], "--iters")) o.iters = static_cast<int>(value());
-    else if (!std::strcmp(argv[i], "--thread-multiple")) o.thread_multiple = true;
-    else if (!std::strcmp(argv[i], "--nonblocking")) o.nonblocking = true;
-    else return false;
+    if (!std::strcmp(argv[i], "--min-bytes"))
+      o.min_bytes = value();
+    else if (!std::strcmp(argv[i], "--max-bytes"))
+      o.max_bytes = value();
+    else if (!std::strcmp(argv[i], "--warmup"))
+      o.warmup = static_cast<int>(value());
+    else if (!std::strcmp(argv[i], "--iters"))
+      o.iters = static_cast<int>(value());
+    else if (!std::strcmp(argv[i], "--thread-multiple"))
+      o.thread_multiple = true;
+    else if (!std::strcmp(argv[i], "--nonblocking"))
+      o.nonblocking = true;
+    else
+      return false;
   }
   return o.min_bytes >= 4 && o.max_bytes >= o.min_bytes && o.warmup >= 0 && o.iters >= 0;
 }
@@ -95,9 +102,9 @@ int main(int argc, char** argv) {
   }
   for (int64_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= 4) {
     std::vector<float> buf(static_cast<size_t>(bytes / 4), 1.0f);
-    int iters = o.iters > 0 ? o.iters
-                            : static_cast<int>(std::clamp<int64_t>((int64_t{256} << 20) / bytes,
-                                                                   5, 1000));
+    int iters = o.iters > 0
+                    ? o.iters
+                    : static_cast<int>(std::clamp<int64_t>((int64_t{256} << 20) / bytes, 5, 1000));
     double seconds = time_all_reduce(buf, o, iters);
     double algbw = static_cast<double>(bytes) / seconds / 1e9;
     double busbw = algbw * 2.0 * (size - 1) / size;

@@ -11,7 +11,8 @@
 int main() {
   auto comm = tandem::init();  // reads RANK, WORLD_SIZE, MASTER_ADDR, ... from tandem-run
   torch::manual_seed(0);       // same initial weights on every rank
-  torch::nn::Sequential model(torch::nn::Linear(8, 32), torch::nn::ReLU(), torch::nn::Linear(32, 1));
+  torch::nn::Sequential model(torch::nn::Linear(8, 32), torch::nn::ReLU(),
+                              torch::nn::Linear(32, 1));
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.05));
   torch::manual_seed(1 + comm->rank());  // but different data per rank
   for (int step = 0; step < 50; ++step) {
@@ -21,7 +22,8 @@ int main() {
     loss.backward();
     for (auto& p : model->parameters()) comm->all_reduce(p.grad(), tandem::ReduceOp::kAvg);
     opt.step();
-    if (comm->rank() == 0 && step % 10 == 0) std::printf("step %d loss %.4f\n", step, loss.item<float>());
+    if (comm->rank() == 0 && step % 10 == 0)
+      std::printf("step %d loss %.4f\n", step, loss.item<float>());
   }
   return 0;
 }

@@ -1,14 +1,14 @@
 #include "tandem/comm/communicator.h"
 
+#include <ATen/ops/empty.h>
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <functional>
 #include <numeric>
 #include <thread>
-
-#include <ATen/ops/empty.h>
-#include <fmt/format.h>
 
 #include "tandem/core/check.h"
 #include "tandem/core/log.h"
@@ -17,11 +17,16 @@ namespace tandem {
 
 std::string_view to_string(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return "sum";
-    case ReduceOp::kAvg: return "avg";
-    case ReduceOp::kMin: return "min";
-    case ReduceOp::kMax: return "max";
-    case ReduceOp::kProduct: return "product";
+    case ReduceOp::kSum:
+      return "sum";
+    case ReduceOp::kAvg:
+      return "avg";
+    case ReduceOp::kMin:
+      return "min";
+    case ReduceOp::kMax:
+      return "max";
+    case ReduceOp::kProduct:
+      return "product";
   }
   return "?";
 }
@@ -62,10 +67,10 @@ std::string describe_bytes(double bytes) {
 }  // namespace
 
 std::string describe_tensor(const at::Tensor& t) {
-  return fmt::format("{}, {}",
-                     describe_bytes(static_cast<double>(t.numel()) *
-                                    static_cast<double>(t.element_size())),
-                     c10::toString(t.scalar_type()));
+  return fmt::format(
+      "{}, {}",
+      describe_bytes(static_cast<double>(t.numel()) * static_cast<double>(t.element_size())),
+      c10::toString(t.scalar_type()));
 }
 
 // Runs asynchronous operations in issue order on one thread.
@@ -113,8 +118,8 @@ class Communicator::Executor {
   }
 
   std::mutex mutex_;
-  std::condition_variable cv_;       // guarded by mutex_: work posted or stop
-  std::condition_variable idle_cv_;  // guarded by mutex_: queue drained
+  std::condition_variable cv_;               // guarded by mutex_: work posted or stop
+  std::condition_variable idle_cv_;          // guarded by mutex_: queue drained
   std::deque<std::function<void()>> queue_;  // guarded by mutex_
   bool busy_ = false;                        // guarded by mutex_
   bool stop_ = false;                        // guarded by mutex_
@@ -157,8 +162,8 @@ std::string Communicator::failure() const {
 void Communicator::check_usable() const {
   if (!failed_.load(std::memory_order_acquire)) return;
   throw PeerError(fmt::format(
-      "rank {}: this {} communicator is unusable after an earlier failure ({}); rebuild it",
-      rank_, backend(), failure()));
+      "rank {}: this {} communicator is unusable after an earlier failure ({}); rebuild it", rank_,
+      backend(), failure()));
 }
 
 void Communicator::record_failure(const std::exception_ptr& error) {
@@ -180,7 +185,8 @@ void Communicator::record_failure(const std::exception_ptr& error) {
 std::string OpDescription::str() const {
   std::string out(name);
   if (seq > 0) out += fmt::format(" #{}", seq);
-  if (peer >= 0) out += fmt::format(" {} rank {} tag {}", name == "recv" ? "from" : "to", peer, tag);
+  if (peer >= 0)
+    out += fmt::format(" {} rank {} tag {}", name == "recv" ? "from" : "to", peer, tag);
   if (numel >= 0) {
     double bytes = static_cast<double>(numel) * static_cast<double>(c10::elementSize(dtype));
     out += fmt::format(" ({}, {})", describe_bytes(bytes), c10::toString(dtype));
@@ -197,8 +203,7 @@ Millis Communicator::resolve_timeout(std::string_view name, std::optional<Millis
 // Collectives are numbered in issue order (the same on every rank, so a
 // number says how far each rank got); point-to-point operations are not.
 template <typename Fn>
-void Communicator::run_sync(Lane lane, OpDescription what, std::optional<Millis> timeout,
-                            Fn&& fn) {
+void Communicator::run_sync(Lane lane, OpDescription what, std::optional<Millis> timeout, Fn&& fn) {
   check_usable();
   Millis t = resolve_timeout(what.name, timeout);
   if (lane.kind == 0) what.seq = ++seq_;
@@ -260,7 +265,8 @@ OpDescription p2p_of(std::string_view name, const at::Tensor& t, int peer, int t
 
 }  // namespace
 
-void Communicator::all_reduce(const at::Tensor& tensor, ReduceOp op, std::optional<Millis> timeout) {
+void Communicator::all_reduce(const at::Tensor& tensor, ReduceOp op,
+                              std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "all_reduce tensor");
   run_sync(Lane{}, op_of("all_reduce", tensor), timeout,
            [&](const OpContext& ctx) { do_all_reduce(tensor, op, ctx); });
@@ -324,7 +330,8 @@ void Communicator::do_all_to_all(const at::Tensor&, const at::Tensor&, const OpC
 }
 
 void Communicator::barrier(std::optional<Millis> timeout) {
-  run_sync(Lane{}, OpDescription{"barrier"}, timeout, [&](const OpContext& ctx) { do_barrier(ctx); });
+  run_sync(Lane{}, OpDescription{"barrier"}, timeout,
+           [&](const OpContext& ctx) { do_barrier(ctx); });
 }
 
 namespace {
@@ -340,13 +347,15 @@ void check_peer(int peer, int rank, int size, int tag, std::string_view op) {
 void Communicator::send(const at::Tensor& tensor, int dst, int tag, std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "send tensor");
   check_peer(dst, rank_, size_, tag, "send");
-  run_sync(Lane{1, dst}, p2p_of("send", tensor, dst, tag), timeout, [&](const OpContext& ctx) { do_send(tensor, dst, tag, ctx); });
+  run_sync(Lane{1, dst}, p2p_of("send", tensor, dst, tag), timeout,
+           [&](const OpContext& ctx) { do_send(tensor, dst, tag, ctx); });
 }
 
 void Communicator::recv(const at::Tensor& tensor, int src, int tag, std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "recv tensor");
   check_peer(src, rank_, size_, tag, "recv");
-  run_sync(Lane{2, src}, p2p_of("recv", tensor, src, tag), timeout, [&](const OpContext& ctx) { do_recv(tensor, src, tag, ctx); });
+  run_sync(Lane{2, src}, p2p_of("recv", tensor, src, tag), timeout,
+           [&](const OpContext& ctx) { do_recv(tensor, src, tag, ctx); });
 }
 
 std::shared_ptr<Work> Communicator::all_reduce_async(const at::Tensor& tensor, ReduceOp op,
@@ -370,7 +379,8 @@ std::shared_ptr<Work> Communicator::all_gather_async(const at::Tensor& output,
   check_comm_tensor(output, "all_gather output");
   check_comm_tensor(input, "all_gather input");
   check_gather_shapes(output, input, size_, rank_, "all_gather");
-  return run_async(Lane{}, op_of("all_gather", output), timeout,
+  return run_async(
+      Lane{}, op_of("all_gather", output), timeout,
       [this, output, input](const OpContext& ctx) { do_all_gather(output, input, ctx); });
 }
 
@@ -390,21 +400,22 @@ std::shared_ptr<Work> Communicator::send_async(const at::Tensor& tensor, int dst
                                                std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "send tensor");
   check_peer(dst, rank_, size_, tag, "send");
-  return run_async(Lane{1, dst}, p2p_of("send", tensor, dst, tag), timeout, [this, tensor, dst, tag](const OpContext& ctx) {
-                     do_send(tensor, dst, tag, ctx);
-                   });
+  return run_async(
+      Lane{1, dst}, p2p_of("send", tensor, dst, tag), timeout,
+      [this, tensor, dst, tag](const OpContext& ctx) { do_send(tensor, dst, tag, ctx); });
 }
 
 std::shared_ptr<Work> Communicator::recv_async(const at::Tensor& tensor, int src, int tag,
                                                std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "recv tensor");
   check_peer(src, rank_, size_, tag, "recv");
-  return run_async(Lane{2, src}, p2p_of("recv", tensor, src, tag), timeout, [this, tensor, src, tag](const OpContext& ctx) {
-                     do_recv(tensor, src, tag, ctx);
-                   });
+  return run_async(
+      Lane{2, src}, p2p_of("recv", tensor, src, tag), timeout,
+      [this, tensor, src, tag](const OpContext& ctx) { do_recv(tensor, src, tag, ctx); });
 }
 
-std::shared_ptr<Communicator> Communicator::split(int color, int key, std::optional<Millis> timeout) {
+std::shared_ptr<Communicator> Communicator::split(int color, int key,
+                                                  std::optional<Millis> timeout) {
   // Every rank learns every (color, key); members are ordered by (key, rank).
   at::Tensor mine = at::empty({2}, at::kLong);
   mine[0] = static_cast<int64_t>(color < 0 ? -1 : color);

@@ -1,10 +1,10 @@
 #include "tandem/comm/device_mesh.h"
 
-#include <algorithm>
-#include <set>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include <algorithm>
+#include <set>
 
 #include "tandem/core/check.h"
 
@@ -43,7 +43,8 @@ DeviceMesh::DeviceMesh(std::shared_ptr<Communicator> world, std::vector<int> sha
                "DeviceMesh: dimension names must be unique (got {})", fmt::join(names_, ", "));
   int64_t product = 1;
   for (int e : shape_) {
-    TANDEM_CHECK(e >= 1, "DeviceMesh: every extent must be >= 1 (shape {})", fmt::join(shape_, "x"));
+    TANDEM_CHECK(e >= 1, "DeviceMesh: every extent must be >= 1 (shape {})",
+                 fmt::join(shape_, "x"));
     product *= e;
   }
   TANDEM_CHECK(product == world_->size(),

@@ -8,11 +8,11 @@
 // each moving 1/L of the bytes), all_gather within the host. Cross-host
 // traffic per rank is 1/L of a flat ring's. init() checks the layout and
 // falls back to a flat communicator when it does not hold.
-#include <algorithm>
-
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <fmt/format.h>
+
+#include <algorithm>
 
 #include "comm/algorithms/ring.h"
 #include "tandem/comm/backend.h"

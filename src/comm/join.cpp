@@ -1,9 +1,9 @@
 #include "comm/join.h"
 
-#include <vector>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include <vector>
 
 #include "tandem/core/error.h"
 

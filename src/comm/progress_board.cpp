@@ -1,10 +1,10 @@
 #include "comm/progress_board.h"
 
-#include <chrono>
-#include <vector>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include <chrono>
+#include <vector>
 
 #include "tandem/core/log.h"
 
@@ -74,12 +74,13 @@ std::string ProgressBoard::describe_peers(uint64_t seq) {
       if (std::sscanf(v.c_str(), "%lu %ld", &their_seq, &at) != 2) continue;
       double ago = static_cast<double>(now - at) / 1000.0;
       if (now - at > kSilentMs) {
-        silent.push_back(fmt::format("rank {} not heard from for {:.1f} s (dead or stopped?; last "
-                                     "entered collective #{})",
-                                     r, ago, their_seq));
+        silent.push_back(
+            fmt::format("rank {} not heard from for {:.1f} s (dead or stopped?; last "
+                        "entered collective #{})",
+                        r, ago, their_seq));
       } else if (their_seq < seq) {
-        behind.push_back(fmt::format("rank {} (last entered collective #{}, alive {:.1f} s ago)",
-                                     r, their_seq, ago));
+        behind.push_back(fmt::format("rank {} (last entered collective #{}, alive {:.1f} s ago)", r,
+                                     their_seq, ago));
       }
     } catch (const std::exception& e) {
       silent.push_back(fmt::format("rank {} unknown ({})", r, e.what()));

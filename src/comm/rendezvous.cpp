@@ -1,12 +1,11 @@
 #include "tandem/comm/rendezvous.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <map>
 #include <random>
-
-#include <fmt/format.h>
-#include <xxhash.h>
 
 #include "comm/join.h"
 #include "tandem/comm/backend.h"
@@ -23,8 +22,10 @@ std::optional<int64_t> slurm_tasks_per_node(const env::Lookup& lookup) {
   if (!v) return std::nullopt;
   size_t end = v->find_first_not_of("0123456789");
   std::string head = v->substr(0, end);
-  TANDEM_CHECK(!head.empty(), "environment variable SLURM_NTASKS_PER_NODE='{}' does not start "
-               "with a number", *v);
+  TANDEM_CHECK(!head.empty(),
+               "environment variable SLURM_NTASKS_PER_NODE='{}' does not start "
+               "with a number",
+               *v);
   return std::stoll(head);
 }
 
@@ -104,7 +105,8 @@ struct Rendezvous::Layout {
 
 namespace {
 
-std::unique_ptr<Rendezvous::Layout> exchange_hosts(Store& store, const RendezvousInfo& info, Millis timeout) {
+std::unique_ptr<Rendezvous::Layout> exchange_hosts(Store& store, const RendezvousInfo& info,
+                                                   Millis timeout) {
   store.set(fmt::format("rdzv/host/{}", info.rank), host_id());
   detail::join_group(store, info.rank, info.world_size, timeout, "rendezvous");
   std::map<std::string, int> index;
@@ -151,8 +153,8 @@ RendezvousInfo read_rendezvous_env(const env::Lookup& lookup) {
     auto size = env::get_int(lookup, "OMPI_COMM_WORLD_SIZE", 1);
     TANDEM_CHECK(size, "rendezvous: OMPI_COMM_WORLD_RANK is set but OMPI_COMM_WORLD_SIZE is not");
     info.world_size = static_cast<int>(*size);
-    info.local_rank = static_cast<int>(
-        env::get_int(lookup, "OMPI_COMM_WORLD_LOCAL_RANK", 0).value_or(info.rank));
+    info.local_rank =
+        static_cast<int>(env::get_int(lookup, "OMPI_COMM_WORLD_LOCAL_RANK", 0).value_or(info.rank));
     info.local_world_size = static_cast<int>(
         env::get_int(lookup, "OMPI_COMM_WORLD_LOCAL_SIZE", 1).value_or(info.world_size));
     info.node_rank = info.rank / std::max(info.local_world_size, 1);
@@ -209,20 +211,22 @@ std::shared_ptr<Communicator> Rendezvous::communicator(const std::string& b, Mil
   TANDEM_CHECK(b == "auto" || b == "shm" || b == "gloo" || b == "mpi" || b == "nccl",
                "init: unknown backend '{}'; choose auto, shm, gloo, mpi or nccl", b);
   if (b == "nccl") {
-    throw NotSupported("the NCCL backend is not in this build: it needs a CUDA build of LibTorch "
-                       "and -DTANDEM_WITH_NCCL=ON");
+    throw NotSupported(
+        "the NCCL backend is not in this build: it needs a CUDA build of LibTorch "
+        "and -DTANDEM_WITH_NCCL=ON");
   }
   const auto& info = info_;
   const bool one_host = hosts() == 1;
-  const std::string world =
-      fmt::format("tandem-{}-r{}-g{}", job_, info.restart_count, groups_++);
+  const std::string world = fmt::format("tandem-{}-r{}-g{}", job_, info.restart_count, groups_++);
   auto world_opts = backend_options(info.rank, info.world_size, store_, world, timeout);
 
   if (b == "mpi") return make_mpi_communicator(world_opts);
   if (b == "gloo") return make_gloo_communicator(world_opts, one_host ? "127.0.0.1" : "");
   if (b == "shm") {
-    TANDEM_CHECK(one_host, "init: backend 'shm' needs every rank on one host, but the job spans "
-                 "{} hosts; use 'auto' or 'gloo'", hosts());
+    TANDEM_CHECK(one_host,
+                 "init: backend 'shm' needs every rank on one host, but the job spans "
+                 "{} hosts; use 'auto' or 'gloo'",
+                 hosts());
     return make_shm_communicator(world_opts);
   }
   // auto

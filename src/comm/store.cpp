@@ -1,12 +1,12 @@
 #include "tandem/comm/store.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <condition_variable>
 #include <map>
 #include <mutex>
 #include <thread>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "comm/store_detail.h"
 #include "tandem/core/check.h"
@@ -87,8 +87,8 @@ class MemoryStore final : public Store {
 
  private:
   std::mutex mutex_;
-  std::condition_variable cv_;                 // guarded by mutex_
-  std::map<std::string, std::string> data_;    // guarded by mutex_
+  std::condition_variable cv_;               // guarded by mutex_
+  std::map<std::string, std::string> data_;  // guarded by mutex_
 };
 
 class PrefixStore final : public Store {

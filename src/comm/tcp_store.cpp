@@ -1,11 +1,11 @@
 // The TCP store: LibTorch's c10d::TCPStore behind tandem::Store.
-#include <thread>
-
 #include <fmt/format.h>
+
+#include <thread>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
-#include "tandem/comm/store.h"
 #include "comm/store_detail.h"
+#include "tandem/comm/store.h"
 #include "tandem/core/check.h"
 
 namespace tandem {
@@ -13,8 +13,7 @@ namespace {
 
 class TcpStore final : public Store {
  public:
-  TcpStore(const std::string& host, int port, bool is_server, Millis timeout)
-      : host_(host) {
+  TcpStore(const std::string& host, int port, bool is_server, Millis timeout) : host_(host) {
     c10d::TCPStoreOptions opts;
     opts.port = static_cast<uint16_t>(port);
     opts.isServer = is_server;
@@ -80,9 +79,10 @@ class TcpStore final : public Store {
       std::string what = e.what();
       auto nl = what.find('\n');
       if (nl != std::string::npos) what.resize(nl);
-      throw PeerError(fmt::format("store {}: {} of key '{}' failed ({}); the store's host (rank 0 "
-                                  "or tandem-run) may have exited",
-                                  address(), op, key, what));
+      throw PeerError(
+          fmt::format("store {}: {} of key '{}' failed ({}); the store's host (rank 0 "
+                      "or tandem-run) may have exited",
+                      address(), op, key, what));
     }
   }
 

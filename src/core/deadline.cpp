@@ -1,9 +1,9 @@
 #include "tandem/core/deadline.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "tandem/core/check.h"
 

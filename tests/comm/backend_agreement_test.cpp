@@ -1,11 +1,10 @@
 // The shared-memory path and Gloo must give identical results: the same bits,
 // not merely close values, so that switching backends never changes training.
-#include <gtest/gtest.h>
-
 #include <ATen/ops/equal.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/zeros.h>
+#include <gtest/gtest.h>
 
 #include "tandem/comm/backend.h"
 #include "tests/support/multiproc.h"

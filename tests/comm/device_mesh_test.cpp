@@ -1,8 +1,7 @@
 #include "tandem/comm/device_mesh.h"
 
-#include <gtest/gtest.h>
-
 #include <ATen/ops/full.h>
+#include <gtest/gtest.h>
 
 #include "tandem/comm/backend.h"
 #include "tandem/core/error.h"
@@ -16,7 +15,8 @@ TEST(DeviceMesh, CoordinatesAreRowMajor) {
   EXPECT_EQ(DeviceMesh::coordinates_of(0, shape), (std::vector<int>{0, 0}));
   EXPECT_EQ(DeviceMesh::coordinates_of(4, shape), (std::vector<int>{1, 1}));
   EXPECT_EQ(DeviceMesh::coordinates_of(5, shape), (std::vector<int>{1, 2}));
-  for (int r = 0; r < 6; ++r) EXPECT_EQ(DeviceMesh::rank_of(DeviceMesh::coordinates_of(r, shape), shape), r);
+  for (int r = 0; r < 6; ++r)
+    EXPECT_EQ(DeviceMesh::rank_of(DeviceMesh::coordinates_of(r, shape), shape), r);
   EXPECT_THROW(DeviceMesh::rank_of({2, 0}, shape), InvalidArgument);
 }
 

@@ -1,10 +1,9 @@
 #include "tandem/comm/rendezvous.h"
 
-#include <map>
-
+#include <ATen/ops/full.h>
 #include <gtest/gtest.h>
 
-#include <ATen/ops/full.h>
+#include <map>
 
 #include "tandem/core/error.h"
 #include "tests/support/fake_env.h"
@@ -34,10 +33,15 @@ TEST(Rendezvous, NothingSetIsASingleProcess) {
 }
 
 TEST(Rendezvous, ReadsTorchrunVariables) {
-  auto info = read_rendezvous_env(fake({{"RANK", "5"}, {"WORLD_SIZE", "8"}, {"LOCAL_RANK", "1"},
-                                        {"LOCAL_WORLD_SIZE", "4"}, {"GROUP_RANK", "1"},
-                                        {"MASTER_ADDR", "10.1.2.3"}, {"MASTER_PORT", "29600"},
-                                        {"TANDEM_RESTART_COUNT", "2"}, {"TANDEM_RDZV_TOKEN", "s3"}}));
+  auto info = read_rendezvous_env(fake({{"RANK", "5"},
+                                        {"WORLD_SIZE", "8"},
+                                        {"LOCAL_RANK", "1"},
+                                        {"LOCAL_WORLD_SIZE", "4"},
+                                        {"GROUP_RANK", "1"},
+                                        {"MASTER_ADDR", "10.1.2.3"},
+                                        {"MASTER_PORT", "29600"},
+                                        {"TANDEM_RESTART_COUNT", "2"},
+                                        {"TANDEM_RDZV_TOKEN", "s3"}}));
   EXPECT_EQ(info.source, "torchrun");
   EXPECT_EQ(info.rank, 5);
   EXPECT_EQ(info.world_size, 8);
@@ -51,7 +55,8 @@ TEST(Rendezvous, ReadsTorchrunVariables) {
 }
 
 TEST(Rendezvous, ReadsOpenMpiAndSlurmVariables) {
-  auto mpi = read_rendezvous_env(fake({{"OMPI_COMM_WORLD_RANK", "3"}, {"OMPI_COMM_WORLD_SIZE", "4"},
+  auto mpi = read_rendezvous_env(fake({{"OMPI_COMM_WORLD_RANK", "3"},
+                                       {"OMPI_COMM_WORLD_SIZE", "4"},
                                        {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
                                        {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}}));
   EXPECT_EQ(mpi.source, "mpi");
@@ -59,9 +64,12 @@ TEST(Rendezvous, ReadsOpenMpiAndSlurmVariables) {
   EXPECT_EQ(mpi.node_rank, 1);
   EXPECT_EQ(mpi.master_addr, "127.0.0.1");
   EXPECT_EQ(mpi.master_port, 29500);
-  auto slurm = read_rendezvous_env(fake({{"SLURM_PROCID", "6"}, {"SLURM_NTASKS", "8"},
-                                         {"SLURM_LOCALID", "2"}, {"SLURM_NTASKS_PER_NODE", "4(x2)"},
-                                         {"SLURM_NODEID", "1"}, {"MASTER_ADDR", "node0"}}));
+  auto slurm = read_rendezvous_env(fake({{"SLURM_PROCID", "6"},
+                                         {"SLURM_NTASKS", "8"},
+                                         {"SLURM_LOCALID", "2"},
+                                         {"SLURM_NTASKS_PER_NODE", "4(x2)"},
+                                         {"SLURM_NODEID", "1"},
+                                         {"MASTER_ADDR", "node0"}}));
   EXPECT_EQ(slurm.source, "slurm");
   EXPECT_EQ(slurm.rank, 6);
   EXPECT_EQ(slurm.local_world_size, 4);
@@ -70,22 +78,26 @@ TEST(Rendezvous, ReadsOpenMpiAndSlurmVariables) {
 }
 
 TEST(Rendezvous, BadVariablesAreNamed) {
-  EXPECT_NE(message_of([] { read_rendezvous_env(fake({{"RANK", "0"}})); })
-                .find("RANK is set but WORLD_SIZE is not"),
-            std::string::npos);
   EXPECT_NE(message_of([] {
-              read_rendezvous_env(fake({{"RANK", "4"}, {"WORLD_SIZE", "4"},
-                                        {"MASTER_ADDR", "a"}, {"MASTER_PORT", "1"}}));
-            }).find("rank 4 is not below the world size 4"),
+              read_rendezvous_env(fake({{"RANK", "0"}}));
+            }).find("RANK is set but WORLD_SIZE is not"),
             std::string::npos);
-  EXPECT_NE(message_of([] { read_rendezvous_env(fake({{"RANK", "1"}, {"WORLD_SIZE", "2"}})); })
-                .find("MASTER_ADDR/MASTER_PORT are not"),
-            std::string::npos);
+  EXPECT_NE(
+      message_of([] {
+        read_rendezvous_env(
+            fake({{"RANK", "4"}, {"WORLD_SIZE", "4"}, {"MASTER_ADDR", "a"}, {"MASTER_PORT", "1"}}));
+      }).find("rank 4 is not below the world size 4"),
+      std::string::npos);
   EXPECT_NE(message_of([] {
-              read_rendezvous_env(fake({{"RANK", "1"}, {"WORLD_SIZE", "2"},
-                                        {"MASTER_ADDR", "a"}, {"MASTER_PORT", "70000"}}));
-            }).find("MASTER_PORT=70000 is out of range"),
+              read_rendezvous_env(fake({{"RANK", "1"}, {"WORLD_SIZE", "2"}}));
+            }).find("MASTER_ADDR/MASTER_PORT are not"),
             std::string::npos);
+  EXPECT_NE(
+      message_of([] {
+        read_rendezvous_env(fake(
+            {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "a"}, {"MASTER_PORT", "70000"}}));
+      }).find("MASTER_PORT=70000 is out of range"),
+      std::string::npos);
 }
 
 TEST(Rendezvous, UnknownBackendIsRejected) {
@@ -110,27 +122,31 @@ RendezvousInfo info_for(int rank, int size, int port, std::string token) {
 // Ranks 0 and 1 form the job; process 2 claims rank 1 with the wrong token.
 // It is refused before it writes anything, and the job carries on.
 TEST(Rendezvous, WrongTokenIsRefusedAndTheJobCarriesOn) {
-  auto results = testing::run_ranks(3, [](int proc, int, int port) {
-    if (proc == 2) {
-      try {
-        init(info_for(1, 2, port, "wrong"), {.backend = "gloo", .timeout = Millis(20'000),
-                                             .rendezvous_timeout = Millis(20'000)});
-        ADD_FAILURE() << "a process with the wrong token was admitted";
-      } catch (const InvalidArgument& e) {
-        std::string msg = e.what();
-        EXPECT_NE(msg.find("TANDEM_RDZV_TOKEN does not match"), std::string::npos) << msg;
-        EXPECT_NE(msg.find("the job carries on"), std::string::npos) << msg;
-      }
-      return;
-    }
-    auto comm = init(info_for(proc, 2, port, "right"),
-                     {.backend = "gloo", .timeout = Millis(20'000),
-                      .rendezvous_timeout = Millis(20'000)});
-    at::Tensor t = at::full({4}, static_cast<double>(proc + 1), at::kFloat);
-    comm->all_reduce(t);
-    EXPECT_EQ(t[0].item<float>(), 3.0f);
-    comm->barrier();
-  }, {.timeout = std::chrono::milliseconds(60'000), .env = {}});
+  auto results = testing::run_ranks(
+      3,
+      [](int proc, int, int port) {
+        if (proc == 2) {
+          try {
+            init(info_for(1, 2, port, "wrong"), {.backend = "gloo",
+                                                 .timeout = Millis(20'000),
+                                                 .rendezvous_timeout = Millis(20'000)});
+            ADD_FAILURE() << "a process with the wrong token was admitted";
+          } catch (const InvalidArgument& e) {
+            std::string msg = e.what();
+            EXPECT_NE(msg.find("TANDEM_RDZV_TOKEN does not match"), std::string::npos) << msg;
+            EXPECT_NE(msg.find("the job carries on"), std::string::npos) << msg;
+          }
+          return;
+        }
+        auto comm = init(
+            info_for(proc, 2, port, "right"),
+            {.backend = "gloo", .timeout = Millis(20'000), .rendezvous_timeout = Millis(20'000)});
+        at::Tensor t = at::full({4}, static_cast<double>(proc + 1), at::kFloat);
+        comm->all_reduce(t);
+        EXPECT_EQ(t[0].item<float>(), 3.0f);
+        comm->barrier();
+      },
+      {.timeout = std::chrono::milliseconds(60'000), .env = {}});
   for (const auto& r : results) {
     EXPECT_EQ(r.exit_code, 0) << "process " << r.rank << ":\n" << testing::tail(r.output);
   }

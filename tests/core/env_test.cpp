@@ -1,8 +1,8 @@
 #include "tandem/core/env.h"
 
-#include <map>
-
 #include <gtest/gtest.h>
+
+#include <map>
 
 #include "tandem/core/error.h"
 #include "tests/support/fake_env.h"

@@ -1,13 +1,13 @@
 #include "tests/support/collective_checks.h"
 
-#include <algorithm>
-#include <cmath>
-
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
 
 namespace tandem::testing {
 namespace {
@@ -23,7 +23,8 @@ double product_value(int rank, int64_t i) { return ((rank + i) % 3 == 0) ? 2.0 :
 at::Tensor make_input(at::ScalarType dtype, int64_t n, int rank, bool for_product) {
   at::Tensor d = at::empty({n}, at::kDouble);
   double* p = d.data_ptr<double>();
-  for (int64_t i = 0; i < n; ++i) p[i] = for_product ? product_value(rank, i) : check_value(rank, i);
+  for (int64_t i = 0; i < n; ++i)
+    p[i] = for_product ? product_value(rank, i) : check_value(rank, i);
   return d.to(dtype);
 }
 
@@ -87,18 +88,20 @@ void check_collectives(Communicator& comm, const std::vector<int64_t>& lengths,
   for (at::ScalarType dtype : kDtypes) {
     const bool integral = is_integral(dtype);
     for (int64_t n : lengths) {
-      for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMin, ReduceOp::kMax,
-                          ReduceOp::kProduct}) {
+      for (ReduceOp op :
+           {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMin, ReduceOp::kMax, ReduceOp::kProduct}) {
         at::Tensor t = make_input(dtype, n, rank, op == ReduceOp::kProduct);
         comm.all_reduce(t, op);
-        expect_values(t, [&](int64_t i) { return expected_reduce(op, size, i, integral); },
-                      label(fmt::format("all_reduce({})", to_string(op)), dtype, n, rank));
+        expect_values(
+            t, [&](int64_t i) { return expected_reduce(op, size, i, integral); },
+            label(fmt::format("all_reduce({})", to_string(op)), dtype, n, rank));
       }
       for (int root = 0; root < size; ++root) {
         at::Tensor t = rank == root ? make_input(dtype, n, root, false) : at::zeros({n}, dtype);
         comm.broadcast(t, root);
-        expect_values(t, [&](int64_t i) { return check_value(root, i); },
-                      label(fmt::format("broadcast(root {})", root), dtype, n, rank));
+        expect_values(
+            t, [&](int64_t i) { return check_value(root, i); },
+            label(fmt::format("broadcast(root {})", root), dtype, n, rank));
       }
       {
         // all_gather of a length-n vector whose element i belongs to the rank
@@ -108,24 +111,25 @@ void check_collectives(Communicator& comm, const std::vector<int64_t>& lengths,
         at::Tensor shard = full_in.narrow(0, mine.offset, mine.numel).clone();
         at::Tensor out = at::zeros({n}, dtype);
         comm.all_gather(out, shard);
-        expect_values(out,
-                      [&](int64_t i) {
-                        for (int r = 0; r < size; ++r) {
-                          auto s = shard_range(n, size, r);
-                          if (i >= s.offset && i < s.offset + s.numel) return check_value(r, i);
-                        }
-                        return -1.0;
-                      },
-                      label("all_gather", dtype, n, rank));
+        expect_values(
+            out,
+            [&](int64_t i) {
+              for (int r = 0; r < size; ++r) {
+                auto s = shard_range(n, size, r);
+                if (i >= s.offset && i < s.offset + s.numel) return check_value(r, i);
+              }
+              return -1.0;
+            },
+            label("all_gather", dtype, n, rank));
       }
       for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax}) {
         auto mine = shard_range(n, size, rank);
         at::Tensor in = make_input(dtype, n, rank, false);
         at::Tensor out = at::zeros({mine.numel}, dtype);
         comm.reduce_scatter(out, in, op);
-        expect_values(out,
-                      [&](int64_t i) { return expected_reduce(op, size, mine.offset + i, integral); },
-                      label(fmt::format("reduce_scatter({})", to_string(op)), dtype, n, rank));
+        expect_values(
+            out, [&](int64_t i) { return expected_reduce(op, size, mine.offset + i, integral); },
+            label(fmt::format("reduce_scatter({})", to_string(op)), dtype, n, rank));
       }
       if (with_all_to_all) {
         int64_t m = n * size;  // chunks of n
@@ -136,12 +140,13 @@ void check_collectives(Communicator& comm, const std::vector<int64_t>& lengths,
         }
         at::Tensor out = at::zeros({m}, dtype);
         comm.all_to_all(out, in);
-        expect_values(out,
-                      [&](int64_t k) {
-                        int64_t src = k / std::max<int64_t>(n, 1);
-                        return check_value(static_cast<int>(src) * size + rank, k % std::max<int64_t>(n, 1));
-                      },
-                      label("all_to_all", dtype, n, rank));
+        expect_values(
+            out,
+            [&](int64_t k) {
+              int64_t src = k / std::max<int64_t>(n, 1);
+              return check_value(static_cast<int>(src) * size + rank, k % std::max<int64_t>(n, 1));
+            },
+            label("all_to_all", dtype, n, rank));
       }
       if (size > 1) {
         // A ring: send to the right, receive from the left.
@@ -152,8 +157,9 @@ void check_collectives(Communicator& comm, const std::vector<int64_t>& lengths,
         auto send = comm.send_async(out, right, 7);
         comm.recv(in, left, 7);
         send->wait(comm.timeout());
-        expect_values(in, [&](int64_t i) { return check_value(left, i); },
-                      label("send/recv", dtype, n, rank));
+        expect_values(
+            in, [&](int64_t i) { return check_value(left, i); },
+            label("send/recv", dtype, n, rank));
       }
     }
   }

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -14,8 +15,6 @@
 #include <cstring>
 #include <iostream>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 namespace tandem::testing {
 namespace {
@@ -83,8 +82,7 @@ std::string tail(const std::string& text, int lines) {
   return text;
 }
 
-std::vector<RankResult> run_ranks(int world_size,
-                                  const std::function<void(int, int, int)>& body,
+std::vector<RankResult> run_ranks(int world_size, const std::function<void(int, int, int)>& body,
                                   const MultiprocOptions& options) {
   int port = free_port();
   std::cout.flush();
@@ -161,8 +159,8 @@ void expect_ranks_succeed(int world_size, const std::function<void(int, int, int
     bool ok = r.signal == 0 && r.exit_code == 0;
     EXPECT_TRUE(ok) << "rank " << r.rank
                     << (r.killed_by_harness ? " hung and was killed after the deadline"
-                        : r.signal        ? " died by signal " + std::to_string(r.signal)
-                                          : " exited with " + std::to_string(r.exit_code))
+                        : r.signal          ? " died by signal " + std::to_string(r.signal)
+                                            : " exited with " + std::to_string(r.exit_code))
                     << "; its output ends:\n"
                     << tail(r.output);
   }

@@ -16,10 +16,10 @@ namespace tandem::testing {
 
 struct RankResult {
   int rank = 0;
-  int exit_code = 0;   // valid when signal == 0
-  int signal = 0;      // the signal that ended it, or 0
+  int exit_code = 0;               // valid when signal == 0
+  int signal = 0;                  // the signal that ended it, or 0
   bool killed_by_harness = false;  // it outlived the deadline
-  std::string output;  // stdout + stderr
+  std::string output;              // stdout + stderr
 };
 
 struct MultiprocOptions {

@@ -1,14 +1,13 @@
 // The `tandem` command line: bad flags give exit 2 and a message naming the
 // flag; `tandem bench comm` under tandem-run prints its table and JSON lines.
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <string>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace {
 
@@ -57,9 +56,11 @@ TEST(TandemCli, BadFlagsExitTwoNamingTheFlag) {
 TEST(TandemCli, BenchCommPrintsATableAndJsonLines) {
   auto json = std::filesystem::temp_directory_path() /
               ("tandem_cli_test_" + std::to_string(getpid()) + ".jsonl");
-  CommandResult r = run(kRun + " --nproc-per-node 2 -- " + kTandem +
-              " bench comm --backend auto,gloo --op all --min-bytes 4096 --max-bytes 65536 "
-              "--iters 3 --rounds 1 --json " + json.string());
+  CommandResult r =
+      run(kRun + " --nproc-per-node 2 -- " + kTandem +
+          " bench comm --backend auto,gloo --op all --min-bytes 4096 --max-bytes 65536 "
+          "--iters 3 --rounds 1 --json " +
+          json.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("busbw_GB/s"), std::string::npos) << r.output;
   std::ifstream in(json);

@@ -1,17 +1,17 @@
 #include "bench_comm.h"
 
+#include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/zeros.h>
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <map>
-
-#include <ATen/ops/empty.h>
-#include <ATen/ops/full.h>
-#include <ATen/ops/zeros.h>
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "tandem/comm/backend.h"
@@ -171,12 +171,13 @@ int run_comm_bench(const CommBenchOptions& o) {
     }
   }
   if (lead) {
-    std::cout << fmt::format("# tandem bench comm: {} ranks on {} host(s), {}, median of {} "
-                             "interleaved rounds\n",
-                             n, rdzv.hosts(), o.dtype, o.rounds);
-    std::cout << fmt::format("{:>16} {:>15} {:>8} {:>11} {:>6} {:>11} {:>10} {:>10}{}\n",
-                             "backend", "op", "bytes", "count", "iters", "time_us",
-                             "algbw_GB/s", "busbw_GB/s", has_raw ? "  x_mpi-raw" : "");
+    std::cout << fmt::format(
+        "# tandem bench comm: {} ranks on {} host(s), {}, median of {} "
+        "interleaved rounds\n",
+        n, rdzv.hosts(), o.dtype, o.rounds);
+    std::cout << fmt::format("{:>16} {:>15} {:>8} {:>11} {:>6} {:>11} {:>10} {:>10}{}\n", "backend",
+                             "op", "bytes", "count", "iters", "time_us", "algbw_GB/s", "busbw_GB/s",
+                             has_raw ? "  x_mpi-raw" : "");
   }
   for (const auto& op : ops) {
     for (int64_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= o.step_factor) {
@@ -205,17 +206,23 @@ int run_comm_bench(const CommBenchOptions& o) {
         if (times[i].empty()) continue;
         double algbw = static_cast<double>(count * elem) / median[i] / 1e9;
         double ratio = raw_busbw > 0 ? busbw[i] / raw_busbw : 0.0;
-        std::cout << fmt::format("{:>16} {:>15} {:>8} {:>11} {:>6} {:>11.1f} {:>10.2f} {:>10.2f}{}\n",
-                                 subjects[i].name, op, human_bytes(count * elem), count, iters,
-                                 median[i] * 1e6, algbw, busbw[i],
-                                 raw_busbw > 0 ? fmt::format("  {:>9.2f}", ratio) : "");
+        std::cout << fmt::format(
+            "{:>16} {:>15} {:>8} {:>11} {:>6} {:>11.1f} {:>10.2f} {:>10.2f}{}\n", subjects[i].name,
+            op, human_bytes(count * elem), count, iters, median[i] * 1e6, algbw, busbw[i],
+            raw_busbw > 0 ? fmt::format("  {:>9.2f}", ratio) : "");
         if (json) {
-          nlohmann::json j = {{"bench", "comm"},       {"backend", subjects[i].name},
-                              {"op", op},              {"ranks", n},
-                              {"hosts", rdzv.hosts()}, {"dtype", o.dtype},
-                              {"bytes", count * elem}, {"count", count},
-                              {"iters", iters},        {"rounds", o.rounds},
-                              {"time_us", median[i] * 1e6}, {"algbw_gbps", algbw},
+          nlohmann::json j = {{"bench", "comm"},
+                              {"backend", subjects[i].name},
+                              {"op", op},
+                              {"ranks", n},
+                              {"hosts", rdzv.hosts()},
+                              {"dtype", o.dtype},
+                              {"bytes", count * elem},
+                              {"count", count},
+                              {"iters", iters},
+                              {"rounds", o.rounds},
+                              {"time_us", median[i] * 1e6},
+                              {"algbw_gbps", algbw},
                               {"busbw_gbps", busbw[i]}};
           if (raw_busbw > 0) j["busbw_vs_mpi_raw"] = ratio;
           *json << j.dump() << "\n";

@@ -16,12 +16,12 @@ class App;
 namespace tandem::tools {
 
 struct CommBenchOptions {
-  std::vector<std::string> backends = {"auto"};  // auto, shm, gloo, mpi, mpi-raw, or "all"
+  std::vector<std::string> backends = {"auto"};   // auto, shm, gloo, mpi, mpi-raw, or "all"
   std::vector<std::string> ops = {"all_reduce"};  // or "all"
   int64_t min_bytes = 4 << 10;
   int64_t max_bytes = 64 << 20;
   int step_factor = 4;
-  int iters = 0;   // 0: chosen per size (about 64 MiB moved, 5..1000)
+  int iters = 0;  // 0: chosen per size (about 64 MiB moved, 5..1000)
   int warmup = 2;
   int rounds = 3;  // interleaved repetitions; the median is reported
   std::string dtype = "float32";

@@ -1,9 +1,9 @@
 // `tandem`: the command-line entry point. Subcommands parse flags, call the
 // library and map exceptions to exit codes (2: usage, 1: failure).
-#include <iostream>
-
 #include <ATen/Parallel.h>
+
 #include <CLI/CLI.hpp>
+#include <iostream>
 
 #include "bench_comm.h"
 #include "tandem/core/error.h"

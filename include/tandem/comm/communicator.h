@@ -21,18 +21,18 @@
 // the usual equal-chunk layout.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+#include <fmt/format.h>
+
 #include <atomic>
-#include <map>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
-#include <fmt/format.h>
 
 #include "tandem/comm/work.h"
 #include "tandem/core/deadline.h"
@@ -58,11 +58,11 @@ ShardRange shard_range(int64_t numel, int world_size, int rank);
 // "send to rank 1 tag 7 (16 B, int64)". Cheap to build; the text is made
 // only when a message needs it (it formats with fmt, or through str()).
 struct OpDescription {
-  std::string_view name;               // "all_reduce", "barrier", ...
-  uint64_t seq = 0;                    // collectives: 1, 2, ... in issue order; 0 for send/recv
-  int64_t numel = -1;                  // -1: no tensor
+  std::string_view name;  // "all_reduce", "barrier", ...
+  uint64_t seq = 0;       // collectives: 1, 2, ... in issue order; 0 for send/recv
+  int64_t numel = -1;     // -1: no tensor
   at::ScalarType dtype = at::kFloat;
-  int peer = -1;                       // send/recv: the other rank
+  int peer = -1;  // send/recv: the other rank
   int tag = -1;
   std::string str() const;
 };
@@ -70,9 +70,9 @@ struct OpDescription {
 // What an operation knows about itself while it runs; backends use it for
 // deadlines and messages.
 struct OpContext {
-  uint64_t seq = 0;            // collectives: 1, 2, ... in issue order; 0 for send/recv
-  std::string_view name;       // "all_reduce", "barrier", ...
-  OpDescription description;   // formats as "all_reduce #12 (4.0 MiB, float32)"
+  uint64_t seq = 0;           // collectives: 1, 2, ... in issue order; 0 for send/recv
+  std::string_view name;      // "all_reduce", "barrier", ...
+  OpDescription description;  // formats as "all_reduce #12 (4.0 MiB, float32)"
   Deadline deadline;
 };
 
@@ -171,8 +171,7 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // on every rank of this group, in the same order; `name` is unique per split
   // and identical on the members.
   virtual std::shared_ptr<Communicator> do_split(const std::vector<int>& members,
-                                                 const std::string& name,
-                                                 const OpContext& ctx) = 0;
+                                                 const std::string& name, const OpContext& ctx) = 0;
 
   // Runs every queued asynchronous operation to its end (each is bounded by
   // its deadline) and stops the background thread. Backend destructors call

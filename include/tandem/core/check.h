@@ -4,9 +4,9 @@
 // out.
 #pragma once
 
-#include <string>
-
 #include <fmt/format.h>
+
+#include <string>
 
 #include "tandem/core/error.h"
 
@@ -18,17 +18,16 @@ namespace tandem::detail {
 
 }  // namespace tandem::detail
 
-#define TANDEM_CHECK(cond, ...)                                                       \
-  do {                                                                                \
-    if (!(cond)) {                                                                    \
+#define TANDEM_CHECK(cond, ...)                                                               \
+  do {                                                                                        \
+    if (!(cond)) {                                                                            \
       ::tandem::detail::throw_invalid_argument(__FILE__, __LINE__, fmt::format(__VA_ARGS__)); \
-    }                                                                                 \
+    }                                                                                         \
   } while (0)
 
-#define TANDEM_ASSERT(cond, ...)                                                        \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      ::tandem::detail::throw_internal_error(__FILE__, __LINE__, #cond,                 \
-                                             fmt::format(__VA_ARGS__));                 \
-    }                                                                                   \
+#define TANDEM_ASSERT(cond, ...)                                                                   \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      ::tandem::detail::throw_internal_error(__FILE__, __LINE__, #cond, fmt::format(__VA_ARGS__)); \
+    }                                                                                              \
   } while (0)

@@ -38,7 +38,8 @@ class Deadline {
 // sleep with a growing interval capped at `max_sleep`.
 class Backoff {
  public:
-  explicit Backoff(int spins = 2000, std::chrono::microseconds max_sleep = std::chrono::microseconds(1000));
+  explicit Backoff(int spins = 2000,
+                   std::chrono::microseconds max_sleep = std::chrono::microseconds(1000));
   void pause();
   void reset() { turns_ = 0; }
 

@@ -4,9 +4,9 @@
 // Thread-safe: each line is written with a single write(2).
 #pragma once
 
-#include <string>
-
 #include <fmt/format.h>
+
+#include <string>
 
 namespace tandem {
 
@@ -21,15 +21,18 @@ void write(LogLevel level, const std::string& msg);
 
 template <typename... Args>
 void debug(fmt::format_string<Args...> f, Args&&... args) {
-  if (level() <= LogLevel::kDebug) write(LogLevel::kDebug, fmt::format(f, std::forward<Args>(args)...));
+  if (level() <= LogLevel::kDebug)
+    write(LogLevel::kDebug, fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void info(fmt::format_string<Args...> f, Args&&... args) {
-  if (level() <= LogLevel::kInfo) write(LogLevel::kInfo, fmt::format(f, std::forward<Args>(args)...));
+  if (level() <= LogLevel::kInfo)
+    write(LogLevel::kInfo, fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void warn(fmt::format_string<Args...> f, Args&&... args) {
-  if (level() <= LogLevel::kWarn) write(LogLevel::kWarn, fmt::format(f, std::forward<Args>(args)...));
+  if (level() <= LogLevel::kWarn)
+    write(LogLevel::kWarn, fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void error(fmt::format_string<Args...> f, Args&&... args) {

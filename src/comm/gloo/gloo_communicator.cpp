@@ -2,9 +2,9 @@
 // Communicator. Gloo supplies all_reduce, broadcast, all_to_all, barrier and
 // send/recv; reduce_scatter and the flat, uneven all_gather, which LibTorch
 // 1.13's Gloo lacks, run as rings over its send/recv (comm/algorithms/ring.h).
-#include <cstdlib>
-
 #include <fmt/format.h>
+
+#include <cstdlib>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include "comm/algorithms/ring.h"
@@ -24,10 +24,14 @@ constexpr int kRingTagBase = 1 << 30;
 c10d::ReduceOp to_c10d(ReduceOp op) {
   switch (op) {
     case ReduceOp::kSum:
-    case ReduceOp::kAvg: return c10d::ReduceOp::SUM;
-    case ReduceOp::kMin: return c10d::ReduceOp::MIN;
-    case ReduceOp::kMax: return c10d::ReduceOp::MAX;
-    case ReduceOp::kProduct: return c10d::ReduceOp::PRODUCT;
+    case ReduceOp::kAvg:
+      return c10d::ReduceOp::SUM;
+    case ReduceOp::kMin:
+      return c10d::ReduceOp::MIN;
+    case ReduceOp::kMax:
+      return c10d::ReduceOp::MAX;
+    case ReduceOp::kProduct:
+      return c10d::ReduceOp::PRODUCT;
   }
   return c10d::ReduceOp::SUM;
 }
@@ -58,8 +62,8 @@ class GlooCommunicator final : public Communicator, private detail::RingTranspor
     auto opts = c10d::ProcessGroupGloo::Options::create(o.timeout);
     try {
       opts->devices.push_back(make_device(host_));
-      auto adapter = c10::make_intrusive<detail::GlooStoreAdapter>(
-          with_prefix(store_, "gloo"), o.timeout);
+      auto adapter =
+          c10::make_intrusive<detail::GlooStoreAdapter>(with_prefix(store_, "gloo"), o.timeout);
       pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(adapter, o.rank, o.size, opts);
     } catch (const tandem::Error&) {
       throw;
@@ -133,14 +137,16 @@ class GlooCommunicator final : public Communicator, private detail::RingTranspor
     check_user_tag(tag);
     if (t.numel() == 0) return;
     std::vector<at::Tensor> v{as_gloo_bytes(t)};
-    wait(ctx, [&] { return pg_->send(v, dst, tag); }, dst);
+    wait(
+        ctx, [&] { return pg_->send(v, dst, tag); }, dst);
   }
 
   void do_recv(const at::Tensor& t, int src, int tag, const OpContext& ctx) override {
     check_user_tag(tag);
     if (t.numel() == 0) return;
     std::vector<at::Tensor> v{as_gloo_bytes(t)};
-    wait(ctx, [&] { return pg_->recv(v, src, tag); }, src);
+    wait(
+        ctx, [&] { return pg_->recv(v, src, tag); }, src);
   }
 
   std::shared_ptr<Communicator> do_split(const std::vector<int>& members, const std::string& name,
@@ -166,8 +172,12 @@ class GlooCommunicator final : public Communicator, private detail::RingTranspor
     c10::intrusive_ptr<c10d::Work> r;
     if (in.numel() > 0) wait_start(ctx, [&] { r = pg_->recv(recv_v, src, tag); });
     if (out.numel() > 0) wait_start(ctx, [&] { s = pg_->send(send_v, dst, tag); });
-    if (s) wait(ctx, [&] { return s; }, dst);
-    if (r) wait(ctx, [&] { return r; }, src);
+    if (s)
+      wait(
+          ctx, [&] { return s; }, dst);
+    if (r)
+      wait(
+          ctx, [&] { return r; }, src);
   }
 
   // Operations that only move bytes see bfloat16 as float16, a type of the
@@ -224,23 +234,23 @@ class GlooCommunicator final : public Communicator, private detail::RingTranspor
                       cause.find("Broken pipe") != std::string::npos ||
                       cause.find("closed") != std::string::npos;
     if (!timed_out && !link_broke) {
-      throw Error(fmt::format("rank {}: {} on gloo group '{}' failed: {}", rank(),
-                              ctx.description, group_name_, cause));
+      throw Error(fmt::format("rank {}: {} on gloo group '{}' failed: {}", rank(), ctx.description,
+                              group_name_, cause));
     }
-    std::string peers = peer >= 0 ? fmt::format("waiting for rank {}", peer)
-                                  : board_->describe_peers(ctx.seq);
+    std::string peers =
+        peer >= 0 ? fmt::format("waiting for rank {}", peer) : board_->describe_peers(ctx.seq);
     if (timed_out) {
-      throw TimeoutError(fmt::format(
-          "rank {}: {} on gloo group '{}' timed out after {}: {}; raise the timeout "
-          "(InitOptions::timeout or the call's) or read those ranks' logs [gloo: {}]",
-          rank(), ctx.description, group_name_, format_duration(ctx.deadline.elapsed()), peers,
-          cause));
+      throw TimeoutError(
+          fmt::format("rank {}: {} on gloo group '{}' timed out after {}: {}; raise the timeout "
+                      "(InitOptions::timeout or the call's) or read those ranks' logs [gloo: {}]",
+                      rank(), ctx.description, group_name_, format_duration(ctx.deadline.elapsed()),
+                      peers, cause));
     }
-    throw PeerError(fmt::format("rank {}: {} on gloo group '{}' failed: {}; {} [gloo: {}]", rank(),
-                                ctx.description, group_name_,
-                                peer >= 0 ? fmt::format("the link to rank {} broke", peer)
-                                          : "a peer's link broke",
-                                peers, cause));
+    throw PeerError(fmt::format(
+        "rank {}: {} on gloo group '{}' failed: {}; {} [gloo: {}]", rank(), ctx.description,
+        group_name_,
+        peer >= 0 ? fmt::format("the link to rank {} broke", peer) : "a peer's link broke", peers,
+        cause));
   }
 
   std::shared_ptr<Store> store_;

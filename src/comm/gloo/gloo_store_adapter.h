@@ -3,7 +3,6 @@
 #pragma once
 
 #include <memory>
-
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include "tandem/comm/store.h"
@@ -21,7 +20,8 @@ class GlooStoreAdapter final : public c10d::Store {
   bool check(const std::vector<std::string>& keys) override;
   int64_t getNumKeys() override;
   void wait(const std::vector<std::string>& keys) override;
-  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override;
+  void wait(const std::vector<std::string>& keys,
+            const std::chrono::milliseconds& timeout) override;
 
  private:
   std::shared_ptr<tandem::Store> store_;

@@ -1,12 +1,12 @@
 #include "comm/mpi/mpi_communicator.h"
 
-#include <algorithm>
-#include <climits>
-#include <type_traits>
-
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <fmt/format.h>
+
+#include <algorithm>
+#include <climits>
+#include <type_traits>
 
 #include "tandem/comm/backend.h"
 #include "tandem/core/check.h"
@@ -72,15 +72,21 @@ void divide(const at::Tensor& t, int divisor) {
   void* p = t.data_ptr();
   int64_t n = t.numel();
   switch (t.scalar_type()) {
-    case at::kFloat: return divide_in_place<float>(p, n, divisor);
-    case at::kDouble: return divide_in_place<double>(p, n, divisor);
-    case at::kInt: return divide_in_place<int32_t>(p, n, divisor);
-    case at::kLong: return divide_in_place<int64_t>(p, n, divisor);
-    case at::kHalf: return divide_in_place<c10::Half>(p, n, divisor);
-    case at::kBFloat16: return divide_in_place<c10::BFloat16>(p, n, divisor);
+    case at::kFloat:
+      return divide_in_place<float>(p, n, divisor);
+    case at::kDouble:
+      return divide_in_place<double>(p, n, divisor);
+    case at::kInt:
+      return divide_in_place<int32_t>(p, n, divisor);
+    case at::kLong:
+      return divide_in_place<int64_t>(p, n, divisor);
+    case at::kHalf:
+      return divide_in_place<c10::Half>(p, n, divisor);
+    case at::kBFloat16:
+      return divide_in_place<c10::BFloat16>(p, n, divisor);
     default:
-      throw InternalError(fmt::format("MPI backend: cannot average dtype {}",
-                                      c10::toString(t.scalar_type())));
+      throw InternalError(
+          fmt::format("MPI backend: cannot average dtype {}", c10::toString(t.scalar_type())));
   }
 }
 
@@ -100,8 +106,8 @@ std::vector<int> world_ranks_of(MPI_Comm comm, int size) {
 
 }  // namespace
 
-MpiCommunicator::MpiCommunicator(int rank, int size, Millis timeout,
-                                 MpiCommHandle collective_comm, MpiCommHandle p2p_comm)
+MpiCommunicator::MpiCommunicator(int rank, int size, Millis timeout, MpiCommHandle collective_comm,
+                                 MpiCommHandle p2p_comm)
     : Communicator(rank, size, timeout),
       runtime_(MpiRuntime::instance()),
       collective_comm_(std::move(collective_comm)),
@@ -127,16 +133,17 @@ MpiCommunicator::~MpiCommunicator() {
 
 void MpiCommunicator::check_mpi(int rc, const char* call, const OpContext& ctx) const {
   if (rc == MPI_SUCCESS) return;
-  throw PeerError(fmt::format("rank {}: {} failed in {}: {}; this communicator is unusable now, "
-                              "rebuild it",
-                              rank(), call, ctx.description, mpi_error_text(rc)));
+  throw PeerError(
+      fmt::format("rank {}: {} failed in {}: {}; this communicator is unusable now, "
+                  "rebuild it",
+                  rank(), call, ctx.description, mpi_error_text(rc)));
 }
 
 int MpiCommunicator::mpi_count(int64_t numel, const OpContext& ctx) const {
   if (numel > INT_MAX) {
     throw NotSupported(fmt::format(
-        "rank {}: {}: {} elements exceed MPI's 32-bit count limit ({}); split the tensor",
-        rank(), ctx.description, numel, INT_MAX));
+        "rank {}: {}: {} elements exceed MPI's 32-bit count limit ({}); split the tensor", rank(),
+        ctx.description, numel, INT_MAX));
   }
   return static_cast<int>(numel);
 }
@@ -180,8 +187,8 @@ void MpiCommunicator::wait_collective(MPI_Request& request, const OpContext& ctx
       "communicator timeout (BackendOptions::timeout) or the call's timeout argument if they "
       "are only slow. This communicator is unusable now (MPI cannot cancel a started "
       "collective); rebuild it",
-      rank(), ctx.description, format_duration(ctx.deadline.elapsed()), size() - 1, size(),
-      members, ctx.seq));
+      rank(), ctx.description, format_duration(ctx.deadline.elapsed()), size() - 1, size(), members,
+      ctx.seq));
 }
 
 MPI_Status MpiCommunicator::wait_p2p(MPI_Request& request, int peer, const OpContext& ctx,
@@ -248,9 +255,8 @@ void MpiCommunicator::do_all_gather(const at::Tensor& output, const at::Tensor& 
                           displs_[static_cast<size_t>(rank())] * output.element_size();
   if (send == own_slice) send = MPI_IN_PLACE;
   MPI_Request request;
-  check_mpi(MPI_Iallgatherv(send, counts_[static_cast<size_t>(rank())], type,
-                            output.data_ptr(), counts_.data(), displs_.data(), type,
-                            collective_comm_.get(), &request),
+  check_mpi(MPI_Iallgatherv(send, counts_[static_cast<size_t>(rank())], type, output.data_ptr(),
+                            counts_.data(), displs_.data(), type, collective_comm_.get(), &request),
             "MPI_Iallgatherv", ctx);
   wait_collective(request, ctx, output, input);
 }
@@ -293,8 +299,7 @@ void MpiCommunicator::do_send(const at::Tensor& tensor, int dst, int tag, const 
                rank(), tag, runtime_.tag_ub());
   MPI_Request request;
   check_mpi(MPI_Isend(tensor.data_ptr(), mpi_count(tensor.numel(), ctx),
-                      runtime_.datatype(tensor.scalar_type()), dst, tag, p2p_comm_.get(),
-                      &request),
+                      runtime_.datatype(tensor.scalar_type()), dst, tag, p2p_comm_.get(), &request),
             "MPI_Isend", ctx);
   MPI_Status status = wait_p2p(request, dst, ctx, tensor);
   check_mpi(status.MPI_ERROR, "MPI_Isend", ctx);
@@ -375,9 +380,10 @@ std::shared_ptr<Communicator> make_mpi_communicator(const BackendOptions& option
   if (rc == MPI_SUCCESS) rc = MPI_Comm_dup(MPI_COMM_WORLD, collective.reset());
   if (rc == MPI_SUCCESS) rc = MPI_Comm_dup(MPI_COMM_WORLD, p2p.reset());
   if (rc != MPI_SUCCESS) {
-    throw PeerError(fmt::format("rank {}: make_mpi_communicator: setting up over "
-                                "MPI_COMM_WORLD failed: {}",
-                                options.rank, detail::mpi_error_text(rc)));
+    throw PeerError(
+        fmt::format("rank {}: make_mpi_communicator: setting up over "
+                    "MPI_COMM_WORLD failed: {}",
+                    options.rank, detail::mpi_error_text(rc)));
   }
   MPI_Comm_set_name(collective.get(), fmt::format("tandem:{}", options.group_name).c_str());
   return std::make_shared<detail::MpiCommunicator>(options.rank, options.size, options.timeout,

@@ -8,8 +8,8 @@ namespace tandem {
 void mpi_raw_all_reduce(const at::Tensor& tensor) {
   check_comm_tensor(tensor, "mpi_raw_all_reduce tensor");
   auto& mpi = detail::MpiRuntime::instance();
-  TANDEM_CHECK(tensor.numel() <= INT32_MAX, "mpi_raw_all_reduce: {} elements exceed MPI's int count",
-               tensor.numel());
+  TANDEM_CHECK(tensor.numel() <= INT32_MAX,
+               "mpi_raw_all_reduce: {} elements exceed MPI's int count", tensor.numel());
   int rc = MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()),
                          mpi.datatype(tensor.scalar_type()),
                          mpi.op(tensor.scalar_type(), ReduceOp::kSum), MPI_COMM_WORLD);

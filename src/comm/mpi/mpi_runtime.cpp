@@ -1,10 +1,10 @@
 #include "comm/mpi/mpi_runtime.h"
 
-#include <algorithm>
-
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <fmt/format.h>
+
+#include <algorithm>
 
 #include "tandem/core/error.h"
 #include "tandem/core/log.h"
@@ -88,10 +88,14 @@ void create_ops(MPI_Op (&ops)[4]) {
 int op_index(ReduceOp op) {
   switch (op) {
     case ReduceOp::kSum:
-    case ReduceOp::kAvg: return 0;
-    case ReduceOp::kMin: return 1;
-    case ReduceOp::kMax: return 2;
-    case ReduceOp::kProduct: return 3;
+    case ReduceOp::kAvg:
+      return 0;
+    case ReduceOp::kMin:
+      return 1;
+    case ReduceOp::kMax:
+      return 2;
+    case ReduceOp::kProduct:
+      return 3;
   }
   return 0;
 }
@@ -117,9 +121,10 @@ MpiRuntime::MpiRuntime() {
   if (!initialized) {
     int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
     if (rc != MPI_SUCCESS) {
-      throw Error(fmt::format("MPI backend: MPI_Init_thread failed: {}; run under mpirun/srun "
-                              "and check the MPI installation",
-                              mpi_error_text(rc)));
+      throw Error(
+          fmt::format("MPI backend: MPI_Init_thread failed: {}; run under mpirun/srun "
+                      "and check the MPI installation",
+                      mpi_error_text(rc)));
     }
     initialised_here_ = true;
     // Errors inside non-blocking collectives are raised on MPI_COMM_WORLD;
@@ -177,7 +182,8 @@ MpiRuntime::~MpiRuntime() {
         "timed-out MPI operation(s) still pending; MPI_Finalize could wait for them forever",
         world_rank_, live, pending);
     // The buffers of pending requests stay allocated: MPI may still touch them.
-    (void)new std::vector<Abandoned>(std::move(abandoned_));  // NOLINT(cppcoreguidelines-owning-memory): leaked on purpose, see above
+    (void)new std::vector<Abandoned>(std::move(
+        abandoned_));  // NOLINT(cppcoreguidelines-owning-memory): leaked on purpose, see above
     return;
   }
   MPI_Finalize();
@@ -185,15 +191,21 @@ MpiRuntime::~MpiRuntime() {
 
 MPI_Datatype MpiRuntime::datatype(at::ScalarType dtype) const {
   switch (dtype) {
-    case at::kFloat: return MPI_FLOAT;
-    case at::kDouble: return MPI_DOUBLE;
-    case at::kInt: return MPI_INT32_T;
-    case at::kLong: return MPI_INT64_T;
-    case at::kHalf: return half_type_;
-    case at::kBFloat16: return bfloat16_type_;
+    case at::kFloat:
+      return MPI_FLOAT;
+    case at::kDouble:
+      return MPI_DOUBLE;
+    case at::kInt:
+      return MPI_INT32_T;
+    case at::kLong:
+      return MPI_INT64_T;
+    case at::kHalf:
+      return half_type_;
+    case at::kBFloat16:
+      return bfloat16_type_;
     default:
-      throw InternalError(fmt::format("MPI backend: no MPI datatype for dtype {}",
-                                      c10::toString(dtype)));
+      throw InternalError(
+          fmt::format("MPI backend: no MPI datatype for dtype {}", c10::toString(dtype)));
   }
 }
 
@@ -202,10 +214,14 @@ MPI_Op MpiRuntime::op(at::ScalarType dtype, ReduceOp op) const {
   if (dtype == at::kBFloat16) return half_ops_[1][op_index(op)];
   switch (op) {
     case ReduceOp::kSum:
-    case ReduceOp::kAvg: return MPI_SUM;
-    case ReduceOp::kMin: return MPI_MIN;
-    case ReduceOp::kMax: return MPI_MAX;
-    case ReduceOp::kProduct: return MPI_PROD;
+    case ReduceOp::kAvg:
+      return MPI_SUM;
+    case ReduceOp::kMin:
+      return MPI_MIN;
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kProduct:
+      return MPI_PROD;
   }
   return MPI_SUM;
 }

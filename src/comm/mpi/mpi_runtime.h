@@ -14,6 +14,7 @@
 #ifndef MPICH_SKIP_MPICXX
 #define MPICH_SKIP_MPICXX 1
 #endif
+#include <ATen/core/Tensor.h>
 #include <mpi.h>
 
 #include <atomic>
@@ -21,8 +22,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "tandem/comm/communicator.h"
 
@@ -41,7 +40,9 @@ class MpiCommHandle {
   ~MpiCommHandle();
   MpiCommHandle(const MpiCommHandle&) = delete;
   MpiCommHandle& operator=(const MpiCommHandle&) = delete;
-  MpiCommHandle(MpiCommHandle&& other) noexcept : comm_(other.comm_) { other.comm_ = MPI_COMM_NULL; }
+  MpiCommHandle(MpiCommHandle&& other) noexcept : comm_(other.comm_) {
+    other.comm_ = MPI_COMM_NULL;
+  }
   MpiCommHandle& operator=(MpiCommHandle&& other) noexcept;
 
   MPI_Comm get() const { return comm_; }

@@ -1,12 +1,12 @@
 #include "comm/shm/reduce_kernels.h"
 
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
-
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
 
 #include "tandem/core/check.h"
 
@@ -35,11 +35,15 @@ struct Accum<c10::BFloat16> {
 
 struct Sum {
   template <typename A>
-  static A apply(A a, A b) { return a + b; }
+  static A apply(A a, A b) {
+    return a + b;
+  }
 };
 struct Product {
   template <typename A>
-  static A apply(A a, A b) { return a * b; }
+  static A apply(A a, A b) {
+    return a * b;
+  }
 };
 // min / max propagate NaN, as torch does.
 template <typename A>
@@ -52,11 +56,15 @@ inline bool is_nan(A x) {
 }
 struct Min {
   template <typename A>
-  static A apply(A a, A b) { return (b < a || is_nan(b)) ? b : a; }
+  static A apply(A a, A b) {
+    return (b < a || is_nan(b)) ? b : a;
+  }
 };
 struct Max {
   template <typename A>
-  static A apply(A a, A b) { return (b > a || is_nan(b)) ? b : a; }
+  static A apply(A a, A b) {
+    return (b > a || is_nan(b)) ? b : a;
+  }
 };
 
 // Elements per block: the block's accumulators (at most 4 KiB) stay in L1
@@ -64,14 +72,12 @@ struct Max {
 constexpr int64_t kBlock = 512;
 
 template <typename T, typename Op, bool kAvg>
-void reduce_typed(const void* const* srcs_v, int nsrcs, int64_t count, void* dst_v,
-                  void* dst2_v) {
+void reduce_typed(const void* const* srcs_v, int nsrcs, int64_t count, void* dst_v, void* dst2_v) {
   using Wide = typename Accum<T>::type;
-  constexpr bool kWrap = std::is_integral_v<T> && (std::is_same_v<Op, Sum> ||
-                                                   std::is_same_v<Op, Product>);
-  using A = std::conditional_t<kWrap, std::make_unsigned_t<std::conditional_t<
-                                          std::is_integral_v<T>, T, int>>,
-                               Wide>;
+  constexpr bool kWrap =
+      std::is_integral_v<T> && (std::is_same_v<Op, Sum> || std::is_same_v<Op, Product>);
+  using A = std::conditional_t<
+      kWrap, std::make_unsigned_t<std::conditional_t<std::is_integral_v<T>, T, int>>, Wide>;
   auto finish = [nsrcs](A a) -> T {
     if constexpr (kAvg) {
       if constexpr (std::is_integral_v<T>) {
@@ -133,11 +139,16 @@ template <typename T>
 void reduce_dispatch_op(ReduceOp op, const void* const* srcs, int nsrcs, int64_t count, void* dst,
                         void* dst2) {
   switch (op) {
-    case ReduceOp::kSum: return reduce_typed<T, Sum, false>(srcs, nsrcs, count, dst, dst2);
-    case ReduceOp::kAvg: return reduce_typed<T, Sum, true>(srcs, nsrcs, count, dst, dst2);
-    case ReduceOp::kMin: return reduce_typed<T, Min, false>(srcs, nsrcs, count, dst, dst2);
-    case ReduceOp::kMax: return reduce_typed<T, Max, false>(srcs, nsrcs, count, dst, dst2);
-    case ReduceOp::kProduct: return reduce_typed<T, Product, false>(srcs, nsrcs, count, dst, dst2);
+    case ReduceOp::kSum:
+      return reduce_typed<T, Sum, false>(srcs, nsrcs, count, dst, dst2);
+    case ReduceOp::kAvg:
+      return reduce_typed<T, Sum, true>(srcs, nsrcs, count, dst, dst2);
+    case ReduceOp::kMin:
+      return reduce_typed<T, Min, false>(srcs, nsrcs, count, dst, dst2);
+    case ReduceOp::kMax:
+      return reduce_typed<T, Max, false>(srcs, nsrcs, count, dst, dst2);
+    case ReduceOp::kProduct:
+      return reduce_typed<T, Product, false>(srcs, nsrcs, count, dst, dst2);
   }
   TANDEM_ASSERT(false, "reduce_arrays: unknown ReduceOp {}", static_cast<int>(op));
 }
@@ -184,13 +195,20 @@ void reduce_arrays(at::ScalarType dtype, ReduceOp op, const void* const* srcs, i
     return;
   }
   switch (dtype) {
-    case at::kFloat: return reduce_dispatch_op<float>(op, srcs, nsrcs, count, dst, dst2);
-    case at::kDouble: return reduce_dispatch_op<double>(op, srcs, nsrcs, count, dst, dst2);
-    case at::kHalf: return reduce_dispatch_op<c10::Half>(op, srcs, nsrcs, count, dst, dst2);
-    case at::kBFloat16: return reduce_dispatch_op<c10::BFloat16>(op, srcs, nsrcs, count, dst, dst2);
-    case at::kInt: return reduce_dispatch_op<int32_t>(op, srcs, nsrcs, count, dst, dst2);
-    case at::kLong: return reduce_dispatch_op<int64_t>(op, srcs, nsrcs, count, dst, dst2);
-    default: break;
+    case at::kFloat:
+      return reduce_dispatch_op<float>(op, srcs, nsrcs, count, dst, dst2);
+    case at::kDouble:
+      return reduce_dispatch_op<double>(op, srcs, nsrcs, count, dst, dst2);
+    case at::kHalf:
+      return reduce_dispatch_op<c10::Half>(op, srcs, nsrcs, count, dst, dst2);
+    case at::kBFloat16:
+      return reduce_dispatch_op<c10::BFloat16>(op, srcs, nsrcs, count, dst, dst2);
+    case at::kInt:
+      return reduce_dispatch_op<int32_t>(op, srcs, nsrcs, count, dst, dst2);
+    case at::kLong:
+      return reduce_dispatch_op<int64_t>(op, srcs, nsrcs, count, dst, dst2);
+    default:
+      break;
   }
   TANDEM_ASSERT(false, "reduce_arrays: unsupported dtype {}", c10::toString(dtype));
 }

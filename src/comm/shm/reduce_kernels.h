@@ -4,10 +4,10 @@
 // without target-specific flags. Pure functions; thread-safe.
 #pragma once
 
+#include <c10/core/ScalarType.h>
+
 #include <cstddef>
 #include <cstdint>
-
-#include <c10/core/ScalarType.h>
 
 #include "tandem/comm/communicator.h"
 

@@ -1,9 +1,9 @@
 #include "comm/shm/shm_channel.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstring>
-
-#include <fmt/format.h>
 
 #include "tandem/core/check.h"
 
@@ -54,7 +54,8 @@ void ShmChannel::read_message(ShmWaiter& waiter, const PieceHeader& first, std::
                   "shm channel {} -> {}: piece at {} (+{}) of tag {} does not belong to a message "
                   "of {} bytes with tag {}",
                   src_, dst_, h.offset, h.bytes, h.tag, first.message_bytes, first.tag);
-    const std::byte* p = segment_.piece(src_, dst_, static_cast<int>(tail % segment_.layout().pieces));
+    const std::byte* p =
+        segment_.piece(src_, dst_, static_cast<int>(tail % segment_.layout().pieces));
     if (h.bytes > 0) std::memcpy(data + h.offset, p + kPieceHeaderBytes, h.bytes);
     ch.tail.store(tail + 1, std::memory_order_release);
     if (h.offset + h.bytes >= first.message_bytes) return;

@@ -270,8 +270,7 @@ void ShmCollectives::wait_ranks(ShmWaiter& waiter, Counter counter, uint64_t tar
       stage);
 }
 
-void ShmCollectives::wait_buffer_free(ShmWaiter& waiter, uint64_t g,
-                                      const WaitStage& stage) const {
+void ShmCollectives::wait_buffer_free(ShmWaiter& waiter, uint64_t g, const WaitStage& stage) const {
   const uint64_t buffers = static_cast<uint64_t>(segment_.layout().buffers);
   if (g < buffers) return;
   wait_ranks(waiter, &RankControl::done, g - buffers + 1, -1, stage);
@@ -330,9 +329,11 @@ void ShmCollectives::two_shot(std::byte* out, const std::byte* in, const Plan& p
   auto reduce = [&](int64_t t) {
     const uint64_t g = base + t;
     const int b = buffer_of(g);
-    wait_ranks(waiter, &RankControl::copied, g + 1, -1, {"input not copied in yet", t, plan.chunks});
+    wait_ranks(waiter, &RankControl::copied, g + 1, -1,
+               {"input not copied in yet", t, plan.chunks});
     for (int j = 0; j < size_; ++j) {
-      srcs[j] = j == rank_ ? static_cast<const void*>(in + plan.offset(rank_, t)) : slice(j, b, rank_);
+      srcs[j] =
+          j == rank_ ? static_cast<const void*>(in + plan.offset(rank_, t)) : slice(j, b, rank_);
     }
     std::byte* dst = gather ? out + plan.offset(rank_, t)
                             : out + static_cast<size_t>(t * plan.chunk) * plan.elem_bytes;
@@ -413,7 +414,8 @@ void ShmCollectives::all_gather(std::byte* out, const std::byte* in, int64_t num
   };
   auto copy_out = [&](int64_t t) {
     const uint64_t g = base + t;
-    wait_ranks(waiter, &RankControl::copied, g + 1, -1, {"shard not copied in yet", t, plan.chunks});
+    wait_ranks(waiter, &RankControl::copied, g + 1, -1,
+               {"shard not copied in yet", t, plan.chunks});
     for (int j = 0; j < size_; ++j) {
       if (j != rank_ && plan.count(j, t) > 0) {
         std::memcpy(out + plan.offset(j, t), segment_.slot(j, buffer_of(g)), plan.bytes(j, t));
@@ -434,7 +436,9 @@ void ShmCollectives::broadcast(std::byte* data, int64_t numel, size_t elem_bytes
   const int64_t chunks = ceil_div(numel, chunk);
   const uint64_t base = next_chunk_;
   next_chunk_ += static_cast<uint64_t>(chunks);
-  auto bytes = [&](int64_t t) { return static_cast<size_t>(std::min(chunk, numel - t * chunk)) * elem_bytes; };
+  auto bytes = [&](int64_t t) {
+    return static_cast<size_t>(std::min(chunk, numel - t * chunk)) * elem_bytes;
+  };
   auto copy_in = [&](int64_t t) {
     const uint64_t g = base + t;
     if (rank_ == root) {
@@ -447,7 +451,8 @@ void ShmCollectives::broadcast(std::byte* data, int64_t numel, size_t elem_bytes
   auto copy_out = [&](int64_t t) {
     const uint64_t g = base + t;
     if (rank_ != root) {
-      wait_ranks(waiter, &RankControl::copied, g + 1, root, {"root's data not copied in yet", t, chunks});
+      wait_ranks(waiter, &RankControl::copied, g + 1, root,
+                 {"root's data not copied in yet", t, chunks});
       std::memcpy(data + t * chunk * elem_bytes, segment_.slot(root, buffer_of(g)), bytes(t));
     }
     publish(&RankControl::done, g);
@@ -468,7 +473,9 @@ void ShmCollectives::all_to_all(std::byte* out, const std::byte* in, int64_t num
   const int64_t chunks = ceil_div(m, chunk);
   const uint64_t base = next_chunk_;
   next_chunk_ += static_cast<uint64_t>(chunks);
-  auto bytes = [&](int64_t t) { return static_cast<size_t>(std::min(chunk, m - t * chunk)) * elem_bytes; };
+  auto bytes = [&](int64_t t) {
+    return static_cast<size_t>(std::min(chunk, m - t * chunk)) * elem_bytes;
+  };
   auto at = [&](int block, int64_t t) { return block * block_bytes + t * chunk * elem_bytes; };
   auto copy_in = [&](int64_t t) {
     const uint64_t g = base + t;

@@ -10,10 +10,10 @@
 // dead one).
 #pragma once
 
+#include <c10/core/ScalarType.h>
+
 #include <cstddef>
 #include <cstdint>
-
-#include <c10/core/ScalarType.h>
 
 #include "comm/shm/shm_segment.h"
 #include "comm/shm/shm_waiter.h"
@@ -37,8 +37,7 @@ class ShmCollectives {
   // `out` has `numel` elements; `in` this rank's shard_range of them.
   void all_gather(std::byte* out, const std::byte* in, int64_t numel, size_t elem_bytes,
                   const OpContext& ctx);
-  void broadcast(std::byte* data, int64_t numel, size_t elem_bytes, int root,
-                 const OpContext& ctx);
+  void broadcast(std::byte* data, int64_t numel, size_t elem_bytes, int root, const OpContext& ctx);
   // `in` and `out` have `numel` elements: size() blocks of numel / size().
   void all_to_all(std::byte* out, const std::byte* in, int64_t numel, size_t elem_bytes,
                   const OpContext& ctx);

@@ -1,8 +1,8 @@
 #include "comm/shm/shm_communicator.h"
 
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 
 #include "tandem/core/check.h"
 
@@ -55,8 +55,8 @@ void ShmCommunicator::do_all_gather(const at::Tensor& output, const at::Tensor& 
 
 void ShmCommunicator::do_reduce_scatter(const at::Tensor& output, const at::Tensor& input,
                                         ReduceOp op, const OpContext& ctx) {
-  collectives_.reduce_scatter(bytes_of(output), bytes_of(input), input.numel(),
-                              input.scalar_type(), op, ctx);
+  collectives_.reduce_scatter(bytes_of(output), bytes_of(input), input.numel(), input.scalar_type(),
+                              op, ctx);
 }
 
 void ShmCommunicator::do_all_to_all(const at::Tensor& output, const at::Tensor& input,

@@ -45,9 +45,9 @@ class ShmCommunicator final : public Communicator {
   const std::shared_ptr<Store> store_;
   const std::string group_name_;
   const std::unique_ptr<ShmSegment> segment_;
-  ShmCollectives collectives_;                       // collective lane only
-  std::vector<std::unique_ptr<ShmChannel>> sends_;   // by destination; null for this rank
-  std::vector<std::unique_ptr<ShmChannel>> recvs_;   // by source; null for this rank
+  ShmCollectives collectives_;                      // collective lane only
+  std::vector<std::unique_ptr<ShmChannel>> sends_;  // by destination; null for this rank
+  std::vector<std::unique_ptr<ShmChannel>> recvs_;  // by source; null for this rank
 };
 
 }  // namespace tandem::comm::detail

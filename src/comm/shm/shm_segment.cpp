@@ -1,6 +1,8 @@
 #include "comm/shm/shm_segment.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -16,9 +18,6 @@
 #include <random>
 #include <sstream>
 #include <thread>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "tandem/core/check.h"
 #include "tandem/core/error.h"
@@ -108,9 +107,10 @@ std::byte* create_segment(const std::string& name, const ShmLayout& layout) {
   if (err != 0) {
     close(fd);
     shm_unlink(name.c_str());
-    throw Error(fmt::format("rank 0: shm: cannot size segment {} to {} bytes: {}; is /dev/shm "
-                            "full or too small (df /dev/shm)?",
-                            name, layout.total_bytes, errno_text(err)));
+    throw Error(
+        fmt::format("rank 0: shm: cannot size segment {} to {} bytes: {}; is /dev/shm "
+                    "full or too small (df /dev/shm)?",
+                    name, layout.total_bytes, errno_text(err)));
   }
   std::byte* base = nullptr;
   try {
@@ -152,16 +152,18 @@ std::byte* open_segment(const std::string& name, const ShmLayout& layout, int ra
   int fd = shm_open(name.c_str(), O_RDWR, 0600);
   if (fd < 0) {
     int err = errno;
-    throw Error(fmt::format("rank {}: shm: cannot open segment {} that rank 0 published: {}; are "
-                            "all ranks on one host?",
-                            rank, name, errno_text(err)));
+    throw Error(
+        fmt::format("rank {}: shm: cannot open segment {} that rank 0 published: {}; are "
+                    "all ranks on one host?",
+                    rank, name, errno_text(err)));
   }
   struct stat st {};
   if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != layout.total_bytes) {
     close(fd);
-    throw Error(fmt::format("rank {}: shm: segment {} has {} bytes but this rank expects {}; do all "
-                            "ranks agree on the world size?",
-                            rank, name, static_cast<int64_t>(st.st_size), layout.total_bytes));
+    throw Error(
+        fmt::format("rank {}: shm: segment {} has {} bytes but this rank expects {}; do all "
+                    "ranks agree on the world size?",
+                    rank, name, static_cast<int64_t>(st.st_size), layout.total_bytes));
   }
   std::byte* base = nullptr;
   try {
@@ -272,9 +274,10 @@ void ShmSegment::wait_for_peers(const BackendOptions& options, const Deadline& d
     auto st = read_proc_stat(std::to_string(pid(r)));
     checkable_[r] = (st && c.start_time != 0 && st->start_time == c.start_time) ? 1 : 0;
     if (!checkable_[r]) {
-      log::info("rank {}: shm: cannot watch rank {}'s process (pid {}); its failures are found "
-                "by timeouts only",
-                rank_, r, pid(r));
+      log::info(
+          "rank {}: shm: cannot watch rank {}'s process (pid {}); its failures are found "
+          "by timeouts only",
+          rank_, r, pid(r));
     }
   }
 }
@@ -288,8 +291,8 @@ RankControl& ShmSegment::control(int rank) const {
 }
 
 ChannelControl& ShmSegment::channel(int src, int dst) const {
-  return reinterpret_cast<ChannelControl*>(
-      base_ + layout_.channel_offset)[src * layout_.world_size + dst];
+  return reinterpret_cast<ChannelControl*>(base_ +
+                                           layout_.channel_offset)[src * layout_.world_size + dst];
 }
 
 std::byte* ShmSegment::slot(int rank, int buffer) const {

@@ -69,10 +69,10 @@ struct alignas(kLineBytes) SegmentHeader {
 // Sizes of the parts of a segment; the same on every rank of a group.
 struct ShmLayout {
   int world_size = 1;
-  size_t slot_bytes = 0;     // one collective buffer of one rank
-  int buffers = 0;           // collective buffers per rank (chunks in flight)
-  size_t piece_bytes = 0;    // payload of one point-to-point piece
-  int pieces = 0;            // pieces per point-to-point ring
+  size_t slot_bytes = 0;   // one collective buffer of one rank
+  int buffers = 0;         // collective buffers per rank (chunks in flight)
+  size_t piece_bytes = 0;  // payload of one point-to-point piece
+  int pieces = 0;          // pieces per point-to-point ring
   size_t header_offset = 0;
   size_t control_offset = 0;
   size_t channel_offset = 0;

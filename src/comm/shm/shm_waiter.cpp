@@ -1,12 +1,11 @@
 #include "comm/shm/shm_waiter.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sched.h>
 
 #include <algorithm>
 #include <thread>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "tandem/core/error.h"
 
@@ -63,10 +62,10 @@ bool ShmWaiter::find_failure(const std::vector<int>& pending, const WaitStage& s
   if (auto abort = segment_.abort()) {
     failure_is_abort_ = true;
     failure_kind_ = abort->kind;
-    failure_ = fmt::format("rank {}: {}: gave up because {} did: {}", me, ctx_.description,
-                           abort->rank == me ? "another operation of this rank"
-                                             : fmt::format("rank {}", abort->rank),
-                           abort->message);
+    failure_ = fmt::format(
+        "rank {}: {}: gave up because {} did: {}", me, ctx_.description,
+        abort->rank == me ? "another operation of this rank" : fmt::format("rank {}", abort->rank),
+        abort->message);
     return true;
   }
   for (int r : pending) {

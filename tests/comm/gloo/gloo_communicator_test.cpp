@@ -1,8 +1,7 @@
-#include <gtest/gtest.h>
-
 #include <ATen/ops/full.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
+#include <gtest/gtest.h>
 
 #include "tandem/comm/backend.h"
 #include "tandem/core/error.h"
@@ -66,50 +65,56 @@ TEST(GlooCommunicator, SplitFormsSubgroups) {
 }
 
 TEST(GlooCommunicator, MissingRankIsNamedWithinTimeout) {
-  auto results = testing::run_ranks(3, [](int rank, int size, int port) {
-    auto comm = connect(rank, size, port, Millis(2000));
-    at::Tensor t = at::ones({16}, at::kFloat);
-    comm->all_reduce(t);  // everyone arrives here
-    if (rank == 2) {
-      // Never arrives at the next collective; stays alive past the others' timeout.
-      std::this_thread::sleep_for(std::chrono::milliseconds(6000));
-      return;
-    }
-    auto start = std::chrono::steady_clock::now();
-    try {
-      comm->all_reduce(t);
-      ADD_FAILURE() << "all_reduce without rank 2 returned";
-    } catch (const TimeoutError& e) {
-      auto waited = std::chrono::steady_clock::now() - start;
-      EXPECT_LT(waited, std::chrono::milliseconds(5000));
-      std::string msg = e.what();
-      EXPECT_NE(msg.find("rank " + std::to_string(rank) + ": all_reduce #2"), std::string::npos)
-          << msg;
-      EXPECT_NE(msg.find("rank 2 (last entered collective #1"), std::string::npos) << msg;
-    }
-    // The communicator is now unusable, and says so.
-    EXPECT_THROW(comm->barrier(), PeerError);
-  }, {.timeout = std::chrono::milliseconds(30000), .env = {}});
+  auto results = testing::run_ranks(
+      3,
+      [](int rank, int size, int port) {
+        auto comm = connect(rank, size, port, Millis(2000));
+        at::Tensor t = at::ones({16}, at::kFloat);
+        comm->all_reduce(t);  // everyone arrives here
+        if (rank == 2) {
+          // Never arrives at the next collective; stays alive past the others' timeout.
+          std::this_thread::sleep_for(std::chrono::milliseconds(6000));
+          return;
+        }
+        auto start = std::chrono::steady_clock::now();
+        try {
+          comm->all_reduce(t);
+          ADD_FAILURE() << "all_reduce without rank 2 returned";
+        } catch (const TimeoutError& e) {
+          auto waited = std::chrono::steady_clock::now() - start;
+          EXPECT_LT(waited, std::chrono::milliseconds(5000));
+          std::string msg = e.what();
+          EXPECT_NE(msg.find("rank " + std::to_string(rank) + ": all_reduce #2"), std::string::npos)
+              << msg;
+          EXPECT_NE(msg.find("rank 2 (last entered collective #1"), std::string::npos) << msg;
+        }
+        // The communicator is now unusable, and says so.
+        EXPECT_THROW(comm->barrier(), PeerError);
+      },
+      {.timeout = std::chrono::milliseconds(30000), .env = {}});
   for (const auto& r : results) {
     EXPECT_EQ(r.exit_code, 0) << "rank " << r.rank << ":\n" << testing::tail(r.output);
   }
 }
 
 TEST(GlooCommunicator, RankThatNeverJoinsIsNamed) {
-  auto results = testing::run_ranks(3, [](int rank, int size, int port) {
-    if (rank == 1) return;  // never joins
-    auto store = store_for(rank, port);
-    try {
-      connect(store, rank, size, Millis(1500));
-      ADD_FAILURE() << "setup without rank 1 succeeded";
-    } catch (const TimeoutError& e) {
-      std::string msg = e.what();
-      EXPECT_NE(msg.find("rank 1 never arrived (of 3)"), std::string::npos) << msg;
-    }
-    // Rank 0 serves the store: it stays until rank 2 has seen its error too.
-    store->set(fmt::format("checked/{}", rank), "1");
-    if (rank == 0) store->wait({"checked/2"}, Millis(10'000));
-  }, {.timeout = std::chrono::milliseconds(30000), .env = {}});
+  auto results = testing::run_ranks(
+      3,
+      [](int rank, int size, int port) {
+        if (rank == 1) return;  // never joins
+        auto store = store_for(rank, port);
+        try {
+          connect(store, rank, size, Millis(1500));
+          ADD_FAILURE() << "setup without rank 1 succeeded";
+        } catch (const TimeoutError& e) {
+          std::string msg = e.what();
+          EXPECT_NE(msg.find("rank 1 never arrived (of 3)"), std::string::npos) << msg;
+        }
+        // Rank 0 serves the store: it stays until rank 2 has seen its error too.
+        store->set(fmt::format("checked/{}", rank), "1");
+        if (rank == 0) store->wait({"checked/2"}, Millis(10'000));
+      },
+      {.timeout = std::chrono::milliseconds(30000), .env = {}});
   for (const auto& r : results) {
     EXPECT_EQ(r.exit_code, 0) << "rank " << r.rank << ":\n" << testing::tail(r.output);
   }

@@ -1,14 +1,14 @@
 // Tests of the MPI backend. The binary runs under mpirun (see CMakeLists.txt):
 // every rank runs every test, in definition order, so each test is collective
 // and every rank must take the same branches (skips included).
-#include <cstdlib>
-#include <string>
-
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
 
 #include "tandem/comm/backend.h"
 #include "tandem/core/error.h"
@@ -167,8 +167,11 @@ TEST(MpiCommunicator, RejectsBadInput) {
   at::Tensor t = at::zeros({4}, at::kFloat);
   expect_invalid_argument([&] { comm->broadcast(t, size); }, "root");
   expect_invalid_argument([&] { comm->all_reduce(t, ReduceOp::kSum, Millis(0)); }, "timeout");
-  expect_invalid_argument([&] { comm->all_reduce(at::zeros({2, 4}, at::kFloat).t()); },
-                          "contiguous");
+  expect_invalid_argument(
+      [&] {
+        comm->all_reduce(at::zeros({2, 4}, at::kFloat).t());
+      },
+      "contiguous");
   expect_invalid_argument([&] { comm->all_reduce(at::zeros({4}, at::kShort)); }, "dtype");
   // Shards of 4 everywhere, so every rank rejects the output of 5.
   expect_invalid_argument(

@@ -2,9 +2,9 @@
 // environment tandem-run sets, checks that init() picked the backend the
 // script expects (TANDEM_EXPECT_BACKEND), then runs the shared collective
 // checks across the two network namespaces.
-#include <cstdlib>
-
 #include <gtest/gtest.h>
+
+#include <cstdlib>
 
 #include "tandem/comm/rendezvous.h"
 #include "tests/support/collective_checks.h"
@@ -13,8 +13,8 @@ namespace tandem {
 namespace {
 
 TEST(TwoHosts, CollectivesAcrossNamespaces) {
-  auto comm = init({.backend = "auto", .timeout = Millis(60'000),
-                    .rendezvous_timeout = Millis(60'000)});
+  auto comm =
+      init({.backend = "auto", .timeout = Millis(60'000), .rendezvous_timeout = Millis(60'000)});
   const char* want = std::getenv("TANDEM_EXPECT_BACKEND");
   ASSERT_NE(want, nullptr) << "TANDEM_EXPECT_BACKEND is not set";
   EXPECT_EQ(comm->backend(), want);

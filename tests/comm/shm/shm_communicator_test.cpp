@@ -1,19 +1,18 @@
 // Tests of the shared-memory backend with real processes (fork per rank),
 // meeting through a loopback TCP store served by rank 0.
+#include <ATen/ops/arange.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/ones_like.h>
+#include <ATen/ops/zeros.h>
 #include <dirent.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 
 #include <chrono>
 #include <set>
 #include <string>
 #include <thread>
-
-#include <ATen/ops/arange.h>
-#include <ATen/ops/full.h>
-#include <ATen/ops/ones.h>
-#include <ATen/ops/ones_like.h>
-#include <ATen/ops/zeros.h>
-#include <gtest/gtest.h>
 
 #include "tandem/comm/backend.h"
 #include "tandem/comm/store.h"
@@ -81,12 +80,15 @@ testing::MultiprocOptions long_run() {
 
 void check_world(int world_size) {
   auto before = tandem_segments();
-  expect_ranks_succeed(world_size, [](int rank, int size, int port) {
-    auto store = rank_store(rank, port, milliseconds(30'000));
-    auto comm = connect(rank, size, store, milliseconds(30'000));
-    EXPECT_EQ(comm->backend(), "shm");
-    testing::check_collectives(*comm);
-  }, long_run());
+  expect_ranks_succeed(
+      world_size,
+      [](int rank, int size, int port) {
+        auto store = rank_store(rank, port, milliseconds(30'000));
+        auto comm = connect(rank, size, store, milliseconds(30'000));
+        EXPECT_EQ(comm->backend(), "shm");
+        testing::check_collectives(*comm);
+      },
+      long_run());
   EXPECT_TRUE(new_segments(before).empty());
 }
 
@@ -298,7 +300,8 @@ TEST(ShmCommunicator, KilledRankRaisesPeerErrorAndLeavesNothingBehind) {
   EXPECT_EQ(results[kVictim].signal, SIGKILL);
   for (int r : {0, 2}) {
     EXPECT_TRUE(results[r].signal == 0 && results[r].exit_code == 0)
-        << "rank " << r << " failed; its output ends:\n" << testing::tail(results[r].output);
+        << "rank " << r << " failed; its output ends:\n"
+        << testing::tail(results[r].output);
   }
   EXPECT_TRUE(new_segments(before).empty());
 }
