@@ -68,12 +68,15 @@ TEST(GlooCommunicator, MissingRankIsNamedWithinTimeout) {
   auto results = testing::run_ranks(
       3,
       [](int rank, int size, int port) {
-        auto comm = connect(rank, size, port, Millis(2000));
+        auto store = store_for(rank, port);
+        auto comm = connect(store, rank, size, Millis(2000));
         at::Tensor t = at::ones({16}, at::kFloat);
         comm->all_reduce(t);  // everyone arrives here
         if (rank == 2) {
-          // Never arrives at the next collective; stays alive past the others' timeout.
-          std::this_thread::sleep_for(std::chrono::milliseconds(6000));
+          // Never arrives at the next collective, but stays alive (its progress
+          // board keeps posting) until the others have checked their errors.
+          store->wait({"checked/0", "checked/1"}, Millis(20'000));
+          store->set("released", "1");
           return;
         }
         auto start = std::chrono::steady_clock::now();
@@ -90,6 +93,8 @@ TEST(GlooCommunicator, MissingRankIsNamedWithinTimeout) {
         }
         // The communicator is now unusable, and says so.
         EXPECT_THROW(comm->barrier(), PeerError);
+        store->set(fmt::format("checked/{}", rank), "1");
+        if (rank == 0) store->wait({"released"}, Millis(20'000));  // it serves the store
       },
       {.timeout = std::chrono::milliseconds(30000), .env = {}});
   for (const auto& r : results) {
