@@ -1,0 +1,124 @@
+// DistributedDataParallel: makes a LibTorch module data-parallel. Every rank
+// holds a replica; after loss.backward() returns, every parameter's .grad
+// holds the average of the ranks' gradients.
+//
+// How: gradients are packed into flat buckets (BucketPlan, reverse
+// registration order, at most bucket_cap_mb each). A hook on each
+// parameter's gradient accumulator copies its gradient into the bucket once
+// autograd has accumulated it; when a bucket is full it is all-reduced
+// asynchronously while backward goes on, and buckets launch strictly in
+// bucket order so that every rank issues the same collectives. At the end of
+// backward (an autograd final callback) DDP waits for what is still in
+// flight and copies the averages back into .grad. No per-parameter
+// all-reduce.
+//
+// Collective: construction and every synchronised backward. Not
+// thread-safe: one training loop per object.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tandem/comm/communicator.h"
+#include "tandem/parallel/bucket_plan.h"
+
+namespace torch::nn {
+class Module;
+}
+
+namespace tandem::parallel {
+
+enum class GradCompression {
+  kNone,  // all-reduce in the parameters' dtype
+  kFp16,  // send float16 (halves the bytes; ~3 significant digits)
+  kBf16,  // send bfloat16 (halves the bytes; float32's range, ~2 digits)
+};
+
+struct DdpOptions {
+  // Largest bucket, in MiB (default 25, as PyTorch). Smaller buckets start
+  // communicating earlier in backward but pay more per-call overhead.
+  double bucket_cap_mb = 25.0;
+  // A parameter that gets no gradient in an iteration contributes zeros
+  // instead of leaving its bucket unlaunched. Off: such a parameter is an
+  // error naming it (as PyTorch, minus the hang).
+  bool find_unused_parameters = false;
+  // Copy rank 0's buffers (e.g. BatchNorm running statistics) to every rank
+  // after each synchronised backward, so the next forward starts equal.
+  bool broadcast_buffers = true;
+  GradCompression compression = GradCompression::kNone;
+  // Timeout of each bucket's all-reduce; default: the communicator's.
+  std::optional<Millis> timeout;
+};
+
+class DistributedDataParallel {
+ public:
+  // Collective. Checks that every rank has the same parameter names, shapes
+  // and dtypes (InvalidArgument naming the first difference and the ranks),
+  // broadcasts parameters and buffers from rank 0, and installs the hooks.
+  DistributedDataParallel(std::shared_ptr<torch::nn::Module> module,
+                          std::shared_ptr<Communicator> comm, DdpOptions options = {});
+  ~DistributedDataParallel();
+  DistributedDataParallel(const DistributedDataParallel&) = delete;
+  DistributedDataParallel& operator=(const DistributedDataParallel&) = delete;
+
+  // The wrapped module (call its forward as usual).
+  const std::shared_ptr<torch::nn::Module>& module() const { return module_; }
+  const BucketPlan& bucket_plan() const { return plan_; }
+  const std::vector<std::string>& parameter_names() const { return names_; }
+
+  // While the returned guard lives, backward accumulates gradients locally
+  // without communicating (gradient accumulation); the first backward after
+  // it averages the accumulated sums.
+  class NoSyncGuard {
+   public:
+    explicit NoSyncGuard(DistributedDataParallel& ddp);
+    ~NoSyncGuard();
+    NoSyncGuard(const NoSyncGuard&) = delete;
+    NoSyncGuard& operator=(const NoSyncGuard&) = delete;
+
+   private:
+    DistributedDataParallel& ddp_;
+    bool previous_;
+  };
+  NoSyncGuard no_sync() { return NoSyncGuard(*this); }
+
+  // Per-iteration figures of the last synchronised backward.
+  struct Stats {
+    int buckets_launched_during_backward = 0;  // the rest launched at its end
+    double wait_seconds = 0;  // time at the end of backward spent waiting for all-reduces
+  };
+  const Stats& last_stats() const { return stats_; }
+
+ private:
+  class Hook;
+  void check_replicas_match();
+  void broadcast_state();
+  void mark_ready(size_t param);
+  void launch_ready_buckets();
+  void finish_backward();
+  void reset_iteration();
+
+  std::shared_ptr<torch::nn::Module> module_;
+  std::shared_ptr<Communicator> comm_;
+  DdpOptions options_;
+  std::vector<at::Tensor> params_;
+  std::vector<std::string> names_;
+  BucketPlan plan_;
+  std::vector<at::Tensor> buffers_;  // one flat buffer per bucket
+  std::vector<at::Tensor> wire_;     // compressed copies in flight
+  std::vector<int64_t> pending_;     // per bucket: parameters not yet ready
+  std::vector<bool> ready_;          // per parameter, this iteration
+  std::vector<std::shared_ptr<Work>> works_;
+  size_t next_bucket_ = 0;
+  bool callback_queued_ = false;
+  bool sync_enabled_ = true;
+  bool in_backward_ = false;
+  Stats stats_;
+  std::vector<std::pair<std::shared_ptr<void>, uintptr_t>> hooks_;  // accumulator, key
+};
+
+}  // namespace tandem::parallel
