@@ -77,3 +77,43 @@ TEST(TandemCli, BenchCommPrintsATableAndJsonLines) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(TandemTrain, TwoRanksLearnAndPrintASummary) {
+  CommandResult r = run(kRun + " --nproc-per-node 2 -- " + kTandem +
+                        " train --model mlp --data synthetic-mnist --dataset-size 2048 --steps 40 "
+                        "--batch-size 32 --lr 0.05 --log-every 10");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto at = r.output.find("summary: 40 steps, 2560 samples");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  double first = 0, last = 0, eval_loss = 0, accuracy = 0;
+  ASSERT_EQ(std::sscanf(r.output.c_str() + r.output.find("train loss", at),
+                        "train loss %lf -> %lf; eval loss %lf, accuracy %lf", &first, &last,
+                        &eval_loss, &accuracy),
+            4)
+      << r.output;
+  EXPECT_LT(last, first * 0.5) << r.output;
+  EXPECT_GT(accuracy, 0.5) << r.output;
+  EXPECT_NE(r.output.find("2 rank(s) on shm, strategy ddp"), std::string::npos) << r.output;
+}
+
+TEST(TandemTrain, BadFlagsAreNamed) {
+  CommandResult r = run(kTandem + " train --strategy zero9 --steps 1");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--strategy zero9 is not one of none, ddp"), std::string::npos)
+      << r.output;
+  r = run(kTandem + " train --model resnet18 --data synthetic-mnist --steps 1 --dataset-size 64");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--model resnet18 takes samples of shape [3, 32, 32] but --data "
+                          "synthetic-mnist gives [1, 28, 28]"),
+            std::string::npos)
+      << r.output;
+  r = run(kRun + " --nproc-per-node 2 -- " + kTandem + " train --strategy none --steps 1");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("--strategy none trains one process, but 2 ranks were started"),
+            std::string::npos)
+      << r.output;
+}
+
+}  // namespace

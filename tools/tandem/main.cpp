@@ -7,6 +7,7 @@
 
 #include "bench_comm.h"
 #include "tandem/core/error.h"
+#include "train_cmd.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"tandem: distributed training for LibTorch"};
@@ -15,6 +16,7 @@ int main(int argc, char** argv) {
   auto* bench = app.add_subcommand("bench", "Benchmarks (JSON lines and tables)");
   bench->require_subcommand(1);
   tandem::tools::add_bench_comm(*bench, exit_code);
+  tandem::tools::add_train(app, exit_code);
   try {
     at::set_num_threads(1);
     app.parse(argc, argv);

@@ -55,7 +55,8 @@ std::unique_ptr<Dataset> make_synthetic(SyntheticKind kind, const DatasetOptions
   SyntheticOptions s;
   s.kind = kind;
   s.size = o.synthetic_size;
-  s.seed = is_train(o) ? o.seed : o.seed + 1;
+  s.seed = o.seed;
+  s.stream = is_train(o) ? 0 : 1;
   s.context = o.context;
   s.vocab_size = o.vocab_size;
   return std::make_unique<SyntheticDataset>(s);

@@ -8,6 +8,12 @@
 namespace tandem::train {
 namespace {
 
+// The seed of the sample draws: the split's stream is folded in, the class
+// patterns (seeded by options.seed alone) are not.
+uint64_t sample_seed(const SyntheticOptions& o) {
+  return o.seed ^ (o.stream * 0x9E3779B97F4A7C15ull);
+}
+
 constexpr int64_t kClasses = 10;
 // Class patterns are constant over cells of kCell x kCell pixels, so they
 // look like coarse shapes a convolution can pick up, not per-pixel noise.
@@ -105,7 +111,7 @@ Example SyntheticDataset::get(int64_t index) const {
 
 Example SyntheticDataset::get_image(int64_t index) const {
   const ImageShape s = image_shape(options_.kind);
-  detail::Xoshiro256 rng(detail::mix_seed(options_.seed, static_cast<uint64_t>(index)));
+  detail::Xoshiro256 rng(detail::mix_seed(sample_seed(options_), static_cast<uint64_t>(index)));
   const auto label = static_cast<int64_t>(rng.below(kClasses));
   const int64_t numel = s.channels * s.height * s.width;
   at::Tensor image = at::empty({s.channels, s.height, s.width}, at::kFloat);
@@ -133,7 +139,8 @@ at::Tensor SyntheticDataset::token_stream(const SyntheticOptions& options, int64
   // Walk from the start of first's chunk so that every position sees the same
   // predecessor whichever window asks for it.
   for (int64_t p = first - first % kTokenChunk; p < first + count; ++p) {
-    detail::Xoshiro256 rng(detail::mix_seed(options.seed ^ kTokenSalt, static_cast<uint64_t>(p)));
+    detail::Xoshiro256 rng(
+        detail::mix_seed(sample_seed(options) ^ kTokenSalt, static_cast<uint64_t>(p)));
     const bool random = p % kTokenChunk == 0 || rng.uniform_float() < options.noise;
     const uint64_t draw = rng.below(vocab);
     token = random ? draw : (5 * token + 3) % vocab;

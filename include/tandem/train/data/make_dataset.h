@@ -25,7 +25,8 @@ struct DatasetOptions {
   int64_t context = 64;
   int64_t vocab_size = 256;
   // Synthetic data: number of samples (0 = the real data set's size) and
-  // seed. The test split uses seed + 1, so it differs from the train split.
+  // seed. The test split draws other samples (SyntheticOptions::stream) from the
+  // same class patterns, so it differs from the train split but is learnable.
   int64_t synthetic_size = 0;
   uint64_t seed = 0;
 };

@@ -29,6 +29,11 @@ struct SyntheticOptions {
   int64_t size = 0;
   // Selects the class patterns, labels, noise and token stream.
   uint64_t seed = 0;
+  // Which draw of samples: 0 for the train split, 1 for the test split.
+  // Changes the samples (labels, noise, token noise) but keeps the class
+  // patterns and the token rule, so a model trained on one split can be
+  // evaluated on the other.
+  uint64_t stream = 0;
   // Tokens only: context length T (>= 1) and vocabulary size (2..65536).
   int64_t context = 64;
   int64_t vocab_size = 256;

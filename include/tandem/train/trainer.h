@@ -1,0 +1,60 @@
+// The training loop behind `tandem train`: a model from the zoo, a data set
+// (real files or synthetic), an optimizer with a learning-rate schedule, and
+// a strategy (none: one process; ddp: DistributedDataParallel), on the
+// communicator it is given. Rank 0 reports progress (a bar on a terminal,
+// plain lines otherwise) and every rank can append JSON lines of metrics.
+// Collective with --strategy ddp: every rank calls train() with the same
+// options. Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <ostream>
+#include <string>
+
+#include "tandem/comm/communicator.h"
+
+namespace tandem::train {
+
+struct TrainerOptions {
+  std::string model = "mlp";             // mlp | convnet | resnet18 | resnet50 | gpt-mini
+  std::string data = "synthetic-mnist";  // a path, or synthetic-mnist|cifar|tokens
+  int64_t dataset_size = 0;              // synthetic samples; 0: the real set's size
+  int64_t steps = 0;                     // optimizer steps; 0: run `epochs`
+  int64_t epochs = 1;
+  int64_t batch_size = 32;        // per rank
+  std::string optimizer = "sgd";  // sgd | adamw
+  double lr = 0.05;
+  double momentum = 0.9;  // sgd
+  bool nesterov = false;  // sgd
+  double weight_decay = 0.0;
+  int64_t warmup_steps = 0;
+  std::string schedule = "constant";  // constant | cosine | step
+  bool scale_lr = false;              // lr x world size (linear scaling rule)
+  double clip_grad_norm = 0.0;        // 0: off
+  uint64_t seed = 0;
+  std::string strategy = "ddp";  // none | ddp
+  double bucket_cap_mb = 25.0;
+  int64_t eval_every = 0;  // steps between evaluations; 0: at the end only
+  int64_t eval_batches = 8;
+  int64_t log_every = 10;    // steps between progress lines off a terminal
+  std::string metrics_file;  // JSON lines per log step; "" = none; {rank} expands
+};
+
+struct TrainSummary {
+  int64_t steps = 0;
+  int64_t samples = 0;  // over all ranks
+  double wall_seconds = 0;
+  double samples_per_second = 0;
+  double first_loss = 0;
+  double final_loss = 0;  // mean of the last log window, averaged over ranks
+  double eval_loss = 0;
+  double eval_accuracy = 0;  // fraction of correct predictions (tokens for gpt-mini)
+};
+
+// Validates `options` (InvalidArgument naming the flag) and trains. `out`
+// receives rank 0's progress and summary (nullptr: silent).
+TrainSummary train(const TrainerOptions& options, const std::shared_ptr<Communicator>& comm,
+                   std::ostream* out);
+
+}  // namespace tandem::train

@@ -1,0 +1,292 @@
+#include "tandem/train/trainer.h"
+
+#include <ATen/ops/argmax.h>
+#include <ATen/ops/tensor.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+#include <torch/optim/sgd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "tandem/core/check.h"
+#include "tandem/parallel/distributed_data_parallel.h"
+#include "tandem/train/data/distributed_sampler.h"
+#include "tandem/train/data/make_dataset.h"
+#include "tandem/train/lr_schedule.h"
+#include "tandem/train/models/models.h"
+
+namespace tandem::train {
+namespace {
+
+using Seconds = std::chrono::duration<double>;
+
+void validate(const TrainerOptions& o, int world) {
+  TANDEM_CHECK(o.batch_size >= 1, "--batch-size must be at least 1 (got {})", o.batch_size);
+  TANDEM_CHECK(o.steps >= 0 && o.epochs >= 0 && (o.steps > 0 || o.epochs > 0),
+               "give --steps or --epochs a positive value (got {} and {})", o.steps, o.epochs);
+  TANDEM_CHECK(o.lr > 0, "--lr must be positive (got {})", o.lr);
+  TANDEM_CHECK(o.optimizer == "sgd" || o.optimizer == "adamw",
+               "--optimizer {} is not one of sgd, adamw", o.optimizer);
+  TANDEM_CHECK(o.strategy == "none" || o.strategy == "ddp",
+               "--strategy {} is not one of none, ddp (later issues add zero1-3, ps, easgd, "
+               "gossip, local-sgd)",
+               o.strategy);
+  TANDEM_CHECK(o.strategy != "none" || world == 1,
+               "--strategy none trains one process, but {} ranks were started; use --strategy "
+               "ddp, or launch one process",
+               world);
+  TANDEM_CHECK(o.momentum >= 0 && o.weight_decay >= 0 && o.clip_grad_norm >= 0,
+               "--momentum, --weight-decay and --clip-grad-norm must be >= 0");
+  TANDEM_CHECK(o.warmup_steps >= 0 && o.log_every >= 1 && o.eval_every >= 0,
+               "--warmup-steps and --eval-every must be >= 0 and --log-every >= 1");
+  parse_lr_schedule(o.schedule);
+}
+
+// The batch as the model wants it: the model's sample shape, its dtype.
+at::Tensor model_input(const at::Tensor& input, const ModelInput& spec, const TrainerOptions& o) {
+  int64_t want = 1;
+  for (int64_t d : spec.sample_shape) want *= d;
+  const int64_t have = input.numel() / std::max<int64_t>(input.size(0), 1);
+  TANDEM_CHECK(have == want,
+               "--model {} takes samples of shape [{}] but --data {} gives [{}]; pick matching "
+               "data (e.g. synthetic-cifar for resnet18, synthetic-tokens for gpt-mini)",
+               o.model, fmt::join(spec.sample_shape, ", "), o.data,
+               fmt::join(input.sizes().slice(1), ", "));
+  auto shape = spec.input_shape(input.size(0));
+  return input.reshape(shape).to(spec.dtype);
+}
+
+at::Tensor loss_of(const at::Tensor& logits, const at::Tensor& target) {
+  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
+                                              target.reshape({-1}));
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainerOptions& o,
+                                                        std::vector<at::Tensor> params) {
+  if (o.optimizer == "adamw") {
+    return std::make_unique<torch::optim::AdamW>(
+        std::move(params), torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+  }
+  return std::make_unique<torch::optim::SGD>(std::move(params), torch::optim::SGDOptions(o.lr)
+                                                                    .momentum(o.momentum)
+                                                                    .nesterov(o.nesterov)
+                                                                    .weight_decay(o.weight_decay));
+}
+
+void set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& group : opt.param_groups()) {
+    if (auto* sgd = dynamic_cast<torch::optim::SGDOptions*>(&group.options())) sgd->lr(lr);
+    if (auto* adamw = dynamic_cast<torch::optim::AdamWOptions*>(&group.options())) adamw->lr(lr);
+  }
+}
+
+// Rank 0's progress: a redrawn bar on a terminal, a line per log step otherwise.
+class Progress {
+ public:
+  Progress(std::ostream* out, int64_t total) : out_(out), total_(total) {
+    tty_ = out_ != nullptr && isatty(STDOUT_FILENO);
+  }
+  void update(int64_t step, int64_t epoch, double loss, double samples_per_s, double eta_s) {
+    if (out_ == nullptr) return;
+    const int width = 30;
+    int filled = static_cast<int>(width * step / std::max<int64_t>(total_, 1));
+    std::string bar = std::string(filled, '#') + std::string(width - filled, '.');
+    std::string text =
+        fmt::format("epoch {} step {}/{} [{}] loss {:.4f} | {:.0f} samples/s | ETA {:.0f} s", epoch,
+                    step, total_, bar, loss, samples_per_s, eta_s);
+    if (tty_) {
+      *out_ << "\r" << text << std::flush;
+    } else {
+      *out_ << text << "\n" << std::flush;
+    }
+  }
+  void done() {
+    if (out_ != nullptr && tty_) *out_ << "\n";
+  }
+
+ private:
+  std::ostream* out_;
+  int64_t total_;
+  bool tty_ = false;
+};
+
+// Mean of `values` over the ranks (a collective).
+std::vector<double> average_over_ranks(Communicator& comm, std::vector<double> values) {
+  at::Tensor t = at::tensor(values, at::kDouble);
+  comm.all_reduce(t, ReduceOp::kAvg);
+  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+}
+
+struct EvalResult {
+  double loss = 0;
+  double accuracy = 0;
+};
+
+EvalResult evaluate(torch::nn::AnyModule& model, const Dataset& data, const ModelInput& spec,
+                    const TrainerOptions& o, Communicator& comm) {
+  at::NoGradGuard no_grad;
+  model.ptr()->eval();
+  SamplerOptions so{data.size(), comm.size(), comm.rank(), false, o.seed, true, 0, 0};
+  DistributedSampler sampler(so);
+  auto idx = sampler.indices();
+  double loss_sum = 0, correct = 0, count = 0, batches = 0;
+  for (size_t start = 0; start + o.batch_size <= idx.size() && batches < o.eval_batches;
+       start += o.batch_size, ++batches) {
+    std::span<const int64_t> span(idx.data() + start, o.batch_size);
+    Example ex = data.batch(span);
+    at::Tensor logits = model.forward(model_input(ex.input, spec, o));
+    loss_sum += loss_of(logits, ex.target).item<double>();
+    at::Tensor pred = at::argmax(logits, -1);
+    correct += pred.eq(ex.target.reshape(pred.sizes())).sum().item<double>();
+    count += static_cast<double>(pred.numel());
+  }
+  model.ptr()->train();
+  at::Tensor t = at::tensor(std::vector<double>{loss_sum, batches, correct, count}, at::kDouble);
+  comm.all_reduce(t);
+  const double* v = t.data_ptr<double>();
+  return EvalResult{v[1] > 0 ? v[0] / v[1] : 0.0, v[3] > 0 ? v[2] / v[3] : 0.0};
+}
+
+}  // namespace
+
+TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>& comm,
+                   std::ostream* out) {
+  TANDEM_CHECK(comm != nullptr, "train: the communicator is null");
+  validate(o, comm->size());
+  const bool lead = comm->rank() == 0;
+  if (!lead) out = nullptr;
+
+  ModelOptions mo;
+  ModelInput spec = input_spec(o.model, mo);
+  DatasetOptions dopts;
+  dopts.synthetic_size = o.dataset_size;
+  dopts.seed = o.seed;
+  if (spec.dtype == at::kLong) {
+    dopts.context = spec.sample_shape.at(0);
+    dopts.vocab_size = spec.token_range;
+  }
+  auto data = make_dataset(o.data, dopts);
+  dopts.split = DataSplit::kTest;
+  std::unique_ptr<Dataset> test_data;
+  try {
+    test_data = make_dataset(o.data, dopts);
+  } catch (const InvalidArgument&) {
+    test_data = nullptr;  // a path without a test split: evaluate on training data
+  }
+
+  at::manual_seed(o.seed);
+  torch::nn::AnyModule model = make_model(o.model, mo);
+  std::unique_ptr<parallel::DistributedDataParallel> ddp;
+  if (o.strategy == "ddp") {
+    parallel::DdpOptions dd;
+    dd.bucket_cap_mb = o.bucket_cap_mb;
+    ddp = std::make_unique<parallel::DistributedDataParallel>(model.ptr(), comm, dd);
+  }
+  const double base_lr = o.scale_lr ? o.lr * comm->size() : o.lr;
+  auto opt = make_optimizer(o, model.ptr()->parameters());
+  auto sched = parse_lr_schedule(o.schedule);
+
+  SamplerOptions so{data->size(), comm->size(), comm->rank(), true, o.seed, false, 0, 0};
+  DistributedSampler sampler(so);
+  const int64_t per_epoch = sampler.size() / o.batch_size;
+  TANDEM_CHECK(per_epoch >= 1,
+               "--batch-size {} is larger than this rank's {} samples per epoch; use a smaller "
+               "batch or more data (--dataset-size)",
+               o.batch_size, sampler.size());
+  const int64_t total = o.steps > 0 ? o.steps : o.epochs * per_epoch;
+
+  std::ofstream metrics;
+  if (!o.metrics_file.empty()) {
+    std::string path = o.metrics_file;
+    if (auto pos = path.find("{rank}"); pos != std::string::npos) {
+      path.replace(pos, 6, std::to_string(comm->rank()));
+    }
+    metrics.open(path, std::ios::app);
+    TANDEM_CHECK(metrics.good(), "--metrics: cannot write '{}'", path);
+  }
+  if (out) {
+    *out << fmt::format(
+        "tandem train: {} on {}, {} rank(s) on {}, strategy {}, "
+        "batch {} per rank, {} steps\n",
+        o.model, data->describe(), comm->size(), comm->backend(), o.strategy, o.batch_size, total);
+  }
+
+  Progress progress(out, total);
+  TrainSummary s;
+  double window_loss = 0;
+  int64_t window_steps = 0;
+  std::vector<int64_t> idx;
+  size_t cursor = 0;
+  int64_t epoch = -1;
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t step = 0; step < total; ++step) {
+    if (cursor + o.batch_size > idx.size()) {
+      sampler.set_epoch(++epoch);
+      idx = sampler.indices();
+      cursor = 0;
+    }
+    std::span<const int64_t> span(idx.data() + cursor, o.batch_size);
+    cursor += o.batch_size;
+    Example ex = data->batch(span);
+    set_lr(*opt, learning_rate(sched, base_lr, step, o.warmup_steps, total));
+    opt->zero_grad();
+    at::Tensor loss = loss_of(model.forward(model_input(ex.input, spec, o)), ex.target);
+    loss.backward();
+    if (o.clip_grad_norm > 0) {
+      torch::nn::utils::clip_grad_norm_(model.ptr()->parameters(), o.clip_grad_norm);
+    }
+    opt->step();
+    window_loss += loss.item<double>();
+    ++window_steps;
+    const bool last = step + 1 == total;
+    if ((step + 1) % o.log_every == 0 || last) {
+      double mean = average_over_ranks(*comm, {window_loss / window_steps})[0];
+      if (step + 1 == o.log_every || (s.first_loss == 0 && last)) s.first_loss = mean;
+      s.final_loss = mean;
+      double elapsed = Seconds(std::chrono::steady_clock::now() - start).count();
+      double sps = static_cast<double>((step + 1) * o.batch_size * comm->size()) / elapsed;
+      progress.update(step + 1, epoch, mean, sps, elapsed / (step + 1) * (total - step - 1));
+      if (metrics.is_open()) {
+        metrics << nlohmann::json{{"step", step + 1},       {"epoch", epoch},
+                                  {"rank", comm->rank()},   {"loss", window_loss / window_steps},
+                                  {"loss_all_ranks", mean}, {"samples_per_s", sps},
+                                  {"elapsed_s", elapsed}}
+                       .dump()
+                << "\n";
+      }
+      window_loss = 0;
+      window_steps = 0;
+    }
+    if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && !last) {
+      auto e = evaluate(model, test_data ? *test_data : *data, spec, o, *comm);
+      if (out)
+        *out << fmt::format("eval at step {}: loss {:.4f}, accuracy {:.3f}\n", step + 1, e.loss,
+                            e.accuracy);
+    }
+  }
+  progress.done();
+  s.steps = total;
+  s.samples = total * o.batch_size * comm->size();
+  s.wall_seconds = Seconds(std::chrono::steady_clock::now() - start).count();
+  s.samples_per_second = static_cast<double>(s.samples) / s.wall_seconds;
+  auto e = evaluate(model, test_data ? *test_data : *data, spec, o, *comm);
+  s.eval_loss = e.loss;
+  s.eval_accuracy = e.accuracy;
+  if (out) {
+    *out << fmt::format(
+        "summary: {} steps, {} samples in {:.1f} s ({:.0f} samples/s); train loss {:.4f} -> "
+        "{:.4f}; eval loss {:.4f}, accuracy {:.3f}\n",
+        s.steps, s.samples, s.wall_seconds, s.samples_per_second, s.first_loss, s.final_loss,
+        s.eval_loss, s.eval_accuracy);
+  }
+  return s;
+}
+
+}  // namespace tandem::train
