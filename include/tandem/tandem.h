@@ -13,3 +13,8 @@
 #include "tandem/core/env.h"
 #include "tandem/core/error.h"
 #include "tandem/core/log.h"
+#include "tandem/parallel/bucket_plan.h"
+#include "tandem/parallel/distributed_data_parallel.h"
+#include "tandem/parallel/sync_batch_norm.h"
+#include "tandem/train/lr_schedule.h"
+#include "tandem/train/trainer.h"
