@@ -22,11 +22,17 @@ bool Work::is_completed() {
   return done_;
 }
 
+Clock::time_point Work::finished_at() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return finished_at_;
+}
+
 void Work::finish(std::exception_ptr error) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     done_ = true;
     error_ = std::move(error);
+    finished_at_ = Clock::now();
   }
   done_cv_.notify_all();
 }

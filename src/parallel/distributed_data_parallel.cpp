@@ -77,6 +77,7 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     buffers_.push_back(at::zeros({b.numel}, at::TensorOptions().dtype(b.dtype)));
   }
   wire_.resize(plan_.buckets.size());
+  launched_at_.resize(plan_.buckets.size());
   works_.resize(plan_.buckets.size());
   reset_iteration();
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -175,6 +176,7 @@ void DistributedDataParallel::mark_ready(size_t param) {
     callback_queued_ = true;
     in_backward_ = true;
     stats_ = Stats{};
+    first_hook_at_ = std::chrono::steady_clock::now();
     torch::autograd::Engine::get_default_engine().queue_callback([this] { finish_backward(); });
   }
   if (ready_[param]) return;  // accumulated twice in one backward: one copy suffices
@@ -201,6 +203,7 @@ void DistributedDataParallel::launch_ready_buckets() {
       works_[b] = comm_->all_reduce_async(wire_[b], ReduceOp::kSum, options_.timeout);
     }
     if (in_backward_) ++stats_.buckets_launched_during_backward;
+    if (options_.trace) launched_at_[b] = std::chrono::steady_clock::now();
   }
 }
 
@@ -222,16 +225,25 @@ void DistributedDataParallel::finish_backward() {
                  "DdpOptions::find_unused_parameters (they then contribute zeros), or freeze "
                  "them with requires_grad(false)",
                  comm_->rank(), unused.size() == 1 ? "" : "s", fmt::join(unused, ", "));
+    const auto hooks_end = std::chrono::steady_clock::now();
     launch_ready_buckets();
     auto start = std::chrono::steady_clock::now();
     for (size_t b = 0; b < works_.size(); ++b) {
       TANDEM_ASSERT(works_[b] != nullptr, "bucket {} was never launched", b);
       works_[b]->wait(options_.timeout.value_or(comm_->timeout()));
+      if (options_.trace) {
+        options_.trace->span(fmt::format("all_reduce bucket {}", b), "comm", launched_at_[b],
+                             works_[b]->finished_at());
+      }
       works_[b].reset();
       if (wire_[b].defined()) buffers_[b].copy_(wire_[b]);
     }
-    stats_.wait_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto waited = std::chrono::steady_clock::now();
+    stats_.wait_seconds = std::chrono::duration<double>(waited - start).count();
+    if (options_.trace) {
+      options_.trace->span("backward (hooks)", "compute", first_hook_at_, hooks_end);
+      options_.trace->span("wait for all-reduce", "compute", start, waited);
+    }
     at::NoGradGuard no_grad;
     for (size_t i = 0; i < params_.size(); ++i) {
       const size_t b = plan_.bucket_of[i];

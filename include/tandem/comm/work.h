@@ -34,12 +34,16 @@ class Work {
   // Called by the executor when the operation ends (error null on success).
   void finish(std::exception_ptr error);
 
+  // When finish() ran (a default time point until then); for traces.
+  Clock::time_point finished_at();
+
  private:
   const std::string description_;
   std::mutex mutex_;
   std::condition_variable done_cv_;  // guarded by mutex_
   bool done_ = false;                // guarded by mutex_
   std::exception_ptr error_;         // guarded by mutex_
+  Clock::time_point finished_at_;    // guarded by mutex_
 };
 
 }  // namespace tandem

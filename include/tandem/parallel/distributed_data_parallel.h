@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "tandem/comm/communicator.h"
+#include "tandem/core/trace.h"
 #include "tandem/parallel/bucket_plan.h"
 
 namespace torch::nn {
@@ -52,6 +53,10 @@ struct DdpOptions {
   GradCompression compression = GradCompression::kNone;
   // Timeout of each bucket's all-reduce; default: the communicator's.
   std::optional<Millis> timeout;
+  // When set, each synchronised backward records spans: "backward (hooks)"
+  // from the first gradient to the end of backward, each bucket's all-reduce
+  // from launch to completion (lane "comm"), and the wait at the end.
+  std::shared_ptr<TraceRecorder> trace;
 };
 
 class DistributedDataParallel {
@@ -114,6 +119,8 @@ class DistributedDataParallel {
   std::vector<bool> ready_;          // per parameter, this iteration
   std::vector<std::shared_ptr<Work>> works_;
   size_t next_bucket_ = 0;
+  std::vector<TraceRecorder::TimePoint> launched_at_;  // per bucket, when traced
+  TraceRecorder::TimePoint first_hook_at_;
   bool callback_queued_ = false;
   bool sync_enabled_ = true;
   bool in_backward_ = false;
