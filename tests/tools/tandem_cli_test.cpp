@@ -117,3 +117,26 @@ TEST(TandemTrain, BadFlagsAreNamed) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(TandemBenchDdp, PrintsOneJsonLineWithBothThroughputs) {
+  CommandResult r = run(kTandem + " bench ddp --model mlp --ranks 2 --steps 5 --warmup 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto line = r.output.substr(r.output.find("{\"batch_per_rank\""));
+  auto j = nlohmann::json::parse(line.substr(0, line.find('\n')));
+  EXPECT_EQ(j["ranks"], 2);
+  EXPECT_EQ(j["model"], "mlp");
+  EXPECT_GT(j["samples_per_s_1proc"].get<double>(), 0.0);
+  EXPECT_GT(j["samples_per_s_nranks"].get<double>(), 0.0);
+  EXPECT_GE(j["exposed_comm_ms_per_step"].get<double>(), 0.0);
+  double eff = j["scaling_efficiency"].get<double>();
+  EXPECT_NEAR(
+      eff, j["samples_per_s_nranks"].get<double>() / (2 * j["samples_per_s_1proc"].get<double>()),
+      1e-9);
+  CommandResult bad = run(kTandem + " bench ddp --model alexnet");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_NE(bad.output.find("unknown model 'alexnet'"), std::string::npos) << bad.output;
+}
+
+}  // namespace

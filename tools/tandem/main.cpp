@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "bench_comm.h"
+#include "bench_ddp.h"
 #include "tandem/core/error.h"
 #include "train_cmd.h"
 
@@ -16,6 +17,7 @@ int main(int argc, char** argv) {
   auto* bench = app.add_subcommand("bench", "Benchmarks (JSON lines and tables)");
   bench->require_subcommand(1);
   tandem::tools::add_bench_comm(*bench, exit_code);
+  tandem::tools::add_bench_ddp(*bench, exit_code);
   tandem::tools::add_train(app, exit_code);
   try {
     at::set_num_threads(1);

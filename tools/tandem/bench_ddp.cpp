@@ -1,0 +1,187 @@
+#include "bench_ddp.h"
+
+#include <ATen/ops/randint.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/tensor.h>
+#include <fmt/format.h>
+#include <sys/wait.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/optim/sgd.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "tandem/comm/rendezvous.h"
+#include "tandem/core/check.h"
+#include "tandem/parallel/distributed_data_parallel.h"
+#include "tandem/train/models/models.h"
+
+namespace tandem::tools {
+namespace {
+
+struct Options {
+  std::string model = "mlp";
+  int ranks = 2;
+  int64_t batch = 32;
+  int steps = 10;
+  int warmup = 3;
+  bool as_rank = false;  // internal: this process is one of the N ranks
+};
+
+struct Result {
+  double step_seconds = 0;     // median-free mean over the timed steps
+  double exposed_seconds = 0;  // mean wait after backward per step
+};
+
+// Trains `steps` + `warmup` steps on random batches shaped for the model.
+Result run_steps(const Options& o, const std::shared_ptr<Communicator>& comm) {
+  at::manual_seed(0);
+  auto model = train::make_model(o.model);
+  auto spec = train::input_spec(o.model);
+  std::unique_ptr<parallel::DistributedDataParallel> ddp;
+  if (comm) ddp = std::make_unique<parallel::DistributedDataParallel>(model.ptr(), comm);
+  torch::optim::SGD opt(model.ptr()->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
+  at::manual_seed(comm ? comm->rank() + 1 : 1);
+  at::Tensor x = spec.dtype == at::kLong
+                     ? at::randint(0, spec.token_range, spec.input_shape(o.batch), at::kLong)
+                     : at::randn(spec.input_shape(o.batch));
+  at::Tensor y = at::randint(0, spec.classes, spec.target_batch_shape(o.batch), at::kLong);
+  Result r;
+  std::chrono::steady_clock::time_point start;
+  for (int s = 0; s < o.warmup + o.steps; ++s) {
+    if (s == o.warmup) {
+      if (comm) comm->barrier();
+      start = std::chrono::steady_clock::now();
+    }
+    opt.zero_grad();
+    at::Tensor logits = model.forward(x);
+    torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), y.reshape({-1}))
+        .backward();
+    opt.step();
+    if (ddp && s >= o.warmup) r.exposed_seconds += ddp->last_stats().wait_seconds;
+  }
+  r.step_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / o.steps;
+  r.exposed_seconds /= o.steps;
+  return r;
+}
+
+// This process is rank RANK of the N-rank run: train, then rank 0 prints
+// the slowest rank's step time and the mean exposed time as one line.
+int run_as_rank(const Options& o) {
+  auto comm =
+      init({.backend = "auto", .timeout = Millis(300'000), .rendezvous_timeout = Millis(60'000)});
+  Result r = run_steps(o, comm);
+  at::Tensor t = at::tensor(std::vector<double>{r.step_seconds, r.exposed_seconds}, at::kDouble);
+  at::Tensor slowest = t.clone();
+  comm->all_reduce(slowest, ReduceOp::kMax);
+  comm->all_reduce(t, ReduceOp::kAvg);
+  if (comm->rank() == 0) {
+    std::printf("%.9f %.9f\n", slowest[0].item<double>(), t[1].item<double>());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+// Starts the N ranks as children running `/proc/self/exe bench ddp --as-rank`,
+// and reads rank 0's line. Bounded: children get SIGKILL after `limit`.
+Result run_ranks(const Options& o, int port) {
+  int fds[2];
+  TANDEM_CHECK(pipe(fds) == 0, "bench ddp: pipe failed");
+  std::vector<pid_t> pids;
+  for (int r = 0; r < o.ranks; ++r) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      dup2(fds[1], STDOUT_FILENO);
+      close(fds[0]);
+      setenv("RANK", std::to_string(r).c_str(), 1);
+      setenv("WORLD_SIZE", std::to_string(o.ranks).c_str(), 1);
+      setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+      setenv("LOCAL_WORLD_SIZE", std::to_string(o.ranks).c_str(), 1);
+      setenv("MASTER_ADDR", "127.0.0.1", 1);
+      setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      std::vector<std::string> args = {"tandem",       "bench",
+                                       "ddp",          "--as-rank",
+                                       "--model",      o.model,
+                                       "--batch-size", std::to_string(o.batch),
+                                       "--steps",      std::to_string(o.steps),
+                                       "--warmup",     std::to_string(o.warmup)};
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv("/proc/self/exe", argv.data());
+      _exit(127);
+    }
+    pids.push_back(pid);
+  }
+  close(fds[1]);
+  std::string text;
+  char buf[256];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof(buf))) > 0) text.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  bool ok = true;
+  for (pid_t pid : pids) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+  Result r;
+  TANDEM_CHECK(ok && std::sscanf(text.c_str(), "%lf %lf", &r.step_seconds, &r.exposed_seconds) == 2,
+               "bench ddp: the {}-rank run failed (its ranks' errors are above)", o.ranks);
+  return r;
+}
+
+int free_local_port() {
+  // Bind port 0 on loopback and release it: the ranks' store takes it next.
+  auto store = make_tcp_store("127.0.0.1", 0, true, Millis(5000));
+  return tcp_store_port(*store);
+}
+
+int run(const Options& o) {
+  TANDEM_CHECK(o.ranks >= 1 && o.ranks <= 64, "bench ddp: --ranks must be in [1, 64] (got {})",
+               o.ranks);
+  TANDEM_CHECK(o.batch >= 1 && o.steps >= 1 && o.warmup >= 0,
+               "bench ddp: --batch-size and --steps must be >= 1, --warmup >= 0");
+  train::input_spec(o.model);  // validates the name
+  if (o.as_rank) return run_as_rank(o);
+  Result n = run_ranks(o, free_local_port());
+  Result one = run_steps(o, nullptr);
+  const double one_sps = static_cast<double>(o.batch) / one.step_seconds;
+  const double n_sps = static_cast<double>(o.batch * o.ranks) / n.step_seconds;
+  nlohmann::json j = {{"bench", "ddp"},
+                      {"model", o.model},
+                      {"ranks", o.ranks},
+                      {"batch_per_rank", o.batch},
+                      {"steps", o.steps},
+                      {"samples_per_s_1proc", one_sps},
+                      {"samples_per_s_nranks", n_sps},
+                      {"scaling_efficiency", n_sps / (o.ranks * one_sps)},
+                      {"step_ms_1proc", one.step_seconds * 1e3},
+                      {"step_ms_nranks", n.step_seconds * 1e3},
+                      {"exposed_comm_ms_per_step", n.exposed_seconds * 1e3}};
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_ddp(CLI::App& bench, int& exit_code) {
+  auto o = std::make_shared<Options>();
+  auto* cmd = bench.add_subcommand(
+      "ddp", "Samples/s of one process vs N DDP ranks, scaling efficiency, exposed comm time");
+  cmd->add_option("--model", o->model, "mlp|convnet|resnet18|resnet50|gpt-mini");
+  cmd->add_option("--ranks", o->ranks, "ranks of the parallel run (default 2)");
+  cmd->add_option("--batch-size", o->batch, "samples per rank per step (default 32)");
+  cmd->add_option("--steps", o->steps, "timed steps (default 10)");
+  cmd->add_option("--warmup", o->warmup, "untimed steps first (default 3)");
+  cmd->add_flag("--as-rank", o->as_rank, "internal: run as one rank of the parallel run")
+      ->group("");
+  cmd->callback([o, &exit_code] { exit_code = run(*o); });
+}
+
+}  // namespace tandem::tools
