@@ -10,13 +10,17 @@
 #include <torch/optim/sgd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "tandem/core/check.h"
 #include "tandem/parallel/distributed_data_parallel.h"
+#include "tandem/train/checkpoint.h"
 #include "tandem/train/data/distributed_sampler.h"
 #include "tandem/train/data/make_dataset.h"
 #include "tandem/train/lr_schedule.h"
@@ -46,7 +50,43 @@ void validate(const TrainerOptions& o, int world) {
                "--momentum, --weight-decay and --clip-grad-norm must be >= 0");
   TANDEM_CHECK(o.warmup_steps >= 0 && o.log_every >= 1 && o.eval_every >= 0,
                "--warmup-steps and --eval-every must be >= 0 and --log-every >= 1");
+  TANDEM_CHECK(o.checkpoint_every >= 0 && o.stop_at_step >= 0,
+               "--checkpoint-every must be >= 0 (got {})", o.checkpoint_every);
+  TANDEM_CHECK(!o.checkpoint_dir.empty() || (o.checkpoint_every == 0 && !o.resume),
+               "--checkpoint-every and --resume need --checkpoint-dir");
   parse_lr_schedule(o.schedule);
+}
+
+// The settings a resumed run must share with the run that wrote the checkpoint
+// for the data order and the optimizer state to carry over.
+std::map<std::string, std::string> run_meta(const TrainerOptions& o) {
+  return {{"model", o.model},
+          {"data", o.data},
+          {"dataset_size", std::to_string(o.dataset_size)},
+          {"batch_size", std::to_string(o.batch_size)},
+          {"optimizer", o.optimizer},
+          {"strategy", o.strategy}};
+}
+
+void check_meta(const Checkpoint& ckpt, const TrainerOptions& o) {
+  for (const auto& [key, value] : run_meta(o)) {
+    std::string flag = key;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    auto it = ckpt.meta.find(key);
+    const std::string saved = it == ckpt.meta.end() ? "(none)" : it->second;
+    if (saved != value) {
+      throw CheckpointError(fmt::format(
+          "checkpoint '{}': field '{}': the checkpoint was written with --{} {} but this run has "
+          "--{} {}; resume with the same settings",
+          ckpt.path, key, flag, saved, flag, value));
+    }
+  }
+  if (ckpt.seed != o.seed) {
+    throw CheckpointError(fmt::format(
+        "checkpoint '{}': field 'seed': the checkpoint was written with --seed {} but this run "
+        "has --seed {}; the data order would change, resume with the same seed",
+        ckpt.path, ckpt.seed, o.seed));
+  }
 }
 
 // The batch as the model wants it: the model's sample shape, its dtype.
@@ -183,6 +223,14 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
 
   at::manual_seed(o.seed);
   torch::nn::AnyModule model = make_model(o.model, mo);
+  // Every rank reads the checkpoint and checks it before any collective.
+  std::optional<Checkpoint> resumed;
+  if (o.resume) {
+    resumed = load_latest(o.checkpoint_dir);
+    check_world_size(*resumed, comm->size());
+    check_meta(*resumed, o);
+    restore_module(*resumed, *model.ptr());
+  }
   std::unique_ptr<parallel::DistributedDataParallel> ddp;
   if (o.strategy == "ddp") {
     parallel::DdpOptions dd;
@@ -191,6 +239,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   }
   const double base_lr = o.scale_lr ? o.lr * comm->size() : o.lr;
   auto opt = make_optimizer(o, model.ptr()->parameters());
+  if (resumed) restore_optimizer(*resumed, *opt);
   auto sched = parse_lr_schedule(o.schedule);
 
   SamplerOptions so{data->size(), comm->size(), comm->rank(), true, o.seed, false, 0, 0};
@@ -201,6 +250,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
                "batch or more data (--dataset-size)",
                o.batch_size, sampler.size());
   const int64_t total = o.steps > 0 ? o.steps : o.epochs * per_epoch;
+  const int64_t stop = o.stop_at_step > 0 ? std::min(o.stop_at_step, total) : total;
 
   std::ofstream metrics;
   if (!o.metrics_file.empty()) {
@@ -225,8 +275,46 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   std::vector<int64_t> idx;
   size_t cursor = 0;
   int64_t epoch = -1;
+  int64_t first_step = 0;
+  bool window_is_first = true;
+  if (resumed) {
+    // The sampler skips the samples of the epoch already consumed, so the
+    // loop sees the same batches as a run that never stopped.
+    if (resumed->samples_in_epoch > sampler.size()) {
+      throw CheckpointError(fmt::format(
+          "checkpoint '{}': field 'samples_in_epoch': {} samples of the epoch were consumed but "
+          "this rank's epoch now has only {}; did the data set change?",
+          resumed->path, resumed->samples_in_epoch, sampler.size()));
+    }
+    so.epoch = resumed->epoch;
+    so.start_offset = resumed->samples_in_epoch;
+    sampler = DistributedSampler(so);
+    epoch = resumed->epoch;
+    idx = sampler.indices();
+    first_step = resumed->step;
+    restore_rng(*resumed);
+    if (out) {
+      *out << fmt::format("resumed from '{}' at step {} (epoch {}, {} samples in)\n", resumed->path,
+                          first_step, epoch, resumed->samples_in_epoch);
+    }
+    resumed.reset();
+  }
+  auto save = [&](int64_t steps_done) {
+    if (o.checkpoint_dir.empty() || !lead) return;
+    Checkpoint ck;
+    ck.step = steps_done;
+    ck.epoch = epoch;
+    ck.samples_in_epoch = sampler.start_offset() + static_cast<int64_t>(cursor);
+    ck.seed = o.seed;
+    ck.world_size = comm->size();
+    ck.meta = run_meta(o);
+    capture_module(*model.ptr(), ck);
+    capture_optimizer(*opt, ck);
+    capture_rng(ck);
+    write_checkpoint(o.checkpoint_dir, ck);
+  };
   const auto start = std::chrono::steady_clock::now();
-  for (int64_t step = 0; step < total; ++step) {
+  for (int64_t step = first_step; step < stop; ++step) {
     if (cursor + o.batch_size > idx.size()) {
       sampler.set_epoch(++epoch);
       idx = sampler.indices();
@@ -245,14 +333,17 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
     opt->step();
     window_loss += loss.item<double>();
     ++window_steps;
-    const bool last = step + 1 == total;
+    const bool last = step + 1 == stop;
+    if (!last && o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0) save(step + 1);
     if ((step + 1) % o.log_every == 0 || last) {
       double mean = average_over_ranks(*comm, {window_loss / window_steps})[0];
-      if (step + 1 == o.log_every || (s.first_loss == 0 && last)) s.first_loss = mean;
+      if (window_is_first) s.first_loss = mean;
+      window_is_first = false;
       s.final_loss = mean;
       double elapsed = Seconds(std::chrono::steady_clock::now() - start).count();
-      double sps = static_cast<double>((step + 1) * o.batch_size * comm->size()) / elapsed;
-      progress.update(step + 1, epoch, mean, sps, elapsed / (step + 1) * (total - step - 1));
+      const int64_t done = step + 1 - first_step;
+      double sps = static_cast<double>(done * o.batch_size * comm->size()) / elapsed;
+      progress.update(step + 1, epoch, mean, sps, elapsed / done * (stop - step - 1));
       if (metrics.is_open()) {
         metrics << nlohmann::json{{"step", step + 1},       {"epoch", epoch},
                                   {"rank", comm->rank()},   {"loss", window_loss / window_steps},
@@ -272,8 +363,9 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
     }
   }
   progress.done();
-  s.steps = total;
-  s.samples = total * o.batch_size * comm->size();
+  if (stop > first_step) save(stop);
+  s.steps = stop - first_step;
+  s.samples = s.steps * o.batch_size * comm->size();
   s.wall_seconds = Seconds(std::chrono::steady_clock::now() - start).count();
   s.samples_per_second = static_cast<double>(s.samples) / s.wall_seconds;
   auto e = evaluate(model, test_data ? *test_data : *data, spec, o, *comm);

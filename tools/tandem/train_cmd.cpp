@@ -41,6 +41,12 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--eval-every", o->eval_every, "steps between evaluations (0: at the end)");
   cmd->add_option("--log-every", o->log_every, "steps between progress updates (default 10)");
   cmd->add_option("--metrics", o->metrics_file, "append JSON lines to FILE ({rank} expands)");
+  cmd->add_option("--checkpoint-dir", o->checkpoint_dir,
+                  "write checkpoints to DIR (rank 0; atomic; DIR/latest names the newest)");
+  cmd->add_option("--checkpoint-every", o->checkpoint_every,
+                  "steps between checkpoints (0: only at the end)");
+  cmd->add_flag("--resume", o->resume,
+                "continue from DIR/latest of --checkpoint-dir with the same data order");
   cmd->callback([o, backend, threads, &exit_code] {
     TANDEM_CHECK(*threads >= 1, "--threads must be at least 1 (got {})", *threads);
     at::set_num_threads(*threads);

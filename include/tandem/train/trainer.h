@@ -39,10 +39,21 @@ struct TrainerOptions {
   int64_t eval_batches = 8;
   int64_t log_every = 10;    // steps between progress lines off a terminal
   std::string metrics_file;  // JSON lines per log step; "" = none; {rank} expands
+  // Checkpoints (see checkpoint.h): rank 0 writes DIR/step-<N>.ckpt every
+  // `checkpoint_every` steps (0: only at the end) and at the end of the run;
+  // "" = none. `resume` continues from DIR/latest: model, optimizer, step,
+  // sampler position and RNG state, so the data order continues exactly.
+  std::string checkpoint_dir;
+  int64_t checkpoint_every = 0;
+  bool resume = false;
+  // Stop after this many steps (counted from 0, not from the resumed step) as
+  // if the run were interrupted, writing a checkpoint first; `steps`/`epochs`
+  // still define the schedule. 0: off. For resume tests.
+  int64_t stop_at_step = 0;
 };
 
 struct TrainSummary {
-  int64_t steps = 0;
+  int64_t steps = 0;    // steps run by this call (from the resumed step, if any)
   int64_t samples = 0;  // over all ranks
   double wall_seconds = 0;
   double samples_per_second = 0;
