@@ -29,7 +29,8 @@ struct Options {
   int64_t batch = 32;
   int steps = 10;
   int warmup = 3;
-  bool as_rank = false;  // internal: this process is one of the N ranks
+  bool as_rank = false;    // internal: this process is one of the N ranks
+  bool as_single = false;  // internal: this process is the one-process baseline
 };
 
 struct Result {
@@ -73,6 +74,12 @@ Result run_steps(const Options& o, const std::shared_ptr<Communicator>& comm) {
 // This process is rank RANK of the N-rank run: train, then rank 0 prints
 // the slowest rank's step time and the mean exposed time as one line.
 int run_as_rank(const Options& o) {
+  if (o.as_single) {
+    Result r = run_steps(o, nullptr);
+    std::printf("%.9f %.9f\n", r.step_seconds, r.exposed_seconds);
+    std::fflush(stdout);
+    return 0;
+  }
   auto comm =
       init({.backend = "auto", .timeout = Millis(300'000), .rendezvous_timeout = Millis(60'000)});
   Result r = run_steps(o, comm);
@@ -87,29 +94,38 @@ int run_as_rank(const Options& o) {
   return 0;
 }
 
-// Starts the N ranks as children running `/proc/self/exe bench ddp --as-rank`,
-// and reads rank 0's line. Bounded: children get SIGKILL after `limit`.
-Result run_ranks(const Options& o, int port) {
+// Starts `ranks` children running `/proc/self/exe bench ddp --as-rank` (or,
+// with ranks == 0, one baseline child without DDP) and reads the line rank 0
+// prints. Every child gets one BLAS and OpenMP thread unless the user set
+// otherwise, so both runs get the same per-process resources.
+Result run_children(const Options& o, int ranks, int port) {
+  const bool single = ranks == 0;
+  if (single) ranks = 1;
   int fds[2];
   TANDEM_CHECK(pipe(fds) == 0, "bench ddp: pipe failed");
   std::vector<pid_t> pids;
-  for (int r = 0; r < o.ranks; ++r) {
+  for (int r = 0; r < ranks; ++r) {
     pid_t pid = fork();
     if (pid == 0) {
       dup2(fds[1], STDOUT_FILENO);
       close(fds[0]);
+      setenv("OPENBLAS_NUM_THREADS", "1", 0);
+      setenv("OMP_NUM_THREADS", "1", 0);
       setenv("RANK", std::to_string(r).c_str(), 1);
-      setenv("WORLD_SIZE", std::to_string(o.ranks).c_str(), 1);
+      setenv("WORLD_SIZE", std::to_string(ranks).c_str(), 1);
       setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
-      setenv("LOCAL_WORLD_SIZE", std::to_string(o.ranks).c_str(), 1);
-      setenv("MASTER_ADDR", "127.0.0.1", 1);
-      setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      setenv("LOCAL_WORLD_SIZE", std::to_string(ranks).c_str(), 1);
+      if (!single) {
+        setenv("MASTER_ADDR", "127.0.0.1", 1);
+        setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      }
       std::vector<std::string> args = {"tandem",       "bench",
                                        "ddp",          "--as-rank",
                                        "--model",      o.model,
                                        "--batch-size", std::to_string(o.batch),
                                        "--steps",      std::to_string(o.steps),
                                        "--warmup",     std::to_string(o.warmup)};
+      if (single) args.push_back("--as-single");
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -132,7 +148,8 @@ Result run_ranks(const Options& o, int port) {
   }
   Result r;
   TANDEM_CHECK(ok && std::sscanf(text.c_str(), "%lf %lf", &r.step_seconds, &r.exposed_seconds) == 2,
-               "bench ddp: the {}-rank run failed (its ranks' errors are above)", o.ranks);
+               "bench ddp: the {} run failed (its errors are above)",
+               single ? "one-process" : fmt::format("{}-rank", ranks));
   return r;
 }
 
@@ -149,8 +166,8 @@ int run(const Options& o) {
                "bench ddp: --batch-size and --steps must be >= 1, --warmup >= 0");
   train::input_spec(o.model);  // validates the name
   if (o.as_rank) return run_as_rank(o);
-  Result n = run_ranks(o, free_local_port());
-  Result one = run_steps(o, nullptr);
+  Result n = run_children(o, o.ranks, free_local_port());
+  Result one = run_children(o, 0, 0);
   const double one_sps = static_cast<double>(o.batch) / one.step_seconds;
   const double n_sps = static_cast<double>(o.batch * o.ranks) / n.step_seconds;
   nlohmann::json j = {{"bench", "ddp"},
@@ -180,6 +197,8 @@ void add_bench_ddp(CLI::App& bench, int& exit_code) {
   cmd->add_option("--steps", o->steps, "timed steps (default 10)");
   cmd->add_option("--warmup", o->warmup, "untimed steps first (default 3)");
   cmd->add_flag("--as-rank", o->as_rank, "internal: run as one rank of the parallel run")
+      ->group("");
+  cmd->add_flag("--as-single", o->as_single, "internal: run as the one-process baseline")
       ->group("");
   cmd->callback([o, &exit_code] { exit_code = run(*o); });
 }
