@@ -51,7 +51,8 @@ void validate(const TrainerOptions& o, int world) {
   TANDEM_CHECK(o.warmup_steps >= 0 && o.log_every >= 1 && o.eval_every >= 0,
                "--warmup-steps and --eval-every must be >= 0 and --log-every >= 1");
   TANDEM_CHECK(o.checkpoint_every >= 0 && o.stop_at_step >= 0,
-               "--checkpoint-every must be >= 0 (got {})", o.checkpoint_every);
+               "--checkpoint-every and TrainerOptions::stop_at_step must be >= 0 (got {} and {})",
+               o.checkpoint_every, o.stop_at_step);
   TANDEM_CHECK(!o.checkpoint_dir.empty() || (o.checkpoint_every == 0 && !o.resume),
                "--checkpoint-every and --resume need --checkpoint-dir");
   parse_lr_schedule(o.schedule);
