@@ -193,6 +193,9 @@ void DistributedDataParallel::mark_ready(size_t param) {
 void DistributedDataParallel::launch_ready_buckets() {
   while (next_bucket_ < plan_.buckets.size() && pending_[next_bucket_] == 0) {
     const size_t b = next_bucket_++;
+    // Stamped before the launch: a small all-reduce can finish before
+    // all_reduce_async returns.
+    if (options_.trace) launched_at_[b] = std::chrono::steady_clock::now();
     if (options_.compression == GradCompression::kNone) {
       works_[b] = comm_->all_reduce_async(buffers_[b], ReduceOp::kAvg, options_.timeout);
     } else {
@@ -203,7 +206,6 @@ void DistributedDataParallel::launch_ready_buckets() {
       works_[b] = comm_->all_reduce_async(wire_[b], ReduceOp::kSum, options_.timeout);
     }
     if (in_backward_) ++stats_.buckets_launched_during_backward;
-    if (options_.trace) launched_at_[b] = std::chrono::steady_clock::now();
   }
 }
 

@@ -13,12 +13,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 
 #include "tandem/core/check.h"
+#include "tandem/core/trace.h"
 #include "tandem/parallel/distributed_data_parallel.h"
 #include "tandem/train/checkpoint.h"
 #include "tandem/train/data/distributed_sampler.h"
@@ -232,10 +234,18 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
     check_meta(*resumed, o);
     restore_module(*resumed, *model.ptr());
   }
+  std::shared_ptr<TraceRecorder> trace;
+  if (!o.trace_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(o.trace_dir, ec);
+    TANDEM_CHECK(!ec, "--trace-dir: cannot create '{}' ({})", o.trace_dir, ec.message());
+    trace = std::make_shared<TraceRecorder>(comm->rank());
+  }
   std::unique_ptr<parallel::DistributedDataParallel> ddp;
   if (o.strategy == "ddp") {
     parallel::DdpOptions dd;
     dd.bucket_cap_mb = o.bucket_cap_mb;
+    dd.trace = trace;
     ddp = std::make_unique<parallel::DistributedDataParallel>(model.ptr(), comm, dd);
   }
   const double base_lr = o.scale_lr ? o.lr * comm->size() : o.lr;
@@ -326,12 +336,21 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
     Example ex = data->batch(span);
     set_lr(*opt, learning_rate(sched, base_lr, step, o.warmup_steps, total));
     opt->zero_grad();
+    const auto t0 = std::chrono::steady_clock::now();
     at::Tensor loss = loss_of(model.forward(model_input(ex.input, spec, o)), ex.target);
-    loss.backward();
+    const auto t1 = std::chrono::steady_clock::now();
+    loss.backward();  // with DDP, includes the wait for the last buckets
+    const auto t2 = std::chrono::steady_clock::now();
     if (o.clip_grad_norm > 0) {
       torch::nn::utils::clip_grad_norm_(model.ptr()->parameters(), o.clip_grad_norm);
     }
     opt->step();
+    if (trace) {
+      const auto t3 = std::chrono::steady_clock::now();
+      trace->span("forward", "compute", t0, t1);
+      trace->span("backward", "compute", t1, t2);
+      trace->span("optimizer step", "compute", t2, t3);
+    }
     window_loss += loss.item<double>();
     ++window_steps;
     const bool last = step + 1 == stop;
@@ -364,6 +383,12 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
     }
   }
   progress.done();
+  if (trace) {
+    auto path = std::filesystem::path(o.trace_dir) / fmt::format("rank-{}.json", comm->rank());
+    trace->write(path.string());
+    if (out)
+      *out << fmt::format("trace: {} (one file per rank; open in Perfetto)\n", path.string());
+  }
   if (stop > first_step) save(stop);
   s.steps = stop - first_step;
   s.samples = s.steps * o.batch_size * comm->size();

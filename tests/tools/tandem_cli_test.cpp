@@ -140,3 +140,31 @@ TEST(TandemBenchDdp, PrintsOneJsonLineWithBothThroughputs) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(TandemTrain, TraceDirHoldsOneTracePerRankWithBucketAllReduces) {
+  auto dir = std::filesystem::temp_directory_path() / ("tandem_trace_" + std::to_string(getpid()));
+  CommandResult r =
+      run(kRun + " --nproc-per-node 2 -- " + kTandem +
+          " train --model mlp --steps 5 --dataset-size 1024 --trace-dir " + dir.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (int rank = 0; rank < 2; ++rank) {
+    std::ifstream in(dir / ("rank-" + std::to_string(rank) + ".json"));
+    ASSERT_TRUE(in.good()) << "no trace for rank " << rank;
+    auto events = nlohmann::json::parse(in)["traceEvents"];
+    int forward = 0, buckets = 0;
+    for (const auto& e : events) {
+      std::string name = e["name"];
+      forward += name == "forward";
+      buckets += name.rfind("all_reduce bucket", 0) == 0;
+      EXPECT_EQ(e["pid"], rank);
+      EXPECT_GE(e["dur"].get<double>(), 0.0);
+    }
+    EXPECT_EQ(forward, 5);
+    EXPECT_GE(buckets, 5);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace

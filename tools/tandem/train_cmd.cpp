@@ -41,6 +41,8 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--eval-every", o->eval_every, "steps between evaluations (0: at the end)");
   cmd->add_option("--log-every", o->log_every, "steps between progress updates (default 10)");
   cmd->add_option("--metrics", o->metrics_file, "append JSON lines to FILE ({rank} expands)");
+  cmd->add_option("--trace-dir", o->trace_dir,
+                  "write a Chrome trace per rank to DIR/rank-<r>.json");
   cmd->add_option("--checkpoint-dir", o->checkpoint_dir,
                   "write checkpoints to DIR (rank 0; atomic; DIR/latest names the newest)");
   cmd->add_option("--checkpoint-every", o->checkpoint_every,

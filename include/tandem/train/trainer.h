@@ -37,7 +37,10 @@ struct TrainerOptions {
   double bucket_cap_mb = 25.0;
   int64_t eval_every = 0;  // steps between evaluations; 0: at the end only
   int64_t eval_batches = 8;
-  int64_t log_every = 10;    // steps between progress lines off a terminal
+  int64_t log_every = 10;  // steps between progress lines off a terminal
+  // Chrome trace per rank (DIR/rank-<r>.json): forward, backward, optimizer
+  // step, and with ddp each bucket's all-reduce from launch to completion.
+  std::string trace_dir;
   std::string metrics_file;  // JSON lines per log step; "" = none; {rank} expands
   // Checkpoints (see checkpoint.h): rank 0 writes DIR/step-<N>.ckpt every
   // `checkpoint_every` steps (0: only at the end) and at the end of the run;
