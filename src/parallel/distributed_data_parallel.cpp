@@ -154,6 +154,10 @@ void DistributedDataParallel::check_replicas_match() {
 void DistributedDataParallel::broadcast_state() {
   at::NoGradGuard no_grad;
   for (auto& p : params_) comm_->broadcast(p.data(), 0, options_.timeout);
+  broadcast_buffers();
+}
+
+void DistributedDataParallel::broadcast_buffers() {
   for (auto& b : module_->buffers(/*recurse=*/true)) {
     if (b.defined() && b.numel() > 0) comm_->broadcast(b, 0, options_.timeout);
   }
@@ -259,11 +263,7 @@ void DistributedDataParallel::finish_backward() {
         params_[i].mutable_grad() = avg.clone();
       }
     }
-    if (options_.broadcast_buffers) {
-      for (auto& buf : module_->buffers(/*recurse=*/true)) {
-        if (buf.defined() && buf.numel() > 0) comm_->broadcast(buf, 0, options_.timeout);
-      }
-    }
+    if (options_.broadcast_buffers) broadcast_buffers();
   } catch (...) {
     for (auto& w : works_) w.reset();
     reset_iteration();

@@ -38,11 +38,8 @@ torch::optim::SGD make_sgd(torch::nn::Sequential& model) {
                            torch::optim::SGDOptions(0.1).momentum(0.9).nesterov(true));
 }
 
-// A checkpoint of a small model after two SGD momentum steps, in `dir`.
-std::string write_small(const std::string& dir) {
-  at::manual_seed(1);
-  auto model = small_model();
-  auto opt = make_sgd(model);
+// Two SGD momentum steps on `model`, then a checkpoint of it.
+Checkpoint train_small(torch::nn::Sequential& model, torch::optim::SGD& opt) {
   sgd_step(model, opt, at::randn({5, 4}));
   sgd_step(model, opt, at::randn({5, 4}));
   Checkpoint ck;
@@ -55,7 +52,15 @@ std::string write_small(const std::string& dir) {
   capture_module(*model, ck);
   capture_optimizer(opt, ck);
   capture_rng(ck);
-  return write_checkpoint(dir, ck);
+  return ck;
+}
+
+// A checkpoint of a small model after two SGD momentum steps, in `dir`.
+std::string write_small(const std::string& dir) {
+  at::manual_seed(1);
+  auto model = small_model();
+  auto opt = make_sgd(model);
+  return write_checkpoint(dir, train_small(model, opt));
 }
 
 TEST(Checkpoint, RoundTripModelAndSgdMomentum) {
@@ -63,18 +68,7 @@ TEST(Checkpoint, RoundTripModelAndSgdMomentum) {
   at::manual_seed(1);
   auto a = small_model();
   auto opt_a = make_sgd(a);
-  sgd_step(a, opt_a, at::randn({5, 4}));
-  sgd_step(a, opt_a, at::randn({5, 4}));
-  Checkpoint ck;
-  ck.step = 2;
-  ck.epoch = 1;
-  ck.samples_in_epoch = 10;
-  ck.seed = 7;
-  ck.world_size = 2;
-  ck.meta = {{"model", "small"}};
-  capture_module(*a, ck);
-  capture_optimizer(opt_a, ck);
-  capture_rng(ck);
+  Checkpoint ck = train_small(a, opt_a);
   const std::string path = write_checkpoint(dir.path().string(), ck);
   EXPECT_EQ(path, dir.file("step-2.ckpt"));
   EXPECT_FALSE(std::filesystem::exists(dir.file("step-2.tmp")));

@@ -17,6 +17,7 @@
 
 #include "tandem/comm/rendezvous.h"
 #include "tandem/core/check.h"
+#include "tandem/launch/launcher.h"
 #include "tandem/parallel/distributed_data_parallel.h"
 #include "tandem/train/models/models.h"
 
@@ -153,12 +154,6 @@ Result run_children(const Options& o, int ranks, int port) {
   return r;
 }
 
-int free_local_port() {
-  // Bind port 0 on loopback and release it: the ranks' store takes it next.
-  auto store = make_tcp_store("127.0.0.1", 0, true, Millis(5000));
-  return tcp_store_port(*store);
-}
-
 int run(const Options& o) {
   TANDEM_CHECK(o.ranks >= 1 && o.ranks <= 64, "bench ddp: --ranks must be in [1, 64] (got {})",
                o.ranks);
@@ -166,7 +161,7 @@ int run(const Options& o) {
                "bench ddp: --batch-size and --steps must be >= 1, --warmup >= 0");
   train::input_spec(o.model);  // validates the name
   if (o.as_rank) return run_as_rank(o);
-  Result n = run_children(o, o.ranks, free_local_port());
+  Result n = run_children(o, o.ranks, launch::pick_free_port("127.0.0.1"));
   Result one = run_children(o, 0, 0);
   const double one_sps = static_cast<double>(o.batch) / one.step_seconds;
   const double n_sps = static_cast<double>(o.batch * o.ranks) / n.step_seconds;

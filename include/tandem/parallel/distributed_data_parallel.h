@@ -102,6 +102,7 @@ class DistributedDataParallel {
   class Hook;
   void check_replicas_match();
   void broadcast_state();
+  void broadcast_buffers();  // rank 0's buffers to every rank (collective)
   void mark_ready(size_t param);
   void launch_ready_buckets();
   void finish_backward();
