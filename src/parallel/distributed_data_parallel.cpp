@@ -5,46 +5,16 @@
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <torch/csrc/autograd/engine.h>
-#include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/variable.h>
 #include <torch/nn/module.h>
 
 #include <chrono>
 #include <functional>
 
+#include "parallel/detail/grad_hooks.h"
+#include "parallel/detail/replicas.h"
 #include "tandem/core/check.h"
 
 namespace tandem::parallel {
-
-// Runs after a parameter's AccumulateGrad: its .grad now holds this
-// iteration's (or the accumulated) gradient.
-class DistributedDataParallel::Hook final : public torch::autograd::FunctionPostHook {
- public:
-  Hook(DistributedDataParallel* ddp, size_t param) : ddp_(ddp), param_(param) {}
-  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
-                                            const torch::autograd::variable_list&) override {
-    ddp_->mark_ready(param_);
-    return outputs;
-  }
-
- private:
-  DistributedDataParallel* ddp_;
-  size_t param_;
-};
-
-namespace {
-
-constexpr int kMaxDims = 6;
-constexpr int kRow = 3 + kMaxDims;  // name hash, dtype, ndim, sizes
-
-std::string shape_of(const int64_t* row) {
-  std::vector<int64_t> dims(row + 3, row + 3 + std::min<int64_t>(row[2], kMaxDims));
-  return fmt::format("[{}] {}", fmt::join(dims, ", "),
-                     c10::toString(static_cast<at::ScalarType>(row[1])));
-}
-
-}  // namespace
 
 DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Module> module,
                                                  std::shared_ptr<Communicator> comm,
@@ -63,7 +33,7 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     names_.push_back(item.key());
     params_.push_back(item.value());
   }
-  check_replicas_match();
+  detail::check_replicas_match(*comm_, names_, params_, "DistributedDataParallel");
   broadcast_state();
   std::vector<int64_t> numels;
   std::vector<at::ScalarType> dtypes;
@@ -80,18 +50,11 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
   launched_at_.resize(plan_.buckets.size());
   works_.resize(plan_.buckets.size());
   reset_iteration();
-  for (size_t i = 0; i < params_.size(); ++i) {
-    // Holding the accumulator keeps it (and the hook) alive across iterations.
-    std::shared_ptr<torch::autograd::Node> acc =
-        torch::autograd::impl::grad_accumulator(params_[i]);
-    uintptr_t key = acc->add_post_hook(std::make_unique<Hook>(this, i));
-    hooks_.emplace_back(acc, key);
-  }
+  hooks_ = std::make_unique<detail::GradReadyHooks>(params_, [this](size_t i) { mark_ready(i); });
 }
 
 DistributedDataParallel::~DistributedDataParallel() {
-  for (auto& [acc, key] : hooks_)
-    std::static_pointer_cast<torch::autograd::Node>(acc)->del_post_hook(key);
+  hooks_.reset();
   for (auto& w : works_) {
     if (!w) continue;
     try {
@@ -102,65 +65,14 @@ DistributedDataParallel::~DistributedDataParallel() {
   }
 }
 
-// Every rank learns every rank's (name, dtype, shape) per parameter and
-// compares them with rank 0's, so all ranks throw the same message.
-void DistributedDataParallel::check_replicas_match() {
-  const int world = comm_->size();
-  at::Tensor count = at::empty({1}, at::kLong);
-  count[0] = static_cast<int64_t>(params_.size());
-  at::Tensor counts = at::empty({world}, at::kLong);
-  comm_->all_gather(counts, count);
-  for (int r = 1; r < world; ++r) {
-    TANDEM_CHECK(counts[r].item<int64_t>() == counts[0].item<int64_t>(),
-                 "DistributedDataParallel: rank {} has {} trainable parameters but rank 0 has "
-                 "{}; all ranks must build the same model",
-                 r, counts[r].item<int64_t>(), counts[0].item<int64_t>());
-  }
-  const int64_t n = static_cast<int64_t>(params_.size());
-  at::Tensor mine = at::full({n * kRow}, -1, at::kLong);
-  int64_t* m = mine.data_ptr<int64_t>();
-  for (int64_t i = 0; i < n; ++i) {
-    const auto& p = params_[i];
-    m[i * kRow] = static_cast<int64_t>(std::hash<std::string>{}(names_[i]) >> 1);
-    m[i * kRow + 1] = static_cast<int64_t>(p.scalar_type());
-    m[i * kRow + 2] = p.dim();
-    for (int64_t d = 0; d < std::min<int64_t>(p.dim(), kMaxDims); ++d)
-      m[i * kRow + 3 + d] = p.size(d);
-  }
-  at::Tensor all = at::empty({n * kRow * world}, at::kLong);
-  comm_->all_gather(all, mine);
-  const int64_t* a = all.data_ptr<int64_t>();
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t* ref = a + i * kRow;
-    for (int r = 1; r < world; ++r) {
-      const int64_t* row = a + (r * n + i) * kRow;
-      if (std::equal(ref, ref + kRow, row)) continue;
-      std::string who =
-          r == comm_->rank() ? fmt::format("'{}'", names_[i]) : fmt::format("number {}", i);
-      if (row[0] != ref[0]) {
-        TANDEM_CHECK(false,
-                     "DistributedDataParallel: parameter {} is named differently on rank {} than "
-                     "on rank 0; all ranks must build the same model",
-                     who, r);
-      }
-      TANDEM_CHECK(false,
-                   "DistributedDataParallel: parameter {} is {} on rank {} but {} on rank 0; all "
-                   "ranks must build the same model",
-                   who, shape_of(row), r, shape_of(ref));
-    }
-  }
-}
-
 void DistributedDataParallel::broadcast_state() {
   at::NoGradGuard no_grad;
-  for (auto& p : params_) comm_->broadcast(p.data(), 0, options_.timeout);
+  detail::broadcast_from_rank0(*comm_, params_, options_.timeout);
   broadcast_buffers();
 }
 
 void DistributedDataParallel::broadcast_buffers() {
-  for (auto& b : module_->buffers(/*recurse=*/true)) {
-    if (b.defined() && b.numel() > 0) comm_->broadcast(b, 0, options_.timeout);
-  }
+  detail::broadcast_from_rank0(*comm_, module_->buffers(/*recurse=*/true), options_.timeout);
 }
 
 void DistributedDataParallel::reset_iteration() {
@@ -181,7 +93,7 @@ void DistributedDataParallel::mark_ready(size_t param) {
     in_backward_ = true;
     stats_ = Stats{};
     first_hook_at_ = std::chrono::steady_clock::now();
-    torch::autograd::Engine::get_default_engine().queue_callback([this] { finish_backward(); });
+    detail::at_end_of_backward([this] { finish_backward(); });
   }
   if (ready_[param]) return;  // accumulated twice in one backward: one copy suffices
   ready_[param] = true;

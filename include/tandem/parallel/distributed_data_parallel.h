@@ -32,6 +32,9 @@ class Module;
 }
 
 namespace tandem::parallel {
+namespace detail {
+class GradReadyHooks;
+}
 
 enum class GradCompression {
   kNone,  // all-reduce in the parameters' dtype
@@ -99,8 +102,6 @@ class DistributedDataParallel {
   const Stats& last_stats() const { return stats_; }
 
  private:
-  class Hook;
-  void check_replicas_match();
   void broadcast_state();
   void broadcast_buffers();  // rank 0's buffers to every rank (collective)
   void mark_ready(size_t param);
@@ -126,7 +127,7 @@ class DistributedDataParallel {
   bool sync_enabled_ = true;
   bool in_backward_ = false;
   Stats stats_;
-  std::vector<std::pair<std::shared_ptr<void>, uintptr_t>> hooks_;  // accumulator, key
+  std::unique_ptr<detail::GradReadyHooks> hooks_;
 };
 
 }  // namespace tandem::parallel

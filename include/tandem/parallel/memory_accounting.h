@@ -1,0 +1,56 @@
+// Memory accounting for the model state a rank holds: parameters, gradients
+// and optimizer state, in bytes, now and at peak. Each strategy (DDP, ZeRO,
+// FSDP) measures what it really holds, by walking its tensors' storages, not
+// by formula; tests and `tandem bench memory` compare the figures with the
+// ZeRO paper's theory and with the process's own allocator.
+//
+// Not thread-safe; one object per strategy.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace torch::optim {
+class Optimizer;
+}
+
+namespace tandem::parallel {
+
+struct ModelStateBytes {
+  int64_t parameters = 0;
+  int64_t gradients = 0;
+  int64_t optimizer_state = 0;
+  int64_t total() const { return parameters + gradients + optimizer_state; }
+};
+
+// Keeps the latest sample and the peaks. `peak()` holds the largest value
+// each field has reached; `peak_total()` the largest sum in one sample (which
+// can be less than peak().total(), as fields peak at different times).
+class MemoryAccounting {
+ public:
+  void record(const ModelStateBytes& now);
+  const ModelStateBytes& now() const { return now_; }
+  const ModelStateBytes& peak() const { return peak_; }
+  int64_t peak_total() const { return peak_total_; }
+  void reset_peak();
+
+ private:
+  ModelStateBytes now_, peak_;
+  int64_t peak_total_ = 0;
+};
+
+// Bytes of the distinct storages behind the defined tensors: views of one
+// buffer count once, and a freed storage (size 0) counts nothing.
+int64_t storage_bytes(const std::vector<at::Tensor>& tensors);
+
+// The .grad tensors of `params` (undefined ones skipped), for storage_bytes.
+std::vector<at::Tensor> gradients_of(const std::vector<at::Tensor>& params);
+
+// Tensors of an optimizer's per-parameter state (SGD momentum buffers, Adam
+// and AdamW moments, Adagrad sums, RMSprop squares and buffers). Throws
+// NotSupported for a state type it does not know.
+std::vector<at::Tensor> optimizer_state_tensors(const torch::optim::Optimizer& optimizer);
+
+}  // namespace tandem::parallel

@@ -1,0 +1,83 @@
+#include "parallel/detail/replicas.h"
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <functional>
+
+#include "tandem/core/check.h"
+
+namespace tandem::parallel::detail {
+
+namespace {
+
+constexpr int kMaxDims = 6;
+constexpr int kRow = 3 + kMaxDims;  // name hash, dtype, ndim, sizes
+
+std::string shape_of(const int64_t* row) {
+  std::vector<int64_t> dims(row + 3, row + 3 + std::min<int64_t>(row[2], kMaxDims));
+  return fmt::format("[{}] {}", fmt::join(dims, ", "),
+                     c10::toString(static_cast<at::ScalarType>(row[1])));
+}
+
+}  // namespace
+
+void check_replicas_match(Communicator& comm, const std::vector<std::string>& names,
+                          const std::vector<at::Tensor>& params, std::string_view who) {
+  const int world = comm.size();
+  at::Tensor count = at::empty({1}, at::kLong);
+  count[0] = static_cast<int64_t>(params.size());
+  at::Tensor counts = at::empty({world}, at::kLong);
+  comm.all_gather(counts, count);
+  for (int r = 1; r < world; ++r) {
+    TANDEM_CHECK(counts[r].item<int64_t>() == counts[0].item<int64_t>(),
+                 "{}: rank {} has {} trainable parameters but rank 0 has "
+                 "{}; all ranks must build the same model",
+                 who, r, counts[r].item<int64_t>(), counts[0].item<int64_t>());
+  }
+  const int64_t n = static_cast<int64_t>(params.size());
+  at::Tensor mine = at::full({n * kRow}, -1, at::kLong);
+  int64_t* m = mine.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    const auto& p = params[i];
+    m[i * kRow] = static_cast<int64_t>(std::hash<std::string>{}(names[i]) >> 1);
+    m[i * kRow + 1] = static_cast<int64_t>(p.scalar_type());
+    m[i * kRow + 2] = p.dim();
+    for (int64_t d = 0; d < std::min<int64_t>(p.dim(), kMaxDims); ++d)
+      m[i * kRow + 3 + d] = p.size(d);
+  }
+  at::Tensor all = at::empty({n * kRow * world}, at::kLong);
+  comm.all_gather(all, mine);
+  const int64_t* a = all.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t* ref = a + i * kRow;
+    for (int r = 1; r < world; ++r) {
+      const int64_t* row = a + (r * n + i) * kRow;
+      if (std::equal(ref, ref + kRow, row)) continue;
+      std::string param =
+          r == comm.rank() ? fmt::format("'{}'", names[i]) : fmt::format("number {}", i);
+      if (row[0] != ref[0]) {
+        TANDEM_CHECK(false,
+                     "{}: parameter {} is named differently on rank {} than "
+                     "on rank 0; all ranks must build the same model",
+                     who, param, r);
+      }
+      TANDEM_CHECK(false,
+                   "{}: parameter {} is {} on rank {} but {} on rank 0; all "
+                   "ranks must build the same model",
+                   who, param, shape_of(row), r, shape_of(ref));
+    }
+  }
+}
+
+
+void broadcast_from_rank0(Communicator& comm, const std::vector<at::Tensor>& tensors,
+                          std::optional<Millis> timeout) {
+  for (const auto& t : tensors) {
+    if (t.defined() && t.numel() > 0) comm.broadcast(t, 0, timeout);
+  }
+}
+
+}  // namespace tandem::parallel::detail

@@ -1,0 +1,27 @@
+// Start-of-training checks and copies shared by the data-parallel
+// strategies (DDP, ZeRO, FSDP): every rank must have built the same model,
+// and every rank starts from rank 0's values.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tandem/comm/communicator.h"
+
+namespace tandem::parallel::detail {
+
+// Collective. Compares every rank's (name, dtype, shape) per parameter with
+// rank 0's; all ranks throw the same InvalidArgument naming the first
+// difference, the rank and `who` (e.g. "DistributedDataParallel").
+void check_replicas_match(Communicator& comm, const std::vector<std::string>& names,
+                          const std::vector<at::Tensor>& params, std::string_view who);
+
+// Collective. Overwrites the tensors with rank 0's values (empty ones skipped).
+void broadcast_from_rank0(Communicator& comm, const std::vector<at::Tensor>& tensors,
+                          std::optional<Millis> timeout);
+
+}  // namespace tandem::parallel::detail
