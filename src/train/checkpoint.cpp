@@ -162,12 +162,26 @@ std::string write_checkpoint(const std::string& dir, const Checkpoint& ckpt) {
   if (ec) fail(dir, "directory", fmt::format("cannot create: {}", ec.message()));
   const std::string name = fmt::format("step-{}.ckpt", ckpt.step);
   const std::string path = (fs::path(dir) / name).string();
-  const std::string tmp = (fs::path(dir) / fmt::format("step-{}.tmp", ckpt.step)).string();
+  write_checkpoint_file(path, ckpt);
+  write_latest(dir, name);
+  return path;
+}
+
+void write_latest(const std::string& dir, const std::string& name) {
+  const std::string latest_text = name + "\n";
+  write_atomically(dir, (fs::path(dir) / "latest.tmp").string(),
+                   (fs::path(dir) / "latest").string(), {{latest_text.data(), latest_text.size()}});
+}
+
+void write_checkpoint_file(const std::string& path, const Checkpoint& ckpt) {
+  const std::string dir = fs::path(path).parent_path().string();
+  const std::string tmp = path + ".tmp";
 
   std::vector<Piece> pieces;
   for (const auto& [n, t] : ckpt.parameters) pieces.push_back(tensor_piece("parameter", n, t));
   for (const auto& [n, t] : ckpt.buffers) pieces.push_back(tensor_piece("buffer", n, t));
   if (ckpt.rng_state.defined()) pieces.push_back(tensor_piece("rng", "cpu", ckpt.rng_state));
+  for (const auto& [n, t] : ckpt.shards) pieces.push_back(tensor_piece("shard", n, t));
   if (!ckpt.optimizer_state.empty()) {
     Piece p;
     p.section = "optimizer";
@@ -201,6 +215,7 @@ std::string write_checkpoint(const std::string& dir, const Checkpoint& ckpt) {
                  {"seed", ckpt.seed},
                  {"world_size", ckpt.world_size},
                  {"meta", ckpt.meta},
+                 {"sharding", ckpt.sharding.empty() ? json(nullptr) : json::parse(ckpt.sharding)},
                  {"payload_size", offset},
                  {"payload_checksum", hex64(payload_checksum)},
                  {"sections", sections}};
@@ -215,12 +230,7 @@ std::string write_checkpoint(const std::string& dir, const Checkpoint& ckpt) {
   bytes.emplace_back(preamble.data(), preamble.size());
   bytes.emplace_back(header_text.data(), header_text.size());
   for (const auto& p : pieces) bytes.emplace_back(p.data, p.nbytes);
-  write_atomically(dir, tmp, path, bytes);
-
-  const std::string latest_text = name + "\n";
-  write_atomically(dir, (fs::path(dir) / "latest.tmp").string(),
-                   (fs::path(dir) / "latest").string(), {{latest_text.data(), latest_text.size()}});
-  return path;
+  write_atomically(dir.empty() ? "." : dir, tmp, path, bytes);
 }
 
 Checkpoint read_checkpoint(const std::string& path) {
@@ -243,9 +253,9 @@ Checkpoint read_checkpoint(const std::string& path) {
                                " ")));
   }
   const auto version = get<uint32_t>(file, 8);
-  if (version != kCheckpointFormatVersion) {
+  if (version < 1 || version > kCheckpointFormatVersion) {
     fail(path, "version",
-         fmt::format("format version {} is not supported (this build reads version {})", version,
+         fmt::format("format version {} is not supported (this build reads versions 1 to {})", version,
                      kCheckpointFormatVersion));
   }
   const auto world = get<uint32_t>(file, 12);
@@ -283,6 +293,8 @@ Checkpoint read_checkpoint(const std::string& path) {
     ckpt.world_size = header.at("world_size").get<int>();
     field = "meta";
     ckpt.meta = header.at("meta").get<std::map<std::string, std::string>>();
+    field = "sharding";
+    if (version >= 2 && !header.at("sharding").is_null()) ckpt.sharding = header.at("sharding").dump();
   } catch (const json::exception& e) {
     fail(path, field, fmt::format("unreadable: {}", e.what()));
   }
@@ -367,6 +379,8 @@ Checkpoint read_checkpoint(const std::string& path) {
         ckpt.buffers.emplace_back(name, std::move(t));
       } else if (section == "rng") {
         ckpt.rng_state = std::move(t);
+      } else if (section == "shard" && version >= 2) {
+        ckpt.shards.emplace_back(name, std::move(t));
       } else {
         fail(path, field, fmt::format("unknown section kind '{}'", section));
       }
@@ -388,7 +402,7 @@ std::string latest_checkpoint(const std::string& dir) {
   std::string name;
   std::getline(in, name);
   if (name.empty() || name.find('/') != std::string::npos) {
-    fail(latest, "latest", fmt::format("'{}' is not a checkpoint file name", name));
+    fail(latest, "latest", fmt::format("'{}' is not a checkpoint name", name));
   }
   return (fs::path(dir) / name).string();
 }

@@ -9,10 +9,12 @@
 //   header length         uint64
 //   header checksum       uint64, XXH3_64bits of the header bytes
 //   header                JSON: step, epoch, samples_in_epoch, seed, world_size,
-//                         meta, payload_size, payload_checksum (XXH3_64bits of
-//                         the payload, as a decimal string), sections: one
-//                         entry per tensor or blob {section, name, dtype,
-//                         shape, offset, nbytes}
+//                         meta, sharding (version 2: null, or a sharded
+//                         checkpoint's layout, see sharded_checkpoint.h),
+//                         payload_size, payload_checksum (XXH3_64bits of the
+//                         payload, as a hex string), sections: one entry per
+//                         tensor or blob {section, name, dtype, shape,
+//                         offset, nbytes}
 //   payload               the sections' raw bytes
 // Writing goes to DIR/step-<N>.tmp, is flushed and fsynced, then renamed to
 // DIR/step-<N>.ckpt; DIR/latest (the file name of the newest checkpoint) is
@@ -41,7 +43,9 @@ class Optimizer;
 
 namespace tandem::train {
 
-inline constexpr uint32_t kCheckpointFormatVersion = 1;
+// Version 2 added the "sharding" header field and "shard" sections; version
+// 1 files still load.
+inline constexpr uint32_t kCheckpointFormatVersion = 2;
 
 struct Checkpoint {
   int64_t step = 0;              // optimizer steps taken
@@ -55,6 +59,10 @@ struct Checkpoint {
   std::vector<std::pair<std::string, at::Tensor>> buffers;     // CPU, by name
   std::string optimizer_state;  // a torch::serialize::OutputArchive's bytes
   at::Tensor rng_state;         // CPU generator state; undefined: none
+  // Sharded checkpoints only (sharded_checkpoint.h): the layout as JSON text
+  // ("" for a whole-model checkpoint) and this rank's flat shards by name.
+  std::string sharding;
+  std::vector<std::pair<std::string, at::Tensor>> shards;
   std::string path;             // the file it was read from (set by read)
 };
 
@@ -70,11 +78,19 @@ void capture_rng(Checkpoint& ckpt);
 // naming the file when it cannot be written.
 std::string write_checkpoint(const std::string& dir, const Checkpoint& ckpt);
 
+// Writes `ckpt` atomically to exactly `path` (through `path`.tmp), touching
+// no `latest` pointer. Throws CheckpointError naming the file.
+void write_checkpoint_file(const std::string& path, const Checkpoint& ckpt);
+
 // Reads and verifies one checkpoint file. Throws CheckpointError naming the
 // file and the field (magic, version, header, checksum, section ...).
 Checkpoint read_checkpoint(const std::string& path);
 
-// The path DIR/latest points at; throws CheckpointError when there is none.
+// Atomically points DIR/latest at `name` (a file or directory in DIR).
+void write_latest(const std::string& dir, const std::string& name);
+
+// The path DIR/latest points at (a file, or a sharded checkpoint's
+// directory); throws CheckpointError when there is none.
 std::string latest_checkpoint(const std::string& dir);
 // read_checkpoint(latest_checkpoint(dir)).
 Checkpoint load_latest(const std::string& dir);

@@ -1,0 +1,452 @@
+#include "tandem/train/sharded_checkpoint.h"
+
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/equal.h>
+#include <ATen/ops/ones.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
+#include <torch/optim/optimizer.h>
+#include <torch/optim/sgd.h>
+#include <torch/serialize/output-archive.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "tandem/core/check.h"
+#include "tandem/core/error.h"
+
+namespace tandem::train {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+[[noreturn]] void fail(const std::string& path, std::string_view field, const std::string& what) {
+  throw CheckpointError(fmt::format("checkpoint '{}': field '{}': {}", path, field, what));
+}
+
+std::string rank_file(const std::string& step_dir, int rank) {
+  return (fs::path(step_dir) / fmt::format("rank-{}.ckpt", rank)).string();
+}
+
+// A field is a per-group counter (Adam's step) when integral, else a flat slice.
+bool is_counter(const at::Tensor& t) { return !at::isFloatingType(t.scalar_type()); }
+
+json layout_json(const ShardedState& state) {
+  json groups = json::array();
+  for (const auto& g : state.groups) {
+    TANDEM_CHECK(g.names.size() == g.layout.entries.size(),
+                 "ShardGroup: {} names for {} layout entries", g.names.size(),
+                 g.layout.entries.size());
+    json entries = json::array();
+    for (size_t e = 0; e < g.names.size(); ++e) {
+      const auto& en = g.layout.entries[e];
+      entries.push_back({{"name", g.names[e]},
+                         {"shape", en.shape},
+                         {"offset", en.offset},
+                         {"numel", en.numel}});
+    }
+    groups.push_back({{"dtype", c10::toString(g.layout.dtype)},
+                      {"numel", g.layout.numel},
+                      {"entries", entries}});
+  }
+  return groups;
+}
+
+// The groups of one rank's file, with its shards by name.
+struct RankFile {
+  Checkpoint ckpt;
+  json groups;
+  std::map<std::string, at::Tensor> shards;
+};
+
+RankFile read_rank_file(const std::string& step_dir, int rank) {
+  const std::string path = rank_file(step_dir, rank);
+  if (!fs::exists(path)) {
+    fail(path, "file",
+         fmt::format("missing: the sharded checkpoint in '{}' lacks rank {}'s shard; it is "
+                     "incomplete (was the run killed while writing it?)",
+                     step_dir, rank));
+  }
+  RankFile f;
+  f.ckpt = read_checkpoint(path);
+  if (f.ckpt.sharding.empty()) fail(path, "sharding", "absent: this is not a sharded checkpoint");
+  try {
+    json sharding = json::parse(f.ckpt.sharding);
+    if (sharding.at("rank").get<int>() != rank) {
+      fail(path, "sharding", fmt::format("the file says it is rank {}'s shard, not rank {}'s",
+                                         sharding.at("rank").get<int>(), rank));
+    }
+    f.groups = sharding.at("groups");
+  } catch (const json::exception& e) {
+    fail(path, "sharding", fmt::format("unreadable: {}", e.what()));
+  }
+  for (auto& [n, t] : f.ckpt.shards) f.shards.emplace(n, t);
+  return f;
+}
+
+parallel::FlatLayout layout_from_json(const json& g, const std::string& path,
+                                      std::vector<std::string>& names) {
+  parallel::FlatLayout layout;
+  try {
+    c10::ScalarType dtype = c10::kFloat;
+    const auto dtype_name = g.at("dtype").get<std::string>();
+    bool known = false;
+    for (auto t : {c10::kFloat, c10::kDouble, c10::kHalf, c10::kBFloat16}) {
+      if (dtype_name == c10::toString(t)) dtype = t, known = true;
+    }
+    if (!known) fail(path, "sharding", fmt::format("unknown dtype '{}'", dtype_name));
+    layout.dtype = dtype;
+    layout.numel = g.at("numel").get<int64_t>();
+    int64_t offset = 0;
+    for (const auto& e : g.at("entries")) {
+      parallel::FlatLayout::Entry en;
+      en.index = layout.entries.size();
+      en.shape = e.at("shape").get<std::vector<int64_t>>();
+      en.offset = e.at("offset").get<int64_t>();
+      en.numel = e.at("numel").get<int64_t>();
+      if (en.offset != offset || en.numel < 0) {
+        fail(path, "sharding", fmt::format("entry '{}' is not back to back", e.at("name").dump()));
+      }
+      offset += en.numel;
+      names.push_back(e.at("name").get<std::string>());
+      layout.entries.push_back(std::move(en));
+    }
+    if (offset != layout.numel) {
+      fail(path, "sharding",
+           fmt::format("the entries hold {} elements but the group says {}", offset, layout.numel));
+    }
+  } catch (const json::exception& e) {
+    fail(path, "sharding", fmt::format("unreadable: {}", e.what()));
+  }
+  return layout;
+}
+
+at::Tensor shard_of(const RankFile& f, const std::string& name) {
+  auto it = f.shards.find(name);
+  return it == f.shards.end() ? at::Tensor() : it->second;
+}
+
+// Group g's flat vector of `field` ("param" or an optimizer field) over all
+// files, checking each slice's length.
+at::Tensor gather_flat(const std::vector<RankFile>& files, size_t g, const std::string& field,
+                       int64_t numel, const std::string& step_dir) {
+  const int world = static_cast<int>(files.size());
+  std::vector<at::Tensor> parts;
+  for (int r = 0; r < world; ++r) {
+    const ShardRange range = shard_range(numel, world, r);
+    const std::string key = fmt::format("g{}/{}", g, field);
+    at::Tensor t = shard_of(files[r], key);
+    if (!t.defined() && range.numel == 0) continue;
+    if (!t.defined() || t.numel() != range.numel) {
+      fail(rank_file(step_dir, r), fmt::format("shard '{}'", key),
+           t.defined() ? fmt::format("{} elements, but rank {} of {} owns {}", t.numel(), r, world,
+                                     range.numel)
+                       : "missing");
+    }
+    parts.push_back(t.reshape({-1}));
+  }
+  return parts.empty() ? at::Tensor() : at::cat(parts);
+}
+
+}  // namespace
+
+std::string write_sharded_checkpoint(const std::string& dir, Checkpoint base,
+                                     const ShardedState& state, Communicator& comm) {
+  TANDEM_CHECK(base.parameters.empty() && base.optimizer_state.empty(),
+               "write_sharded_checkpoint: whole parameters and optimizer blobs do not belong in a "
+               "sharded checkpoint");
+  const std::string name = fmt::format("step-{}", base.step);
+  const std::string step_dir = (fs::path(dir) / name).string();
+  std::string error;
+  try {
+    std::error_code ec;
+    fs::create_directories(step_dir, ec);
+    if (ec) fail(step_dir, "directory", fmt::format("cannot create: {}", ec.message()));
+    base.world_size = comm.size();
+    if (comm.rank() != 0) base.buffers.clear();
+    base.sharding = json{{"rank", comm.rank()}, {"groups", layout_json(state)}}.dump();
+    base.shards.clear();
+    for (size_t g = 0; g < state.groups.size(); ++g) {
+      const auto& grp = state.groups[g];
+      base.shards.emplace_back(fmt::format("g{}/param", g), grp.params);
+      for (const auto& [field, t] : grp.optimizer) {
+        TANDEM_CHECK(field != "param", "ShardGroup: an optimizer field may not be named 'param'");
+        base.shards.emplace_back(fmt::format("g{}/{}", g, field), t);
+      }
+    }
+    write_checkpoint_file(rank_file(step_dir, comm.rank()), base);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  // Every rank learns whether all shards were written before `latest` moves.
+  at::Tensor ok = at::ones({1}, at::kInt);
+  if (!error.empty()) ok.zero_();
+  comm.all_reduce(ok, ReduceOp::kMin);
+  if (!error.empty()) throw CheckpointError(error);
+  if (ok.item<int>() == 0) {
+    throw CheckpointError(fmt::format(
+        "rank {}: the sharded checkpoint '{}' was not written: another rank failed to write its "
+        "shard (its own error names the file); DIR/latest still names the previous checkpoint",
+        comm.rank(), step_dir));
+  }
+  if (comm.rank() == 0) write_latest(dir, name);
+  comm.barrier();
+  return step_dir;
+}
+
+bool is_sharded_checkpoint(const std::string& path) {
+  return fs::is_directory(path) && fs::exists(rank_file(path, 0));
+}
+
+LoadedShards read_sharded_checkpoint(const std::string& step_dir, int rank, int world_size) {
+  TANDEM_CHECK(world_size >= 1 && rank >= 0 && rank < world_size,
+               "read_sharded_checkpoint: rank {} of world size {}", rank, world_size);
+  std::vector<RankFile> files;
+  files.push_back(read_rank_file(step_dir, 0));
+  const int saved = files[0].ckpt.world_size;
+  for (int r = 1; r < saved; ++r) {
+    files.push_back(read_rank_file(step_dir, r));
+    const Checkpoint& c = files.back().ckpt;
+    if (c.world_size != saved || c.step != files[0].ckpt.step) {
+      fail(c.path, "step",
+           fmt::format("step {} of a {}-rank run, but rank 0's file is step {} of a {}-rank run; "
+                       "the files come from different checkpoints",
+                       c.step, c.world_size, files[0].ckpt.step, saved));
+    }
+    if (files.back().groups != files[0].groups) {
+      fail(c.path, "sharding", "the group layout differs from rank 0's");
+    }
+  }
+  LoadedShards out;
+  out.saved_world_size = saved;
+  out.base = files[0].ckpt;
+  out.base.shards.clear();
+  out.base.rng_state = rank < saved ? files[rank].ckpt.rng_state : files[0].ckpt.rng_state;
+  const std::string& path0 = files[0].ckpt.path;
+  for (size_t g = 0; g < files[0].groups.size(); ++g) {
+    ShardGroup grp;
+    grp.layout = layout_from_json(files[0].groups[g], path0, grp.names);
+    const ShardRange mine = shard_range(grp.layout.numel, world_size, rank);
+    at::Tensor flat = gather_flat(files, g, "param", grp.layout.numel, step_dir);
+    grp.params = flat.defined() ? flat.narrow(0, mine.offset, mine.numel).clone()
+                                : at::empty({0}, at::TensorOptions().dtype(grp.layout.dtype));
+    // Optimizer fields, named as on the first rank that has any.
+    std::map<std::string, at::Tensor> counters;
+    std::vector<std::string> fields;
+    for (const auto& f : files) {
+      for (const auto& [key, t] : f.shards) {
+        const std::string prefix = fmt::format("g{}/", g);
+        if (key.rfind(prefix, 0) != 0) continue;
+        const std::string field = key.substr(prefix.size());
+        if (field == "param") continue;
+        if (is_counter(t)) {
+          auto [it, fresh] = counters.emplace(field, t);
+          if (!fresh && !at::equal(it->second, t)) {
+            fail(f.ckpt.path, fmt::format("shard '{}'", key),
+                 "the counter differs between ranks; the files come from different checkpoints");
+          }
+        } else if (std::find(fields.begin(), fields.end(), field) == fields.end()) {
+          fields.push_back(field);
+        }
+      }
+    }
+    for (const auto& field : fields) {
+      at::Tensor full = gather_flat(files, g, field, grp.layout.numel, step_dir);
+      grp.optimizer.emplace_back(field, full.narrow(0, mine.offset, mine.numel).clone());
+    }
+    for (auto& [field, t] : counters) grp.optimizer.emplace_back(field, t.clone());
+    out.state.groups.push_back(std::move(grp));
+  }
+  return out;
+}
+
+void check_same_layout(const LoadedShards& loaded, const ShardedState& current,
+                       const std::string& path) {
+  const auto& saved = loaded.state.groups;
+  if (saved.size() != current.groups.size()) {
+    fail(path, "sharding",
+         fmt::format("{} flat groups in the checkpoint but {} in this model; it was written for "
+                     "another model or another bucket size / wrap policy",
+                     saved.size(), current.groups.size()));
+  }
+  for (size_t g = 0; g < saved.size(); ++g) {
+    const auto& a = saved[g];
+    const auto& b = current.groups[g];
+    const size_t n = std::min(a.names.size(), b.names.size());
+    for (size_t e = 0; e < n; ++e) {
+      if (a.names[e] != b.names[e] || a.layout.entries[e].shape != b.layout.entries[e].shape) {
+        fail(path, fmt::format("parameter '{}'", b.names[e]),
+             fmt::format("group {} entry {} is '{}' [{}] in the checkpoint but '{}' [{}] in this "
+                         "model; it was written for another model or layout",
+                         g, e, a.names[e], fmt::join(a.layout.entries[e].shape, ", "), b.names[e],
+                         fmt::join(b.layout.entries[e].shape, ", ")));
+      }
+    }
+    if (a.names.size() != b.names.size() || a.layout.dtype != b.layout.dtype) {
+      fail(path, "sharding",
+           fmt::format("group {} holds {} {} tensors in the checkpoint but {} {} in this model", g,
+                       a.names.size(), c10::toString(a.layout.dtype), b.names.size(),
+                       c10::toString(b.layout.dtype)));
+    }
+  }
+}
+
+namespace {
+
+// Dotted names ("blocks.0.fc.weight") as the nested archives Module::save writes.
+struct ArchiveNode {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  std::vector<bool> is_buffer;
+  std::map<std::string, ArchiveNode> children;
+
+  void add(const std::string& name, const at::Tensor& t, bool buffer) {
+    const auto dot = name.find('.');
+    if (dot == std::string::npos) {
+      tensors.emplace_back(name, t);
+      is_buffer.push_back(buffer);
+    } else {
+      children[name.substr(0, dot)].add(name.substr(dot + 1), t, buffer);
+    }
+  }
+  void write_to(torch::serialize::OutputArchive& archive) {
+    for (size_t i = 0; i < tensors.size(); ++i)
+      archive.write(tensors[i].first, tensors[i].second, is_buffer[i]);
+    for (auto& [key, child] : children) {
+      torch::serialize::OutputArchive sub;
+      child.write_to(sub);
+      archive.write(key, sub);
+    }
+  }
+};
+
+}  // namespace
+
+void consolidate_checkpoint(const std::string& step_dir, const std::string& out) {
+  LoadedShards all = read_sharded_checkpoint(step_dir, 0, 1);
+  ArchiveNode root;
+  for (const auto& g : all.state.groups) {
+    for (size_t e = 0; e < g.names.size(); ++e) {
+      const auto& en = g.layout.entries[e];
+      root.add(g.names[e], g.params.narrow(0, en.offset, en.numel).view(en.shape).clone(), false);
+    }
+  }
+  for (const auto& [name, t] : all.base.buffers) root.add(name, t, true);
+  try {
+    torch::serialize::OutputArchive archive;
+    root.write_to(archive);
+    archive.save_to(out);
+  } catch (const std::exception& e) {
+    fail(out, "file", fmt::format("cannot write the consolidated checkpoint: {}", e.what()));
+  }
+}
+
+namespace {
+
+std::string state_key(const at::Tensor& param) {
+  return c10::guts::to_string(param.unsafeGetTensorImpl());
+}
+
+at::Tensor flat_copy(const at::Tensor& t) { return t.detach().reshape({-1}).clone(); }
+
+at::Tensor step_tensor(int64_t step) {
+  at::Tensor t = at::empty({1}, at::kLong);
+  t.data_ptr<int64_t>()[0] = step;
+  return t;
+}
+
+template <typename State>
+std::vector<std::pair<std::string, at::Tensor>> adam_fields(const State& s) {
+  std::vector<std::pair<std::string, at::Tensor>> f = {{"exp_avg", flat_copy(s.exp_avg())},
+                                                       {"exp_avg_sq", flat_copy(s.exp_avg_sq())},
+                                                       {"step", step_tensor(s.step())}};
+  if (s.max_exp_avg_sq().defined()) f.emplace_back("max_exp_avg_sq", flat_copy(s.max_exp_avg_sq()));
+  return f;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, at::Tensor>> optimizer_state_of(
+    const torch::optim::Optimizer& optimizer, const at::Tensor& param) {
+  auto it = optimizer.state().find(state_key(param));
+  if (it == optimizer.state().end()) return {};
+  const torch::optim::OptimizerParamState* s = it->second.get();
+  if (auto* sgd = dynamic_cast<const torch::optim::SGDParamState*>(s)) {
+    if (!sgd->momentum_buffer().defined()) return {};
+    return {{"momentum_buffer", flat_copy(sgd->momentum_buffer())}};
+  }
+  if (auto* adam = dynamic_cast<const torch::optim::AdamParamState*>(s)) return adam_fields(*adam);
+  if (auto* adamw = dynamic_cast<const torch::optim::AdamWParamState*>(s)) {
+    return adam_fields(*adamw);
+  }
+  throw NotSupported(
+      "sharded checkpoints store the state of SGD, Adam and AdamW; this optimizer's state type is "
+      "not one of them");
+}
+
+namespace {
+
+at::Tensor field(const std::vector<std::pair<std::string, at::Tensor>>& fields,
+                 const std::string& name, const at::Tensor& param, bool required) {
+  for (const auto& [n, t] : fields) {
+    if (n != name) continue;
+    if (name == "step") return t;
+    if (t.numel() != param.numel()) {
+      throw CheckpointError(fmt::format(
+          "optimizer state field '{}' has {} elements but the parameter shard has {}", name,
+          t.numel(), param.numel()));
+    }
+    return t.reshape(param.sizes()).to(param.scalar_type()).clone();
+  }
+  if (required) {
+    throw CheckpointError(
+        fmt::format("optimizer state field '{}' is missing; was the checkpoint written with "
+                    "another --optimizer?",
+                    name));
+  }
+  return at::Tensor();
+}
+
+template <typename State>
+std::unique_ptr<State> make_adam_state(const std::vector<std::pair<std::string, at::Tensor>>& f,
+                                       const at::Tensor& param) {
+  auto s = std::make_unique<State>();
+  s->step(field(f, "step", param, true).template item<int64_t>());
+  s->exp_avg(field(f, "exp_avg", param, true));
+  s->exp_avg_sq(field(f, "exp_avg_sq", param, true));
+  at::Tensor max_sq = field(f, "max_exp_avg_sq", param, false);
+  if (max_sq.defined()) s->max_exp_avg_sq(max_sq);
+  return s;
+}
+
+}  // namespace
+
+void set_optimizer_state(torch::optim::Optimizer& optimizer, const at::Tensor& param,
+                         const std::vector<std::pair<std::string, at::Tensor>>& fields) {
+  const std::string key = state_key(param);
+  if (fields.empty()) {
+    optimizer.state().erase(key);
+    return;
+  }
+  std::unique_ptr<torch::optim::OptimizerParamState> state;
+  if (dynamic_cast<torch::optim::SGD*>(&optimizer) != nullptr) {
+    auto s = std::make_unique<torch::optim::SGDParamState>();
+    s->momentum_buffer(field(fields, "momentum_buffer", param, true));
+    state = std::move(s);
+  } else if (dynamic_cast<torch::optim::AdamW*>(&optimizer) != nullptr) {
+    state = make_adam_state<torch::optim::AdamWParamState>(fields, param);
+  } else if (dynamic_cast<torch::optim::Adam*>(&optimizer) != nullptr) {
+    state = make_adam_state<torch::optim::AdamParamState>(fields, param);
+  } else {
+    throw NotSupported(
+        "sharded checkpoints restore the state of SGD, Adam and AdamW; not this optimizer");
+  }
+  optimizer.state()[key] = std::move(state);
+}
+
+}  // namespace tandem::train
