@@ -7,6 +7,7 @@
 
 #include "bench_comm.h"
 #include "bench_ddp.h"
+#include "checkpoint_cmd.h"
 #include "tandem/core/error.h"
 #include "train_cmd.h"
 
@@ -19,6 +20,7 @@ int main(int argc, char** argv) {
   tandem::tools::add_bench_comm(*bench, exit_code);
   tandem::tools::add_bench_ddp(*bench, exit_code);
   tandem::tools::add_train(app, exit_code);
+  tandem::tools::add_checkpoint(app, exit_code);
   try {
     at::set_num_threads(1);
     app.parse(argc, argv);
