@@ -390,6 +390,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
       *out << fmt::format("trace: {} (one file per rank; open in Perfetto)\n", path.string());
   }
   if (stop > first_step) save(stop);
+  s.state_digest = state_digest(*model.ptr());
   s.steps = stop - first_step;
   s.samples = s.steps * o.batch_size * comm->size();
   s.wall_seconds = Seconds(std::chrono::steady_clock::now() - start).count();
