@@ -275,8 +275,9 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   if (out) {
     *out << fmt::format(
         "tandem train: {} on {}, {} rank(s) on {}, strategy {}, "
-        "batch {} per rank, {} steps\n",
-        o.model, data->describe(), comm->size(), comm->backend(), o.strategy, o.batch_size, total);
+        "batch {} per rank, {} lr {}, {} steps\n",
+        o.model, data->describe(), comm->size(), comm->backend(), o.strategy, o.batch_size,
+        o.optimizer, base_lr, total);
   }
 
   Progress progress(out, total);
