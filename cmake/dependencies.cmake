@@ -28,6 +28,16 @@ add_library(tandem_gloo INTERFACE)
 target_link_libraries(tandem_gloo INTERFACE ${GLOO_LIB})
 target_compile_definitions(tandem_gloo INTERFACE USE_C10D_GLOO=1)
 
+# YAML config files (tandem train --config). yaml-cpp 0.7 (Debian bookworm)
+# exports the imported target `yaml-cpp`; 0.8 names it `yaml-cpp::yaml-cpp`.
+find_package(yaml-cpp REQUIRED)
+add_library(tandem_yaml INTERFACE)
+if(TARGET yaml-cpp::yaml-cpp)
+  target_link_libraries(tandem_yaml INTERFACE yaml-cpp::yaml-cpp)
+else()
+  target_link_libraries(tandem_yaml INTERFACE yaml-cpp)
+endif()
+
 # Checksums and digests.
 find_path(XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
 find_library(XXHASH_LIB xxhash REQUIRED)

@@ -142,6 +142,23 @@ void capture_module(const torch::nn::Module& module, Checkpoint& ckpt) {
   }
 }
 
+uint64_t state_digest(const torch::nn::Module& module) {
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  auto add = [&](const std::string& kind, const std::string& name, const at::Tensor& value) {
+    at::Tensor t = value.detach().to(at::kCPU).contiguous();
+    const std::string head = fmt::format("{} {} {} [{}];", kind, name,
+                                         c10::toString(t.scalar_type()), fmt::join(t.sizes(), ","));
+    XXH3_64bits_update(state, head.data(), head.size());
+    XXH3_64bits_update(state, t.data_ptr(), t.nbytes());
+  };
+  for (const auto& item : module.named_parameters(true)) add("parameter", item.key(), item.value());
+  for (const auto& item : module.named_buffers(true)) add("buffer", item.key(), item.value());
+  const uint64_t digest = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  return digest;
+}
+
 void capture_optimizer(torch::optim::Optimizer& optimizer, Checkpoint& ckpt) {
   torch::serialize::OutputArchive archive;
   optimizer.save(archive);

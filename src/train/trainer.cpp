@@ -275,8 +275,9 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   if (out) {
     *out << fmt::format(
         "tandem train: {} on {}, {} rank(s) on {}, strategy {}, "
-        "batch {} per rank, {} steps\n",
-        o.model, data->describe(), comm->size(), comm->backend(), o.strategy, o.batch_size, total);
+        "batch {} per rank, {} lr {}, {} steps\n",
+        o.model, data->describe(), comm->size(), comm->backend(), o.strategy, o.batch_size,
+        o.optimizer, base_lr, total);
   }
 
   Progress progress(out, total);
@@ -390,6 +391,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
       *out << fmt::format("trace: {} (one file per rank; open in Perfetto)\n", path.string());
   }
   if (stop > first_step) save(stop);
+  s.state_digest = state_digest(*model.ptr());
   s.steps = stop - first_step;
   s.samples = s.steps * o.batch_size * comm->size();
   s.wall_seconds = Seconds(std::chrono::steady_clock::now() - start).count();

@@ -168,3 +168,90 @@ TEST(TandemTrain, TraceDirHoldsOneTracePerRankWithBucketAllReduces) {
 }
 
 }  // namespace
+
+namespace {
+
+// A YAML file in a fresh temporary directory, removed with it.
+class ConfigFile {
+ public:
+  explicit ConfigFile(const std::string& text) {
+    static int made = 0;
+    dir_ = std::filesystem::temp_directory_path() /
+           ("tandem_config_" + std::to_string(getpid()) + "_" + std::to_string(made++));
+    std::filesystem::create_directories(dir_);
+    std::ofstream(path()) << text;
+  }
+  ~ConfigFile() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::string path() const { return (dir_ / "run.yaml").string(); }
+
+ private:
+  std::filesystem::path dir_;
+};
+
+// The file sets lr and batch-size, the command line sets lr: the flag's lr
+// and the file's batch size win.
+TEST(TandemTrain, ConfigFileWithFlagsOverIt) {
+  ConfigFile config(
+      "model: mlp\n"
+      "dataset-size: 256\n"
+      "steps: 3\n"
+      "lr: 0.01\n"
+      "batch-size: 16\n"
+      "nesterov: true\n"
+      "optimizer: sgd\n");
+  CommandResult r = run(kTandem + " train --config " + config.path() + " --lr 0.25");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("batch 16 per rank, sgd lr 0.25, 3 steps"), std::string::npos)
+      << r.output;
+  r = run(kTandem + " train --config " + config.path());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("batch 16 per rank, sgd lr 0.01, 3 steps"), std::string::npos)
+      << r.output;
+}
+
+TEST(TandemTrain, BadConfigExitsTwoNamingFileAndLine) {
+  struct Case {
+    std::string text;
+    std::vector<std::string> words;
+  };
+  for (const auto& c : std::vector<Case>{
+           {"steps: 3\nbatchsize: 8\n", {"line 2", "unknown key 'batchsize'", "'batch-size'"}},
+           {"batch-size: abc\n", {"line 1", "key 'batch-size' takes an integer (got 'abc')"}},
+           {"lr: 0.1\nmodel: [mlp\n", {"malformed YAML"}},
+           {"- mlp\n", {"top level must be a mapping"}},
+       }) {
+    ConfigFile config(c.text);
+    CommandResult r = run(kTandem + " train --config " + config.path());
+    EXPECT_EQ(r.exit_code, 2) << c.text << "\n" << r.output;
+    EXPECT_NE(r.output.find("tandem: error: config file '" + config.path() + "'"),
+              std::string::npos)
+        << r.output;
+    for (const auto& w : c.words) EXPECT_NE(r.output.find(w), std::string::npos) << r.output;
+  }
+  CommandResult r = run(kTandem + " train --config /nonexistent/run.yaml");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("config file '/nonexistent/run.yaml' cannot be read"), std::string::npos)
+      << r.output;
+  // A value the file gives in the right type but out of range is checked
+  // like the flag.
+  ConfigFile zero("batch-size: 0\n");
+  r = run(kTandem + " train --config " + zero.path());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--batch-size must be at least 1 (got 0)"), std::string::npos)
+      << r.output;
+}
+
+TEST(TandemTrain, HelpDescribesTheConfigFile) {
+  CommandResult r = run(kTandem + " train --help");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (const auto& w : std::vector<std::string>{
+           "--config", "--batch-size INT=32", "--lr FLOAT=0.05", "--nesterov",
+           "flags given on the command line override the file", "  batch-size: 32\n"}) {
+    EXPECT_NE(r.output.find(w), std::string::npos) << w << "\n" << r.output;
+  }
+}
+
+}  // namespace

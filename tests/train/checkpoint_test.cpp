@@ -3,17 +3,23 @@
 #include <ATen/Context.h>
 #include <ATen/ops/equal.h>
 #include <ATen/ops/randn.h>
+#include <ATen/ops/tensor.h>
+#include <fmt/format.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/sgd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 
 #include "tandem/comm/rendezvous.h"
 #include "tandem/core/error.h"
 #include "tandem/train/trainer.h"
+#include "tests/support/multiproc.h"
 #include "tests/train/data/temp_dir.h"
 
 namespace tandem::train {
@@ -109,6 +115,23 @@ TEST(Checkpoint, RoundTripModelAndSgdMomentum) {
   }
 }
 
+TEST(Checkpoint, StateDigestSeesOneUlpAndTheNames) {
+  at::manual_seed(1);
+  auto a = small_model();
+  at::manual_seed(1);
+  auto b = small_model();
+  const uint64_t digest = state_digest(*a);
+  EXPECT_EQ(state_digest(*b), digest);
+  float* bias = b->ptr(2)->named_parameters()["bias"].data_ptr<float>();
+  bias[1] = std::nextafter(bias[1], 1e9f);
+  EXPECT_NE(state_digest(*b), digest);
+  at::Tensor running_mean = a->ptr(1)->named_buffers()["running_mean"];
+  running_mean.add_(1);
+  EXPECT_NE(state_digest(*a), digest);
+  running_mean.sub_(1);
+  EXPECT_EQ(state_digest(*a), digest);
+}
+
 TEST(Checkpoint, CorruptPayloadByteNamesTheFileAndChecksum) {
   TempDir dir;
   const std::string path = write_small(dir.path().string());
@@ -184,15 +207,13 @@ TEST(Checkpoint, OtherWorldSizeExplainsTheSamplerPosition) {
 // epoch 0 from the middle and crosses into epoch 1; the cosine schedule with
 // warmup checks that the step carried over; Nesterov momentum that the
 // optimizer state did.
-TEST(Checkpoint, ResumeGivesTheSameParametersAsAStraightRun) {
-  auto comm = tandem::init(tandem::RendezvousInfo{}, {});
-  TempDir straight_dir, resumed_dir;
+TrainerOptions resume_run_options(int64_t batch_size) {
   TrainerOptions o;
   o.model = "mlp";
   o.data = "synthetic-mnist";
   o.dataset_size = 200;
   o.steps = 20;
-  o.batch_size = 16;
+  o.batch_size = batch_size;
   o.lr = 0.05;
   o.momentum = 0.9;
   o.nesterov = true;
@@ -200,10 +221,31 @@ TEST(Checkpoint, ResumeGivesTheSameParametersAsAStraightRun) {
   o.schedule = "cosine";
   o.seed = 5;
   o.eval_batches = 1;
+  return o;
+}
+
+// Expects the two checkpoints to hold bitwise the same parameters and buffers.
+void expect_same_state(const Checkpoint& a, const Checkpoint& b) {
+  ASSERT_EQ(a.parameters.size(), b.parameters.size());
+  for (size_t i = 0; i < a.parameters.size(); ++i) {
+    EXPECT_EQ(a.parameters[i].first, b.parameters[i].first);
+    EXPECT_TRUE(at::equal(a.parameters[i].second, b.parameters[i].second)) << a.parameters[i].first;
+  }
+  ASSERT_EQ(a.buffers.size(), b.buffers.size());
+  for (size_t i = 0; i < a.buffers.size(); ++i) {
+    EXPECT_TRUE(at::equal(a.buffers[i].second, b.buffers[i].second)) << a.buffers[i].first;
+  }
+}
+
+TEST(Checkpoint, ResumeGivesTheSameParametersAsAStraightRun) {
+  auto comm = tandem::init(tandem::RendezvousInfo{}, {});
+  TempDir straight_dir, resumed_dir;
+  const TrainerOptions o = resume_run_options(16);
 
   TrainerOptions straight = o;
   straight.checkpoint_dir = straight_dir.path().string();
-  EXPECT_EQ(train(straight, comm, nullptr).steps, 20);
+  const TrainSummary straight_summary = train(straight, comm, nullptr);
+  EXPECT_EQ(straight_summary.steps, 20);
 
   TrainerOptions first = o;
   first.checkpoint_dir = resumed_dir.path().string();
@@ -220,22 +262,16 @@ TEST(Checkpoint, ResumeGivesTheSameParametersAsAStraightRun) {
   TrainerOptions second = o;
   second.checkpoint_dir = resumed_dir.path().string();
   second.resume = true;
-  EXPECT_EQ(train(second, comm, nullptr).steps, 10);
+  const TrainSummary resumed_summary = train(second, comm, nullptr);
+  EXPECT_EQ(resumed_summary.steps, 10);
+  EXPECT_EQ(resumed_summary.state_digest, straight_summary.state_digest);
 
   Checkpoint a = read_checkpoint(straight_dir.file("step-20.ckpt"));
   Checkpoint b = read_checkpoint(resumed_dir.file("step-20.ckpt"));
   EXPECT_EQ(b.epoch, 1);
   EXPECT_EQ(a.epoch, b.epoch);
   EXPECT_EQ(a.samples_in_epoch, b.samples_in_epoch);
-  ASSERT_EQ(a.parameters.size(), b.parameters.size());
-  for (size_t i = 0; i < a.parameters.size(); ++i) {
-    EXPECT_EQ(a.parameters[i].first, b.parameters[i].first);
-    EXPECT_TRUE(at::equal(a.parameters[i].second, b.parameters[i].second)) << a.parameters[i].first;
-  }
-  ASSERT_EQ(a.buffers.size(), b.buffers.size());
-  for (size_t i = 0; i < a.buffers.size(); ++i) {
-    EXPECT_TRUE(at::equal(a.buffers[i].second, b.buffers[i].second)) << a.buffers[i].first;
-  }
+  expect_same_state(a, b);
 
   // Resuming with another batch size would change the data order: refused.
   TrainerOptions other = second;
@@ -243,6 +279,107 @@ TEST(Checkpoint, ResumeGivesTheSameParametersAsAStraightRun) {
   expect_error<CheckpointError>([&] { train(other, comm, nullptr); },
                                 {"step-20.ckpt", "batch_size"});
 }
+
+// The loss each step of this rank saw, from a --metrics file logged every step.
+std::map<int64_t, double> losses_by_step(const std::string& path) {
+  std::map<int64_t, double> losses;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    losses[j["step"].get<int64_t>()] = j["loss"].get<double>();
+  }
+  return losses;
+}
+
+// The resume test at 2 ranks with DDP: 20 steps straight vs 10 steps, stop,
+// resume, 10 more. In float32 (the trainer's models have no float64 mode),
+// and bitwise: both runs do the same all-reduces in the same order on the
+// same data, so nothing may differ. Rank 0 writes the checkpoints; each rank
+// checks its own model through TrainSummary::state_digest and its own data
+// order through the per-step loss in its --metrics file. 200 samples over 2
+// ranks in batches of 8 make 12 steps per epoch, so the resumed run starts
+// 80 samples into rank's shard of epoch 0 and crosses into epoch 1.
+class ResumeTwoRanks : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ResumeTwoRanks, DdpGivesTheSameParametersOnBothRanks) {
+  TempDir straight_dir, resumed_dir;  // made before the fork: both ranks share them
+  const std::string backend = GetParam();
+  tandem::testing::expect_ranks_succeed(
+      2,
+      [&](int rank, int size, int port) {
+        RendezvousInfo info;
+        info.rank = rank;
+        info.world_size = size;
+        info.local_rank = rank;
+        info.local_world_size = size;
+        info.master_port = port;
+        info.source = "torchrun";
+        InitOptions io;
+        io.backend = backend;
+        io.timeout = Millis(60'000);
+        auto comm = tandem::init(info, io);
+        ASSERT_EQ(comm->backend(), backend);
+
+        TrainerOptions o = resume_run_options(8);
+        o.strategy = "ddp";
+        o.log_every = 1;
+
+        TrainerOptions straight = o;
+        straight.checkpoint_dir = straight_dir.path().string();
+        straight.metrics_file = straight_dir.file("metrics-{rank}.jsonl");
+        const TrainSummary straight_summary = train(straight, comm, nullptr);
+        EXPECT_EQ(straight_summary.steps, 20);
+
+        TrainerOptions first = o;
+        first.checkpoint_dir = resumed_dir.path().string();
+        first.metrics_file = resumed_dir.file("metrics-{rank}.jsonl");
+        first.stop_at_step = 10;
+        const TrainSummary first_summary = train(first, comm, nullptr);
+        EXPECT_EQ(first_summary.steps, 10);
+        // The digest can tell 10 steps from 20.
+        EXPECT_NE(first_summary.state_digest, straight_summary.state_digest);
+        Checkpoint mid = load_latest(first.checkpoint_dir);
+        EXPECT_EQ(mid.step, 10);
+        EXPECT_EQ(mid.world_size, 2);
+        EXPECT_EQ(mid.epoch, 0);
+        EXPECT_EQ(mid.samples_in_epoch, 80);  // per rank: 10 steps of 8
+
+        TrainerOptions second = first;
+        second.stop_at_step = 0;
+        second.resume = true;
+        const TrainSummary resumed_summary = train(second, comm, nullptr);
+        EXPECT_EQ(resumed_summary.steps, 10);
+
+        // This rank's parameters and buffers, bitwise.
+        EXPECT_EQ(resumed_summary.state_digest, straight_summary.state_digest)
+            << "rank " << rank << ": the resumed model differs from the straight one";
+        // This rank's data order: the same loss at every one of the 20 steps.
+        auto want = losses_by_step(straight_dir.file(fmt::format("metrics-{}.jsonl", rank)));
+        auto got = losses_by_step(resumed_dir.file(fmt::format("metrics-{}.jsonl", rank)));
+        ASSERT_EQ(want.size(), 20u);
+        ASSERT_EQ(got.size(), 20u);
+        for (const auto& [step, loss] : want) {
+          EXPECT_EQ(got[step], loss) << "rank " << rank << ", step " << step;
+        }
+        // Both ranks hold the same model: rank 0's digest, broadcast.
+        at::Tensor digest = at::tensor(
+            std::vector<int64_t>{static_cast<int64_t>(resumed_summary.state_digest)}, at::kLong);
+        comm->broadcast(digest, 0);
+        EXPECT_EQ(static_cast<uint64_t>(digest.item<int64_t>()), resumed_summary.state_digest)
+            << "rank " << rank << " disagrees with rank 0";
+
+        if (rank == 0) {
+          Checkpoint a = read_checkpoint(straight_dir.file("step-20.ckpt"));
+          Checkpoint b = read_checkpoint(resumed_dir.file("step-20.ckpt"));
+          EXPECT_EQ(b.epoch, 1);
+          EXPECT_EQ(a.samples_in_epoch, b.samples_in_epoch);
+          expect_same_state(a, b);
+        }
+      },
+      {.timeout = std::chrono::milliseconds(120'000), .env = {}});
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ResumeTwoRanks, ::testing::Values("shm", "gloo"));
 
 }  // namespace
 }  // namespace tandem::train

@@ -5,57 +5,77 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <memory>
+#include <type_traits>
+#include <variant>
+#include <vector>
 
 #include "tandem/comm/rendezvous.h"
 #include "tandem/core/check.h"
+#include "tandem/train/config.h"
 #include "tandem/train/trainer.h"
 
 namespace tandem::tools {
+namespace {
+
+constexpr const char* kConfigHelp =
+    "Config files: --config FILE reads a YAML mapping whose keys are the long flags above\n"
+    "without '--'; flags given on the command line override the file. For example:\n"
+    "  model: resnet18\n"
+    "  data: synthetic-cifar\n"
+    "  batch-size: 32\n"
+    "  lr: 0.1\n"
+    "  nesterov: true\n"
+    "  checkpoint-dir: ckpt\n"
+    "A true in the file turns off with --nesterov=false.";
+
+// One flag per key of the table in tandem/train/config.h, bound to `flags`.
+void add_key_flags(CLI::App& cmd, train::TrainConfig& flags) {
+  for (const auto& key : train::train_config_keys()) {
+    const std::string flag = "--" + std::string(key.name);
+    const std::string help(key.help);
+    std::visit(
+        [&](auto field) {
+          auto& value = field(flags);
+          if constexpr (std::is_same_v<std::remove_reference_t<decltype(value)>, bool>) {
+            cmd.add_flag(flag, value, help);
+          } else {
+            cmd.add_option(flag, value, help)->capture_default_str();
+          }
+        },
+        key.field);
+  }
+}
+
+}  // namespace
 
 void add_train(CLI::App& app, int& exit_code) {
-  auto o = std::make_shared<train::TrainerOptions>();
-  auto backend = std::make_shared<std::string>("auto");
-  auto threads = std::make_shared<int>(1);
+  auto flags = std::make_shared<train::TrainConfig>();
+  auto config_path = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand(
       "train", "Train a model (run under tandem-run for several ranks; synthetic data by default)");
-  cmd->add_option("--model", o->model, "mlp|convnet|resnet18|resnet50|gpt-mini");
-  cmd->add_option("--data", o->data, "a path, or synthetic-mnist|synthetic-cifar|synthetic-tokens");
-  cmd->add_option("--dataset-size", o->dataset_size, "synthetic samples (default: the real set's)");
-  cmd->add_option("--steps", o->steps, "optimizer steps (overrides --epochs)");
-  cmd->add_option("--epochs", o->epochs, "epochs (default 1)");
-  cmd->add_option("--batch-size", o->batch_size, "samples per rank per step (default 32)");
-  cmd->add_option("--optimizer", o->optimizer, "sgd|adamw");
-  cmd->add_option("--lr", o->lr, "learning rate (default 0.05)");
-  cmd->add_option("--momentum", o->momentum, "SGD momentum (default 0.9)");
-  cmd->add_flag("--nesterov", o->nesterov, "Nesterov momentum");
-  cmd->add_option("--weight-decay", o->weight_decay, "weight decay (default 0)");
-  cmd->add_option("--warmup-steps", o->warmup_steps, "linear warmup steps");
-  cmd->add_option("--schedule", o->schedule, "constant|cosine|step");
-  cmd->add_flag("--scale-lr", o->scale_lr, "multiply --lr by the world size");
-  cmd->add_option("--clip-grad-norm", o->clip_grad_norm, "clip the gradient norm (0: off)");
-  cmd->add_option("--seed", o->seed, "seed of weights and data order");
-  cmd->add_option("--threads", *threads, "intra-op threads per rank (default 1)");
-  cmd->add_option("--strategy", o->strategy, "none|ddp (default ddp)");
-  cmd->add_option("--bucket-cap-mb", o->bucket_cap_mb, "DDP bucket size in MiB (default 25)");
-  cmd->add_option("--backend", *backend, "auto|shm|gloo|mpi");
-  cmd->add_option("--eval-every", o->eval_every, "steps between evaluations (0: at the end)");
-  cmd->add_option("--log-every", o->log_every, "steps between progress updates (default 10)");
-  cmd->add_option("--metrics", o->metrics_file, "append JSON lines to FILE ({rank} expands)");
-  cmd->add_option("--trace-dir", o->trace_dir,
-                  "write a Chrome trace per rank to DIR/rank-<r>.json");
-  cmd->add_option("--checkpoint-dir", o->checkpoint_dir,
-                  "write checkpoints to DIR (rank 0; atomic; DIR/latest names the newest)");
-  cmd->add_option("--checkpoint-every", o->checkpoint_every,
-                  "steps between checkpoints (0: only at the end)");
-  cmd->add_flag("--resume", o->resume,
-                "continue from DIR/latest of --checkpoint-dir with the same data order");
-  cmd->callback([o, backend, threads, &exit_code] {
-    TANDEM_CHECK(*threads >= 1, "--threads must be at least 1 (got {})", *threads);
-    at::set_num_threads(*threads);
+  add_key_flags(*cmd, *flags);
+  auto* config_opt = cmd->add_option(
+      "--config", *config_path,
+      "YAML file of these options (keys: the long flags without --); flags override it");
+  cmd->footer(kConfigHelp);
+  cmd->callback([cmd, flags, config_path, config_opt, &exit_code] {
+    train::TrainConfig c = *flags;
+    if (config_opt->count() > 0) {
+      std::vector<std::string> given;
+      for (const auto& key : train::train_config_keys()) {
+        if (cmd->get_option("--" + std::string(key.name))->count() > 0) {
+          given.emplace_back(key.name);
+        }
+      }
+      c = train::load_train_config(*config_path);
+      train::override_keys(c, *flags, given);
+    }
+    TANDEM_CHECK(c.threads >= 1, "--threads must be at least 1 (got {})", c.threads);
+    at::set_num_threads(c.threads);
     InitOptions io;
-    io.backend = *backend;
+    io.backend = c.backend;
     auto comm = init(io);
-    train::train(*o, comm, &std::cout);
+    train::train(c.trainer, comm, &std::cout);
     exit_code = 0;
   });
 }

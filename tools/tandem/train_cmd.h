@@ -1,5 +1,7 @@
-// `tandem train`: flags -> tandem::train::TrainerOptions -> train(), on the
-// communicator that tandem::init() builds from the launcher's environment.
+// `tandem train`: a YAML config file (--config) and flags over it ->
+// tandem::train::TrainConfig -> train(), on the communicator that
+// tandem::init() builds from the launcher's environment. The flags and the
+// config keys come from one table, tandem::train::train_config_keys().
 #pragma once
 
 namespace CLI {

@@ -68,6 +68,11 @@ struct Checkpoint {
 
 // Copies `module`'s parameters and buffers (recursive names) into `ckpt`.
 void capture_module(const torch::nn::Module& module, Checkpoint& ckpt);
+// XXH3-64 of `module`'s parameters and buffers (kind, recursive name, dtype,
+// shape and bytes, in registration order). Two replicas hold bitwise the same
+// state exactly when their digests match (barring a 1-in-2^64 collision);
+// tests use it to compare ranks and runs. Not collective.
+uint64_t state_digest(const torch::nn::Module& module);
 // Serializes `optimizer`'s state into ckpt.optimizer_state.
 void capture_optimizer(torch::optim::Optimizer& optimizer, Checkpoint& ckpt);
 // Stores the default CPU generator's state.

@@ -64,6 +64,10 @@ struct TrainSummary {
   double final_loss = 0;  // mean of the last log window, averaged over ranks
   double eval_loss = 0;
   double eval_accuracy = 0;  // fraction of correct predictions (tokens for gpt-mini)
+  // state_digest() (checkpoint.h) of this rank's model after the last step:
+  // equal on every rank under ddp, and equal for a resumed run and a straight
+  // one exactly when their parameters and buffers are bitwise the same.
+  uint64_t state_digest = 0;
 };
 
 // Validates `options` (InvalidArgument naming the flag) and trains. `out`
