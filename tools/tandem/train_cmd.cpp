@@ -37,6 +37,11 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--threads", *threads, "intra-op threads per rank (default 1)");
   cmd->add_option("--strategy", o->strategy, "none|ddp (default ddp)");
   cmd->add_option("--bucket-cap-mb", o->bucket_cap_mb, "DDP bucket size in MiB (default 25)");
+  cmd->add_option("--grad-compression", o->grad_compression,
+                  "none|fp16|bf16|powersgd: compress DDP's all-reduce (default none)");
+  cmd->add_option("--powersgd-rank", o->powersgd_rank, "PowerSGD approximation rank (default 1)");
+  cmd->add_option("--powersgd-start-iter", o->powersgd_start_iter,
+                  "steps of plain all-reduce before PowerSGD starts (default 100)");
   cmd->add_option("--backend", *backend, "auto|shm|gloo|mpi");
   cmd->add_option("--eval-every", o->eval_every, "steps between evaluations (0: at the end)");
   cmd->add_option("--log-every", o->log_every, "steps between progress updates (default 10)");
