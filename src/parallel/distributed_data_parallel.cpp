@@ -12,6 +12,7 @@
 
 #include "parallel/detail/grad_hooks.h"
 #include "parallel/detail/replicas.h"
+#include "parallel/powersgd_reducer.h"
 #include "tandem/core/check.h"
 
 namespace tandem::parallel {
@@ -24,6 +25,9 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
   TANDEM_CHECK(comm_ != nullptr, "DistributedDataParallel: the communicator is null");
   TANDEM_CHECK(options_.bucket_cap_mb > 0, "DdpOptions::bucket_cap_mb must be positive (got {})",
                options_.bucket_cap_mb);
+  if (options_.compression == GradCompression::kPowerSgd) {
+    validate_powersgd_options(options_.powersgd);  // before any collective
+  }
   for (const auto& item : module_->named_parameters(/*recurse=*/true)) {
     if (!item.value().requires_grad()) continue;  // frozen: never reduced
     TANDEM_CHECK(item.value().device().is_cpu(),
@@ -47,6 +51,10 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     buffers_.push_back(at::zeros({b.numel}, at::TensorOptions().dtype(b.dtype)));
   }
   wire_.resize(plan_.buckets.size());
+  if (options_.compression == GradCompression::kPowerSgd) {
+    powersgd_ = std::make_unique<detail::PowerSgdReducer>(options_.powersgd, plan_, params_, comm_,
+                                                          options_.timeout, options_.trace);
+  }
   launched_at_.resize(plan_.buckets.size());
   works_.resize(plan_.buckets.size());
   reset_iteration();
@@ -92,6 +100,9 @@ void DistributedDataParallel::mark_ready(size_t param) {
     callback_queued_ = true;
     in_backward_ = true;
     stats_ = Stats{};
+    for (const auto& buffer : buffers_) stats_.uncompressed_bytes += buffer.nbytes();
+    powersgd_now_ = powersgd_ && powersgd_->active();
+    stats_.powersgd = powersgd_now_;
     first_hook_at_ = std::chrono::steady_clock::now();
     detail::at_end_of_backward([this] { finish_backward(); });
   }
@@ -112,14 +123,19 @@ void DistributedDataParallel::launch_ready_buckets() {
     // Stamped before the launch: a small all-reduce can finish before
     // all_reduce_async returns.
     if (options_.trace) launched_at_[b] = std::chrono::steady_clock::now();
-    if (options_.compression == GradCompression::kNone) {
+    if (powersgd_now_) {
+      stats_.all_reduce_bytes += powersgd_->launch_p(b, buffers_[b]);
+    } else if (options_.compression == GradCompression::kNone ||
+               options_.compression == GradCompression::kPowerSgd) {
       works_[b] = comm_->all_reduce_async(buffers_[b], ReduceOp::kAvg, options_.timeout);
+      stats_.all_reduce_bytes += buffers_[b].nbytes();
     } else {
       // Divide before the sum, as PyTorch's fp16 hook does, so the sum cannot overflow.
       at::ScalarType wire =
           options_.compression == GradCompression::kFp16 ? at::kHalf : at::kBFloat16;
       wire_[b] = (buffers_[b] / comm_->size()).to(wire);
       works_[b] = comm_->all_reduce_async(wire_[b], ReduceOp::kSum, options_.timeout);
+      stats_.all_reduce_bytes += wire_[b].nbytes();
     }
     if (in_backward_) ++stats_.buckets_launched_during_backward;
   }
@@ -146,15 +162,10 @@ void DistributedDataParallel::finish_backward() {
     const auto hooks_end = std::chrono::steady_clock::now();
     launch_ready_buckets();
     auto start = std::chrono::steady_clock::now();
-    for (size_t b = 0; b < works_.size(); ++b) {
-      TANDEM_ASSERT(works_[b] != nullptr, "bucket {} was never launched", b);
-      works_[b]->wait(options_.timeout.value_or(comm_->timeout()));
-      if (options_.trace) {
-        options_.trace->span(fmt::format("all_reduce bucket {}", b), "comm", launched_at_[b],
-                             works_[b]->finished_at());
-      }
-      works_[b].reset();
-      if (wire_[b].defined()) buffers_[b].copy_(wire_[b]);
+    if (powersgd_now_) {
+      finish_powersgd();
+    } else {
+      wait_buckets();
     }
     const auto waited = std::chrono::steady_clock::now();
     stats_.wait_seconds = std::chrono::duration<double>(waited - start).count();
@@ -176,12 +187,52 @@ void DistributedDataParallel::finish_backward() {
       }
     }
     if (options_.broadcast_buffers) broadcast_buffers();
+    if (powersgd_) powersgd_->end_iteration();
   } catch (...) {
     for (auto& w : works_) w.reset();
+    if (powersgd_) powersgd_->abandon();
     reset_iteration();
     throw;
   }
   reset_iteration();
+}
+
+void DistributedDataParallel::wait_buckets() {
+  for (size_t b = 0; b < works_.size(); ++b) {
+    TANDEM_ASSERT(works_[b] != nullptr, "bucket {} was never launched", b);
+    works_[b]->wait(options_.timeout.value_or(comm_->timeout()));
+    if (options_.trace) {
+      options_.trace->span(fmt::format("all_reduce bucket {}", b), "comm", launched_at_[b],
+                           works_[b]->finished_at());
+    }
+    works_[b].reset();
+    if (wire_[b].defined()) buffers_[b].copy_(wire_[b]);
+  }
+}
+
+// Note [PowerSGD schedule]
+// A bucket's PowerSGD chain is uncompressed + P all-reduce -> orthogonalise P,
+// Q = M^T P -> Q all-reduce -> P Q^T. The P step launches when the bucket is
+// ready during backward, in bucket order, like a plain bucket, so it overlaps
+// the rest of backward. The Q step needs P's result, and the communicator
+// wants one issuing thread and the same collective order on every rank: a Q
+// launched "as soon as P is done" would depend on timing and could interleave
+// differently with later P launches on different ranks. So the Q steps run
+// in the final callback, in bucket order: wait P(b), launch Q(b), next bucket,
+// so Q(b) travels while P(b+1) is orthogonalised; then every Q is waited for
+// and decompressed. P and Q are small (n r and m r elements), so what the
+// callback waits for is mostly latency, two short collectives per bucket.
+void DistributedDataParallel::finish_powersgd() {
+  for (size_t b = 0; b < buffers_.size(); ++b) {
+    stats_.all_reduce_bytes += powersgd_->launch_q(b, buffers_[b]);
+  }
+  for (size_t b = 0; b < buffers_.size(); ++b) powersgd_->finish(b, buffers_[b]);
+}
+
+at::Tensor DistributedDataParallel::powersgd_error(size_t param) const {
+  TANDEM_CHECK(powersgd_ != nullptr,
+               "DistributedDataParallel::powersgd_error: compression is not kPowerSgd");
+  return powersgd_->error(param);
 }
 
 DistributedDataParallel::NoSyncGuard::NoSyncGuard(DistributedDataParallel& ddp)

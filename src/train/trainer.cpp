@@ -48,6 +48,17 @@ void validate(const TrainerOptions& o, int world) {
                "--strategy none trains one process, but {} ranks were started; use --strategy "
                "ddp, or launch one process",
                world);
+  TANDEM_CHECK(o.grad_compression == "none" || o.grad_compression == "fp16" ||
+                   o.grad_compression == "bf16" || o.grad_compression == "powersgd",
+               "--grad-compression {} is not one of none, fp16, bf16, powersgd",
+               o.grad_compression);
+  TANDEM_CHECK(o.grad_compression == "none" || o.strategy == "ddp",
+               "--grad-compression {} compresses DDP's all-reduce; it needs --strategy ddp",
+               o.grad_compression);
+  TANDEM_CHECK(o.powersgd_rank >= 1, "--powersgd-rank must be at least 1 (got {})",
+               o.powersgd_rank);
+  TANDEM_CHECK(o.powersgd_start_iter >= 0, "--powersgd-start-iter must be >= 0 (got {})",
+               o.powersgd_start_iter);
   TANDEM_CHECK(o.momentum >= 0 && o.weight_decay >= 0 && o.clip_grad_norm >= 0,
                "--momentum, --weight-decay and --clip-grad-norm must be >= 0");
   TANDEM_CHECK(o.warmup_steps >= 0 && o.log_every >= 1 && o.eval_every >= 0,
@@ -69,6 +80,13 @@ std::map<std::string, std::string> run_meta(const TrainerOptions& o) {
           {"batch_size", std::to_string(o.batch_size)},
           {"optimizer", o.optimizer},
           {"strategy", o.strategy}};
+}
+
+parallel::GradCompression grad_compression(const std::string& name) {
+  if (name == "fp16") return parallel::GradCompression::kFp16;
+  if (name == "bf16") return parallel::GradCompression::kBf16;
+  if (name == "powersgd") return parallel::GradCompression::kPowerSgd;
+  return parallel::GradCompression::kNone;  // validate() accepted nothing else
 }
 
 void check_meta(const Checkpoint& ckpt, const TrainerOptions& o) {
@@ -245,6 +263,10 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   if (o.strategy == "ddp") {
     parallel::DdpOptions dd;
     dd.bucket_cap_mb = o.bucket_cap_mb;
+    dd.compression = grad_compression(o.grad_compression);
+    dd.powersgd.matrix_approximation_rank = o.powersgd_rank;
+    dd.powersgd.start_powersgd_iter = o.powersgd_start_iter;
+    dd.powersgd.random_seed = o.seed;
     dd.trace = trace;
     ddp = std::make_unique<parallel::DistributedDataParallel>(model.ptr(), comm, dd);
   }
@@ -262,6 +284,10 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
                o.batch_size, sampler.size());
   const int64_t total = o.steps > 0 ? o.steps : o.epochs * per_epoch;
   const int64_t stop = o.stop_at_step > 0 ? std::min(o.stop_at_step, total) : total;
+  TANDEM_CHECK(o.grad_compression != "powersgd" || o.powersgd_start_iter < total,
+               "--powersgd-start-iter {} is not below the run's {} steps, so PowerSGD would "
+               "never start; lower it (0 compresses from the first step)",
+               o.powersgd_start_iter, total);
 
   std::ofstream metrics;
   if (!o.metrics_file.empty()) {
@@ -273,11 +299,18 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
     TANDEM_CHECK(metrics.good(), "--metrics: cannot write '{}'", path);
   }
   if (out) {
+    std::string compression;
+    if (o.grad_compression == "powersgd") {
+      compression =
+          fmt::format(" (powersgd rank {} from step {})", o.powersgd_rank, o.powersgd_start_iter);
+    } else if (o.grad_compression != "none") {
+      compression = fmt::format(" ({} gradients)", o.grad_compression);
+    }
     *out << fmt::format(
-        "tandem train: {} on {}, {} rank(s) on {}, strategy {}, "
+        "tandem train: {} on {}, {} rank(s) on {}, strategy {}{}, "
         "batch {} per rank, {} lr {}, {} steps\n",
-        o.model, data->describe(), comm->size(), comm->backend(), o.strategy, o.batch_size,
-        o.optimizer, base_lr, total);
+        o.model, data->describe(), comm->size(), comm->backend(), o.strategy, compression,
+        o.batch_size, o.optimizer, base_lr, total);
   }
 
   Progress progress(out, total);
@@ -366,10 +399,11 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
       double sps = static_cast<double>(done * o.batch_size * comm->size()) / elapsed;
       progress.update(step + 1, epoch, mean, sps, elapsed / done * (stop - step - 1));
       if (metrics.is_open()) {
+        const int64_t sent = ddp ? ddp->last_stats().all_reduce_bytes : 0;
         metrics << nlohmann::json{{"step", step + 1},       {"epoch", epoch},
                                   {"rank", comm->rank()},   {"loss", window_loss / window_steps},
                                   {"loss_all_ranks", mean}, {"samples_per_s", sps},
-                                  {"elapsed_s", elapsed}}
+                                  {"elapsed_s", elapsed},   {"all_reduce_bytes", sent}}
                        .dump()
                 << "\n";
       }

@@ -254,4 +254,70 @@ TEST(TandemTrain, HelpDescribesTheConfigFile) {
   }
 }
 
+// PowerSGD from step 5 at rank 2: the run learns like the plain one above,
+// and each rank's metrics show far fewer bytes once compression starts.
+TEST(TandemTrain, PowerSgdCompressionLearnsWithFewerBytes) {
+  const std::string prefix =
+      (std::filesystem::temp_directory_path() / ("tandem_psgd_" + std::to_string(getpid())))
+          .string();
+  CommandResult r = run(kRun + " --nproc-per-node 2 -- " + kTandem +
+                        " train --model mlp --data synthetic-mnist --dataset-size 2048 --steps 40 "
+                        "--batch-size 32 --lr 0.05 --log-every 1 --grad-compression powersgd "
+                        "--powersgd-rank 2 --powersgd-start-iter 5 --metrics " +
+                        prefix + "_{rank}.jsonl");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("strategy ddp (powersgd rank 2 from step 5)"), std::string::npos)
+      << r.output;
+  auto at = r.output.find("summary: 40 steps");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  double first = 0, last = 0, eval_loss = 0, accuracy = 0;
+  ASSERT_EQ(std::sscanf(r.output.c_str() + r.output.find("train loss", at),
+                        "train loss %lf -> %lf; eval loss %lf, accuracy %lf", &first, &last,
+                        &eval_loss, &accuracy),
+            4)
+      << r.output;
+  EXPECT_LT(last, first * 0.5) << r.output;
+  EXPECT_GT(accuracy, 0.5) << r.output;
+  std::ifstream in(prefix + "_0.jsonl");
+  std::vector<int64_t> bytes;
+  for (std::string line; std::getline(in, line);) {
+    bytes.push_back(nlohmann::json::parse(line)["all_reduce_bytes"].get<int64_t>());
+  }
+  ASSERT_EQ(bytes.size(), 40u);
+  // 269322 float32 parameters; with PowerSGD rank 2: 4158 elements (see
+  // tests/parallel/powersgd_test.cpp).
+  EXPECT_EQ(bytes[0], 269322 * 4);
+  EXPECT_EQ(bytes[4], 269322 * 4);
+  EXPECT_EQ(bytes[5], 4158 * 4);
+  EXPECT_EQ(bytes[39], 4158 * 4);
+  std::filesystem::remove(prefix + "_0.jsonl");
+  std::filesystem::remove(prefix + "_1.jsonl");
+}
+
+TEST(TandemTrain, BadCompressionFlagsAreNamed) {
+  struct Case {
+    std::string args;
+    std::string words;
+  };
+  for (const auto& c : std::vector<Case>{
+           {"--grad-compression zip",
+            "--grad-compression zip is not one of none, fp16, bf16, "
+            "powersgd"},
+           {"--grad-compression fp16 --strategy none",
+            "--grad-compression fp16 compresses DDP's "
+            "all-reduce; it needs --strategy ddp"},
+           {"--grad-compression powersgd --powersgd-rank 0",
+            "--powersgd-rank must be at least 1 (got 0)"},
+           {"--grad-compression powersgd --powersgd-start-iter -1",
+            "--powersgd-start-iter must be >= 0 (got -1)"},
+           {"--grad-compression powersgd",
+            "--powersgd-start-iter 100 is not below the run's 3 "
+            "steps"},
+       }) {
+    CommandResult r = run(kTandem + " train --model mlp --steps 3 --dataset-size 256 " + c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.words), std::string::npos) << c.args << "\n" << r.output;
+  }
+}
+
 }  // namespace

@@ -12,6 +12,18 @@
 // flight and copies the averages back into .grad. No per-parameter
 // all-reduce.
 //
+// Compression (DdpOptions::compression): kFp16/kBf16 send each bucket as
+// 16-bit floats. kPowerSgd replaces each matrix-shaped gradient M (n x m) by
+// a rank-r approximation of the ranks' average (see powersgd.h): per bucket,
+// one all-reduce of the uncompressed gradients (1-D ones, and matrices too
+// small to gain), one of all the P's (n x r each) and one of all the Q's
+// (m x r each), so a matrix costs (n + m) * r elements instead of n * m, with
+// per-rank error feedback. The P all-reduces overlap backward like plain
+// buckets; the Q step waits for P and runs in the final callback (see Note
+// [PowerSGD schedule] in the .cpp). The first start_powersgd_iter
+// synchronised backwards use plain all-reduce, bitwise as kNone. PowerSGD
+// state (Q, error feedback) is not checkpointed: a new object starts over.
+//
 // Collective: construction and every synchronised backward. Not
 // thread-safe: one training loop per object.
 #pragma once
@@ -26,6 +38,7 @@
 #include "tandem/comm/communicator.h"
 #include "tandem/core/trace.h"
 #include "tandem/parallel/bucket_plan.h"
+#include "tandem/parallel/powersgd.h"
 
 namespace torch::nn {
 class Module;
@@ -36,10 +49,15 @@ namespace detail {
 class GradReadyHooks;
 }
 
+namespace detail {
+class PowerSgdReducer;
+}
+
 enum class GradCompression {
-  kNone,  // all-reduce in the parameters' dtype
-  kFp16,  // send float16 (halves the bytes; ~3 significant digits)
-  kBf16,  // send bfloat16 (halves the bytes; float32's range, ~2 digits)
+  kNone,      // all-reduce in the parameters' dtype
+  kFp16,      // send float16 (halves the bytes; ~3 significant digits)
+  kBf16,      // send bfloat16 (halves the bytes; float32's range, ~2 digits)
+  kPowerSgd,  // low-rank PowerSGD (DdpOptions::powersgd); float32/float64 only
 };
 
 struct DdpOptions {
@@ -54,11 +72,16 @@ struct DdpOptions {
   // after each synchronised backward, so the next forward starts equal.
   bool broadcast_buffers = true;
   GradCompression compression = GradCompression::kNone;
+  // Read only with compression == kPowerSgd; checked at construction
+  // (InvalidArgument naming the field).
+  PowerSgdOptions powersgd;
   // Timeout of each bucket's all-reduce; default: the communicator's.
   std::optional<Millis> timeout;
   // When set, each synchronised backward records spans: "backward (hooks)"
   // from the first gradient to the end of backward, each bucket's all-reduce
-  // from launch to completion (lane "comm"), and the wait at the end.
+  // from launch to completion (lane "comm"), and the wait at the end. With
+  // PowerSGD a bucket records "powersgd P bucket B", "powersgd Q bucket B"
+  // and "all_reduce bucket B (uncompressed part)" instead.
   std::shared_ptr<TraceRecorder> trace;
 };
 
@@ -67,6 +90,9 @@ class DistributedDataParallel {
   // Collective. Checks that every rank has the same parameter names, shapes
   // and dtypes (InvalidArgument naming the first difference and the ranks),
   // broadcasts parameters and buffers from rank 0, and installs the hooks.
+  // With kPowerSgd, bad PowerSgdOptions throw InvalidArgument before any
+  // collective, and a bucket to compress that is not float32/float64 throws
+  // NotSupported.
   DistributedDataParallel(std::shared_ptr<torch::nn::Module> module,
                           std::shared_ptr<Communicator> comm, DdpOptions options = {});
   ~DistributedDataParallel();
@@ -98,8 +124,24 @@ class DistributedDataParallel {
   struct Stats {
     int buckets_launched_during_backward = 0;  // the rest launched at its end
     double wait_seconds = 0;  // time at the end of backward spent waiting for all-reduces
+    // Bytes this rank handed to all-reduce: the reduced tensors' sizes (the
+    // 16-bit copies with kFp16/kBf16; the uncompressed part, P's and Q's with
+    // PowerSGD). The backend's traffic is a multiple of it that depends on its
+    // algorithm (a ring sends about 2 (N-1)/N times it).
+    int64_t all_reduce_bytes = 0;
+    // What kNone hands over for the same step: every bucket in its dtype.
+    int64_t uncompressed_bytes = 0;
+    bool powersgd = false;  // this backward was compressed with PowerSGD
   };
   const Stats& last_stats() const { return stats_; }
+
+  // With kPowerSgd: parameter `param`'s error-feedback residual (its index in
+  // parameter_names(); shaped like it): what the last compressed step left
+  // out of this rank's gradient plus carried error, M - P Q^T. Undefined when
+  // the parameter is not compressed, use_error_feedback is off, or no
+  // compressed step ran yet. Throws InvalidArgument for a bad index or
+  // without kPowerSgd. The tensor is live state: clone it to keep it.
+  at::Tensor powersgd_error(size_t param) const;
 
  private:
   void broadcast_state();
@@ -107,6 +149,8 @@ class DistributedDataParallel {
   void mark_ready(size_t param);
   void launch_ready_buckets();
   void finish_backward();
+  void wait_buckets();     // plain and 16-bit buckets
+  void finish_powersgd();  // See Note [PowerSGD schedule]
   void reset_iteration();
 
   std::shared_ptr<torch::nn::Module> module_;
@@ -128,6 +172,9 @@ class DistributedDataParallel {
   bool in_backward_ = false;
   Stats stats_;
   std::unique_ptr<detail::GradReadyHooks> hooks_;
+  // Last, so it is destroyed first: its in-flight all-reduces may write buffers_.
+  std::unique_ptr<detail::PowerSgdReducer> powersgd_;
+  bool powersgd_now_ = false;  // this backward compresses
 };
 
 }  // namespace tandem::parallel

@@ -35,6 +35,14 @@ struct TrainerOptions {
   uint64_t seed = 0;
   std::string strategy = "ddp";  // none | ddp
   double bucket_cap_mb = 25.0;
+  // DDP gradient compression: none | fp16 | bf16 | powersgd (see
+  // parallel/distributed_data_parallel.h and powersgd.h). With powersgd: the
+  // approximation rank r, and how many steps use plain all-reduce first (it
+  // must be below the run's steps, or PowerSGD would never start; counted
+  // again from a resumed step, since PowerSGD state is not checkpointed).
+  std::string grad_compression = "none";
+  int64_t powersgd_rank = 1;
+  int64_t powersgd_start_iter = 100;
   int64_t eval_every = 0;  // steps between evaluations; 0: at the end only
   int64_t eval_batches = 8;
   int64_t log_every = 10;  // steps between progress lines off a terminal
