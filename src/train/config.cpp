@@ -50,6 +50,7 @@ const ConfigKey kKeys[] = {
     {"scale-lr", "multiply --lr by the world size", &trainer<&T::scale_lr>},
     {"clip-grad-norm", "clip the gradient norm (0: off)", &trainer<&T::clip_grad_norm>},
     {"seed", "seed of weights and data order", &trainer<&T::seed>},
+    {"dtype", "float32|float64: parameter and activation dtype", &trainer<&T::dtype>},
     {"threads", "intra-op threads per rank", &own<&TrainConfig::threads>},
     {"strategy", "none|ddp", &trainer<&T::strategy>},
     {"bucket-cap-mb", "DDP bucket size in MiB", &trainer<&T::bucket_cap_mb>},

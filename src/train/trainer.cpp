@@ -21,12 +21,13 @@
 
 #include "tandem/core/check.h"
 #include "tandem/core/trace.h"
-#include "tandem/parallel/distributed_data_parallel.h"
 #include "tandem/train/checkpoint.h"
 #include "tandem/train/data/distributed_sampler.h"
 #include "tandem/train/data/make_dataset.h"
 #include "tandem/train/lr_schedule.h"
 #include "tandem/train/models/models.h"
+#include "tandem/train/sharded_checkpoint.h"
+#include "train/strategy.h"
 
 namespace tandem::train {
 namespace {
@@ -41,9 +42,9 @@ void validate(const TrainerOptions& o, int world) {
   TANDEM_CHECK(o.optimizer == "sgd" || o.optimizer == "adamw",
                "--optimizer {} is not one of sgd, adamw", o.optimizer);
   TANDEM_CHECK(o.strategy == "none" || o.strategy == "ddp",
-               "--strategy {} is not one of none, ddp (later issues add zero1-3, ps, easgd, "
-               "gossip, local-sgd)",
-               o.strategy);
+               "--strategy {} is not one of none, ddp", o.strategy);
+  TANDEM_CHECK(o.dtype == "float32" || o.dtype == "float64",
+               "--dtype {} is not one of float32, float64", o.dtype);
   TANDEM_CHECK(o.strategy != "none" || world == 1,
                "--strategy none trains one process, but {} ranks were started; use --strategy "
                "ddp, or launch one process",
@@ -73,28 +74,28 @@ void validate(const TrainerOptions& o, int world) {
 
 // The settings a resumed run must share with the run that wrote the checkpoint
 // for the data order and the optimizer state to carry over.
-std::map<std::string, std::string> run_meta(const TrainerOptions& o) {
+std::map<std::string, std::string> run_meta(const TrainerOptions& o, int world) {
   return {{"model", o.model},
           {"data", o.data},
           {"dataset_size", std::to_string(o.dataset_size)},
-          {"batch_size", std::to_string(o.batch_size)},
+          {"global_batch", std::to_string(o.batch_size * world)},
+          {"dtype", o.dtype},
           {"optimizer", o.optimizer},
           {"strategy", o.strategy}};
 }
 
-parallel::GradCompression grad_compression(const std::string& name) {
-  if (name == "fp16") return parallel::GradCompression::kFp16;
-  if (name == "bf16") return parallel::GradCompression::kBf16;
-  if (name == "powersgd") return parallel::GradCompression::kPowerSgd;
-  return parallel::GradCompression::kNone;  // validate() accepted nothing else
-}
-
-void check_meta(const Checkpoint& ckpt, const TrainerOptions& o) {
-  for (const auto& [key, value] : run_meta(o)) {
+void check_meta(const Checkpoint& ckpt, const TrainerOptions& o, int world) {
+  for (const auto& [key, value] : run_meta(o, world)) {
     std::string flag = key;
     std::replace(flag.begin(), flag.end(), '_', '-');
     auto it = ckpt.meta.find(key);
     const std::string saved = it == ckpt.meta.end() ? "(none)" : it->second;
+    if (saved != value && key == "global_batch") {
+      throw CheckpointError(fmt::format(
+          "checkpoint '{}': field 'global_batch': the checkpoint was written with a global batch "
+          "(--batch-size x ranks) of {} but this run's is {} ({} x {}); keep the global batch",
+          ckpt.path, saved, value, o.batch_size, world));
+    }
     if (saved != value) {
       throw CheckpointError(fmt::format(
           "checkpoint '{}': field '{}': the checkpoint was written with --{} {} but this run has "
@@ -110,6 +111,24 @@ void check_meta(const Checkpoint& ckpt, const TrainerOptions& o) {
   }
 }
 
+// A sharded checkpoint may be resumed at another world size with the same
+// global batch: the sampler deals the epoch out with stride world_size, so
+// the samples of global step s are the same whatever the world size, and
+// only the per-rank position changes.
+void rescale_sampler_position(Checkpoint& ckpt, int saved_world, int world) {
+  if (saved_world == world) return;
+  const int64_t consumed = ckpt.samples_in_epoch * saved_world;
+  if (consumed % world != 0) {
+    throw CheckpointError(fmt::format(
+        "checkpoint '{}': field 'samples_in_epoch': {} samples of the epoch were consumed by {} "
+        "ranks, which {} ranks cannot split evenly; keep --batch-size x ranks equal to the saved "
+        "run's",
+        ckpt.path, consumed, saved_world, world));
+  }
+  ckpt.samples_in_epoch = consumed / world;
+  ckpt.world_size = world;
+}
+
 // The batch as the model wants it: the model's sample shape, its dtype.
 at::Tensor model_input(const at::Tensor& input, const ModelInput& spec, const TrainerOptions& o) {
   int64_t want = 1;
@@ -121,31 +140,13 @@ at::Tensor model_input(const at::Tensor& input, const ModelInput& spec, const Tr
                o.model, fmt::join(spec.sample_shape, ", "), o.data,
                fmt::join(input.sizes().slice(1), ", "));
   auto shape = spec.input_shape(input.size(0));
-  return input.reshape(shape).to(spec.dtype);
+  const bool real = at::isFloatingType(spec.dtype);
+  return input.reshape(shape).to(real && o.dtype == "float64" ? at::kDouble : spec.dtype);
 }
 
 at::Tensor loss_of(const at::Tensor& logits, const at::Tensor& target) {
   return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
                                               target.reshape({-1}));
-}
-
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainerOptions& o,
-                                                        std::vector<at::Tensor> params) {
-  if (o.optimizer == "adamw") {
-    return std::make_unique<torch::optim::AdamW>(
-        std::move(params), torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
-  }
-  return std::make_unique<torch::optim::SGD>(std::move(params), torch::optim::SGDOptions(o.lr)
-                                                                    .momentum(o.momentum)
-                                                                    .nesterov(o.nesterov)
-                                                                    .weight_decay(o.weight_decay));
-}
-
-void set_lr(torch::optim::Optimizer& opt, double lr) {
-  for (auto& group : opt.param_groups()) {
-    if (auto* sgd = dynamic_cast<torch::optim::SGDOptions*>(&group.options())) sgd->lr(lr);
-    if (auto* adamw = dynamic_cast<torch::optim::AdamWOptions*>(&group.options())) adamw->lr(lr);
-  }
 }
 
 // Rank 0's progress: a redrawn bar on a terminal, a line per log step otherwise.
@@ -244,13 +245,23 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
 
   at::manual_seed(o.seed);
   torch::nn::AnyModule model = make_model(o.model, mo);
+  if (o.dtype == "float64") model.ptr()->to(at::kDouble);
   // Every rank reads the checkpoint and checks it before any collective.
   std::optional<Checkpoint> resumed;
+  std::optional<LoadedShards> shards;
   if (o.resume) {
-    resumed = load_latest(o.checkpoint_dir);
-    check_world_size(*resumed, comm->size());
-    check_meta(*resumed, o);
-    restore_module(*resumed, *model.ptr());
+    const std::string path = latest_checkpoint(o.checkpoint_dir);
+    if (is_sharded_checkpoint(path)) {
+      shards = read_sharded_checkpoint(path, comm->rank(), comm->size());
+      resumed = shards->base;
+      resumed->path = path;
+      check_meta(*resumed, o, comm->size());
+      rescale_sampler_position(*resumed, shards->saved_world_size, comm->size());
+    } else {
+      resumed = read_checkpoint(path);
+      check_world_size(*resumed, comm->size());
+      check_meta(*resumed, o, comm->size());
+    }
   }
   std::shared_ptr<TraceRecorder> trace;
   if (!o.trace_dir.empty()) {
@@ -259,20 +270,14 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
     TANDEM_CHECK(!ec, "--trace-dir: cannot create '{}' ({})", o.trace_dir, ec.message());
     trace = std::make_shared<TraceRecorder>(comm->rank());
   }
-  std::unique_ptr<parallel::DistributedDataParallel> ddp;
-  if (o.strategy == "ddp") {
-    parallel::DdpOptions dd;
-    dd.bucket_cap_mb = o.bucket_cap_mb;
-    dd.compression = grad_compression(o.grad_compression);
-    dd.powersgd.matrix_approximation_rank = o.powersgd_rank;
-    dd.powersgd.start_powersgd_iter = o.powersgd_start_iter;
-    dd.powersgd.random_seed = o.seed;
-    dd.trace = trace;
-    ddp = std::make_unique<parallel::DistributedDataParallel>(model.ptr(), comm, dd);
+  auto strategy = detail::make_strategy(o, model.ptr(), comm, trace);
+  if (shards) {
+    strategy->restore_sharded(*shards);
+    shards.reset();
+  } else if (resumed) {
+    strategy->restore(*resumed);
   }
   const double base_lr = o.scale_lr ? o.lr * comm->size() : o.lr;
-  auto opt = make_optimizer(o, model.ptr()->parameters());
-  if (resumed) restore_optimizer(*resumed, *opt);
   auto sched = parse_lr_schedule(o.schedule);
 
   SamplerOptions so{data->size(), comm->size(), comm->rank(), true, o.seed, false, 0, 0};
@@ -345,18 +350,24 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
     resumed.reset();
   }
   auto save = [&](int64_t steps_done) {
-    if (o.checkpoint_dir.empty() || !lead) return;
+    if (o.checkpoint_dir.empty() || (!lead && !strategy->sharded())) return;
     Checkpoint ck;
     ck.step = steps_done;
     ck.epoch = epoch;
     ck.samples_in_epoch = sampler.start_offset() + static_cast<int64_t>(cursor);
     ck.seed = o.seed;
     ck.world_size = comm->size();
-    ck.meta = run_meta(o);
-    capture_module(*model.ptr(), ck);
-    capture_optimizer(*opt, ck);
+    ck.meta = run_meta(o, comm->size());
     capture_rng(ck);
-    write_checkpoint(o.checkpoint_dir, ck);
+    if (strategy->sharded()) {
+      for (const auto& item : model.ptr()->named_buffers(true)) {
+        ck.buffers.emplace_back(item.key(), item.value().detach().clone());
+      }
+      write_sharded_checkpoint(o.checkpoint_dir, ck, strategy->sharded_state(), *comm);
+    } else {
+      strategy->capture(ck);
+      write_checkpoint(o.checkpoint_dir, ck);
+    }
   };
   const auto start = std::chrono::steady_clock::now();
   for (int64_t step = first_step; step < stop; ++step) {
@@ -368,17 +379,15 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
     std::span<const int64_t> span(idx.data() + cursor, o.batch_size);
     cursor += o.batch_size;
     Example ex = data->batch(span);
-    set_lr(*opt, learning_rate(sched, base_lr, step, o.warmup_steps, total));
-    opt->zero_grad();
+    strategy->set_lr(learning_rate(sched, base_lr, step, o.warmup_steps, total));
+    strategy->zero_grad();
     const auto t0 = std::chrono::steady_clock::now();
     at::Tensor loss = loss_of(model.forward(model_input(ex.input, spec, o)), ex.target);
     const auto t1 = std::chrono::steady_clock::now();
     loss.backward();  // with DDP, includes the wait for the last buckets
     const auto t2 = std::chrono::steady_clock::now();
-    if (o.clip_grad_norm > 0) {
-      torch::nn::utils::clip_grad_norm_(model.ptr()->parameters(), o.clip_grad_norm);
-    }
-    opt->step();
+    if (o.clip_grad_norm > 0) strategy->clip_grad_norm(o.clip_grad_norm);
+    strategy->step();
     if (trace) {
       const auto t3 = std::chrono::steady_clock::now();
       trace->span("forward", "compute", t0, t1);
@@ -399,7 +408,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
       double sps = static_cast<double>(done * o.batch_size * comm->size()) / elapsed;
       progress.update(step + 1, epoch, mean, sps, elapsed / done * (stop - step - 1));
       if (metrics.is_open()) {
-        const int64_t sent = ddp ? ddp->last_stats().all_reduce_bytes : 0;
+        const int64_t sent = strategy->gradient_bytes();
         metrics << nlohmann::json{{"step", step + 1},       {"epoch", epoch},
                                   {"rank", comm->rank()},   {"loss", window_loss / window_steps},
                                   {"loss_all_ranks", mean}, {"samples_per_s", sps},

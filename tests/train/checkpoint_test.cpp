@@ -277,7 +277,7 @@ TEST(Checkpoint, ResumeGivesTheSameParametersAsAStraightRun) {
   TrainerOptions other = second;
   other.batch_size = 8;
   expect_error<CheckpointError>([&] { train(other, comm, nullptr); },
-                                {"step-20.ckpt", "batch_size"});
+                                {"step-20.ckpt", "global_batch", "--batch-size x ranks"});
 }
 
 // The loss each step of this rank saw, from a --metrics file logged every step.

@@ -33,6 +33,9 @@ struct TrainerOptions {
   bool scale_lr = false;              // lr x world size (linear scaling rule)
   double clip_grad_norm = 0.0;        // 0: off
   uint64_t seed = 0;
+  // Parameter dtype: float32 (default) or float64 (slower; for exact
+  // comparisons between strategies and world sizes).
+  std::string dtype = "float32";
   std::string strategy = "ddp";  // none | ddp
   double bucket_cap_mb = 25.0;
   // DDP gradient compression: none | fp16 | bf16 | powersgd (see

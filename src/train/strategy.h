@@ -1,0 +1,67 @@
+// The trainer's view of a parallel strategy: what `tandem train --strategy`
+// selects (none, ddp, zero1, zero2, zero3). Each one owns the optimizer (a
+// sharded strategy steps only its shard) and knows how its state goes into
+// a checkpoint: whole-model files for none/ddp, one shard per rank for the
+// ZeRO stages. Private to the train layer.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+
+#include "tandem/comm/communicator.h"
+#include "tandem/core/trace.h"
+#include "tandem/parallel/memory_accounting.h"
+#include "tandem/train/checkpoint.h"
+#include "tandem/train/sharded_checkpoint.h"
+#include "tandem/train/trainer.h"
+
+namespace torch::nn {
+class Module;
+}
+namespace torch::optim {
+class Optimizer;
+}
+
+namespace tandem::train::detail {
+
+class Strategy {
+ public:
+  virtual ~Strategy() = default;
+  // Sets the learning rate of every parameter group.
+  virtual void set_lr(double lr) = 0;
+  virtual void zero_grad() = 0;
+  // Collective where the gradients are sharded. Scales the gradients to a
+  // global 2-norm of at most max_norm.
+  virtual void clip_grad_norm(double max_norm) = 0;
+  // Collective for the sharded strategies.
+  virtual void step() = 0;
+  // Bytes handed to collectives for gradients in the last step (0 if none).
+  virtual int64_t gradient_bytes() const { return 0; }
+  // Model-state bytes this rank holds, measured (now and at peak).
+  virtual parallel::MemoryAccounting memory() const = 0;
+
+  // Whole-model checkpoints (none, ddp): rank 0 writes, every rank reads.
+  virtual bool sharded() const { return false; }
+  virtual void capture(Checkpoint& ckpt);
+  virtual void restore(const Checkpoint& ckpt);
+  // Sharded checkpoints (zero1-3): this rank's share, and the way back from
+  // a checkpoint read for (rank, world size), resharded if need be.
+  virtual ShardedState sharded_state();
+  virtual void restore_sharded(const LoadedShards& loaded);
+};
+
+// Builds the strategy named by o.strategy around `module` (collective for
+// everything but none). Throws InvalidArgument for an unknown strategy.
+std::unique_ptr<Strategy> make_strategy(const TrainerOptions& o,
+                                        const std::shared_ptr<torch::nn::Module>& module,
+                                        const std::shared_ptr<Communicator>& comm,
+                                        const std::shared_ptr<TraceRecorder>& trace);
+
+// The optimizer --optimizer names, over `params`.
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainerOptions& o,
+                                                        std::vector<at::Tensor> params);
+void set_lr(torch::optim::Optimizer& opt, double lr);
+
+}  // namespace tandem::train::detail
