@@ -26,9 +26,13 @@
 #include "tandem/comm/communicator.h"
 #include "tandem/core/trace.h"
 #include "tandem/parallel/bucket_plan.h"
+#include "tandem/parallel/memory_accounting.h"
 
 namespace torch::nn {
 class Module;
+}
+namespace torch::optim {
+class Optimizer;
 }
 
 namespace tandem::parallel {
@@ -54,6 +58,13 @@ struct DdpOptions {
   // after each synchronised backward, so the next forward starts equal.
   bool broadcast_buffers = true;
   GradCompression compression = GradCompression::kNone;
+  // Each parameter's .grad is an alias of its slice of the bucket buffer, so
+  // gradients cost their bytes once (PyTorch's gradient_as_bucket_view):
+  // autograd accumulates in place and the all-reduce averages in place.
+  // Off (default, as PyTorch): .grad and the buckets are separate copies (2x
+  // gradient bytes). Replacing .grad (module->zero_grad(true)) is allowed:
+  // the next synchronised backward copies it back and re-aliases.
+  bool gradient_as_bucket_view = false;
   // Timeout of each bucket's all-reduce; default: the communicator's.
   std::optional<Millis> timeout;
   // When set, each synchronised backward records spans: "backward (hooks)"
@@ -101,6 +112,16 @@ class DistributedDataParallel {
   };
   const Stats& last_stats() const { return stats_; }
 
+  // Model-state bytes this rank holds (storages, views once): parameters,
+  // gradients (.grad plus bucket buffers) and the optimizer state last
+  // passed to sample_memory (DDP does not own the optimizer). Sampled at the
+  // end of every synchronised backward and by sample_memory().
+  const MemoryAccounting& memory() const { return memory_; }
+  // Local. Records a sample now, counting `optimizer`'s state if given
+  // (e.g. after optimizer.step()). Throws NotSupported for an optimizer
+  // whose state type memory_accounting.h does not know.
+  void sample_memory(const torch::optim::Optimizer* optimizer = nullptr);
+
  private:
   void broadcast_state();
   void broadcast_buffers();  // rank 0's buffers to every rank (collective)
@@ -108,6 +129,7 @@ class DistributedDataParallel {
   void launch_ready_buckets();
   void finish_backward();
   void reset_iteration();
+  at::Tensor grad_alias(size_t param) const;  // gradient_as_bucket_view: .grad's slice
 
   std::shared_ptr<torch::nn::Module> module_;
   std::shared_ptr<Communicator> comm_;
@@ -127,6 +149,8 @@ class DistributedDataParallel {
   bool sync_enabled_ = true;
   bool in_backward_ = false;
   Stats stats_;
+  MemoryAccounting memory_;
+  int64_t optimizer_bytes_ = 0;  // as last measured by sample_memory
   std::unique_ptr<detail::GradReadyHooks> hooks_;
 };
 
