@@ -14,6 +14,7 @@
 #include "parallel/detail/replicas.h"
 #include "parallel/powersgd_reducer.h"
 #include "tandem/core/check.h"
+#include "tandem/parallel/flat_layout.h"
 
 namespace tandem::parallel {
 
@@ -49,6 +50,9 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
                            static_cast<int64_t>(options_.bucket_cap_mb * 1024.0 * 1024.0));
   for (const auto& b : plan_.buckets) {
     buffers_.push_back(at::zeros({b.numel}, at::TensorOptions().dtype(b.dtype)));
+  }
+  if (options_.gradient_as_bucket_view) {
+    for (size_t i = 0; i < params_.size(); ++i) params_[i].mutable_grad() = grad_alias(i);
   }
   wire_.resize(plan_.buckets.size());
   if (options_.compression == GradCompression::kPowerSgd) {
@@ -111,7 +115,11 @@ void DistributedDataParallel::mark_ready(size_t param) {
   const size_t b = plan_.bucket_of[param];
   const int64_t off = plan_.buckets[b].offsets[plan_.slot_of[param]];
   const at::Tensor& grad = params_[param].grad();
-  buffers_[b].narrow(0, off, params_[param].numel()).copy_(grad.reshape(-1));
+  at::Tensor slot = buffers_[b].narrow(0, off, params_[param].numel());
+  // An aliased .grad was accumulated in place: nothing to copy.
+  if (!(options_.gradient_as_bucket_view && grad.defined() && grad.data_ptr() == slot.data_ptr())) {
+    slot.copy_(grad.reshape(-1));
+  }
   if (--pending_[b] == 0) launch_ready_buckets();
 }
 
@@ -180,7 +188,11 @@ void DistributedDataParallel::finish_backward() {
           buffers_[b]
               .narrow(0, plan_.buckets[b].offsets[plan_.slot_of[i]], params_[i].numel())
               .view(params_[i].sizes());
-      if (params_[i].grad().defined()) {
+      if (options_.gradient_as_bucket_view) {
+        const at::Tensor& g = params_[i].grad();
+        if (!g.defined() || g.data_ptr() != avg.data_ptr())
+          params_[i].mutable_grad() = grad_alias(i);
+      } else if (params_[i].grad().defined()) {
         params_[i].mutable_grad().copy_(avg);
       } else {
         params_[i].mutable_grad() = avg.clone();
@@ -188,6 +200,7 @@ void DistributedDataParallel::finish_backward() {
     }
     if (options_.broadcast_buffers) broadcast_buffers();
     if (powersgd_) powersgd_->end_iteration();
+    sample_memory();
   } catch (...) {
     for (auto& w : works_) w.reset();
     if (powersgd_) powersgd_->abandon();
@@ -233,6 +246,18 @@ at::Tensor DistributedDataParallel::powersgd_error(size_t param) const {
   TANDEM_CHECK(powersgd_ != nullptr,
                "DistributedDataParallel::powersgd_error: compression is not kPowerSgd");
   return powersgd_->error(param);
+}
+
+at::Tensor DistributedDataParallel::grad_alias(size_t i) const {
+  const size_t b = plan_.bucket_of[i];
+  return flat_alias(buffers_[b], plan_.buckets[b].offsets[plan_.slot_of[i]], params_[i].sizes());
+}
+
+void DistributedDataParallel::sample_memory(const torch::optim::Optimizer* optimizer) {
+  if (optimizer) optimizer_bytes_ = storage_bytes(optimizer_state_tensors(*optimizer));
+  std::vector<at::Tensor> grads = gradients_of(params_);
+  grads.insert(grads.end(), buffers_.begin(), buffers_.end());
+  memory_.record({storage_bytes(params_), storage_bytes(grads), optimizer_bytes_});
 }
 
 DistributedDataParallel::NoSyncGuard::NoSyncGuard(DistributedDataParallel& ddp)

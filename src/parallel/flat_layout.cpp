@@ -1,5 +1,8 @@
 #include "tandem/parallel/flat_layout.h"
 
+#include <ATen/ops/empty.h>
+#include <c10/util/accumulate.h>
+
 #include <algorithm>
 
 #include "tandem/core/check.h"
@@ -87,6 +90,17 @@ std::vector<at::Tensor> entry_views(const FlatLayout& layout, const at::Tensor& 
     views[e.index] = flat.narrow(0, e.offset, e.numel).view(e.shape);
   }
   return views;
+}
+
+at::Tensor flat_alias(const at::Tensor& flat, int64_t offset, at::IntArrayRef shape) {
+  const int64_t numel = c10::multiply_integers(shape);
+  TANDEM_CHECK(flat.is_contiguous() && offset >= 0 && offset + numel <= flat.numel(),
+               "flat_alias: [{}, {}) must lie inside a contiguous buffer of {} elements", offset,
+               offset + numel, flat.numel());
+  at::Tensor alias = at::empty({0}, flat.options());
+  at::NoGradGuard no_grad;
+  alias.set_(flat.storage(), flat.storage_offset() + offset, shape);
+  return alias;
 }
 
 }  // namespace tandem::parallel

@@ -51,38 +51,46 @@ std::vector<at::Tensor> gradients_of(const std::vector<at::Tensor>& params) {
 
 namespace {
 
-void add_if(std::vector<at::Tensor>& out, const at::Tensor& t) {
-  if (t.defined()) out.push_back(t);
+void add_if(std::vector<std::pair<std::string, at::Tensor>>& out, const char* name,
+            const at::Tensor& t) {
+  if (t.defined()) out.emplace_back(name, t);
 }
 
 }  // namespace
 
+std::vector<std::pair<std::string, at::Tensor>> named_state_tensors(
+    const torch::optim::OptimizerParamState& state) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  const torch::optim::OptimizerParamState* s = &state;
+  if (auto* sgd = dynamic_cast<const torch::optim::SGDParamState*>(s)) {
+    add_if(out, "momentum_buffer", sgd->momentum_buffer());
+  } else if (auto* adam = dynamic_cast<const torch::optim::AdamParamState*>(s)) {
+    add_if(out, "exp_avg", adam->exp_avg());
+    add_if(out, "exp_avg_sq", adam->exp_avg_sq());
+    add_if(out, "max_exp_avg_sq", adam->max_exp_avg_sq());
+  } else if (auto* adamw = dynamic_cast<const torch::optim::AdamWParamState*>(s)) {
+    add_if(out, "exp_avg", adamw->exp_avg());
+    add_if(out, "exp_avg_sq", adamw->exp_avg_sq());
+    add_if(out, "max_exp_avg_sq", adamw->max_exp_avg_sq());
+  } else if (auto* adagrad = dynamic_cast<const torch::optim::AdagradParamState*>(s)) {
+    add_if(out, "sum", adagrad->sum());
+  } else if (auto* rms = dynamic_cast<const torch::optim::RMSpropParamState*>(s)) {
+    add_if(out, "square_avg", rms->square_avg());
+    add_if(out, "momentum_buffer", rms->momentum_buffer());
+    add_if(out, "grad_avg", rms->grad_avg());
+  } else {
+    throw NotSupported(fmt::format(
+        "optimizer_state_tensors: unknown optimizer state type {}; known: SGD, Adam, AdamW, "
+        "Adagrad, RMSprop",
+        typeid(*s).name()));
+  }
+  return out;
+}
+
 std::vector<at::Tensor> optimizer_state_tensors(const torch::optim::Optimizer& optimizer) {
   std::vector<at::Tensor> out;
   for (const auto& [key, state] : optimizer.state()) {
-    const torch::optim::OptimizerParamState* s = state.get();
-    if (auto* sgd = dynamic_cast<const torch::optim::SGDParamState*>(s)) {
-      add_if(out, sgd->momentum_buffer());
-    } else if (auto* adam = dynamic_cast<const torch::optim::AdamParamState*>(s)) {
-      add_if(out, adam->exp_avg());
-      add_if(out, adam->exp_avg_sq());
-      add_if(out, adam->max_exp_avg_sq());
-    } else if (auto* adamw = dynamic_cast<const torch::optim::AdamWParamState*>(s)) {
-      add_if(out, adamw->exp_avg());
-      add_if(out, adamw->exp_avg_sq());
-      add_if(out, adamw->max_exp_avg_sq());
-    } else if (auto* adagrad = dynamic_cast<const torch::optim::AdagradParamState*>(s)) {
-      add_if(out, adagrad->sum());
-    } else if (auto* rms = dynamic_cast<const torch::optim::RMSpropParamState*>(s)) {
-      add_if(out, rms->square_avg());
-      add_if(out, rms->momentum_buffer());
-      add_if(out, rms->grad_avg());
-    } else {
-      throw NotSupported(fmt::format(
-          "optimizer_state_tensors: unknown optimizer state type {}; known: SGD, Adam, AdamW, "
-          "Adagrad, RMSprop",
-          typeid(*s).name()));
-    }
+    for (auto& [name, t] : named_state_tensors(*state)) out.push_back(std::move(t));
   }
   return out;
 }

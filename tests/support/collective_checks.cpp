@@ -1,6 +1,7 @@
 #include "tests/support/collective_checks.h"
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
@@ -121,6 +122,12 @@ void check_collectives(Communicator& comm, const std::vector<int64_t>& lengths,
               return -1.0;
             },
             label("all_gather", dtype, n, rank));
+        // In place: the input is this rank's own slice of the output (ZeRO).
+        at::Tensor in_place = at::zeros({n}, dtype);
+        at::Tensor own = in_place.narrow(0, mine.offset, mine.numel);
+        own.copy_(shard);
+        comm.all_gather(in_place, own);
+        EXPECT_TRUE(at::equal(in_place, out)) << label("all_gather in place", dtype, n, rank);
       }
       for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax}) {
         auto mine = shard_range(n, size, rank);

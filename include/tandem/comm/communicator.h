@@ -18,7 +18,9 @@
 // ceil(L / size()) elements, the others floor(L / size()). reduce_scatter's
 // output on rank r has shard_range(L, size(), r).numel elements; all_gather's
 // input on rank r likewise, and its output has L. When L divides evenly this is
-// the usual equal-chunk layout.
+// the usual equal-chunk layout. all_gather's input may be this rank's own
+// slice of its output (gathering in place, as ZeRO's flat buffers do); no
+// other overlap between an operation's input and output is allowed.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -39,9 +39,13 @@
 #include "tandem/core/trace.h"
 #include "tandem/parallel/bucket_plan.h"
 #include "tandem/parallel/powersgd.h"
+#include "tandem/parallel/memory_accounting.h"
 
 namespace torch::nn {
 class Module;
+}
+namespace torch::optim {
+class Optimizer;
 }
 
 namespace tandem::parallel {
@@ -75,6 +79,14 @@ struct DdpOptions {
   // Read only with compression == kPowerSgd; checked at construction
   // (InvalidArgument naming the field).
   PowerSgdOptions powersgd;
+
+  // Each parameter's .grad is an alias of its slice of the bucket buffer, so
+  // gradients cost their bytes once (PyTorch's gradient_as_bucket_view):
+  // autograd accumulates in place and the all-reduce averages in place.
+  // Off (default, as PyTorch): .grad and the buckets are separate copies (2x
+  // gradient bytes). Replacing .grad (module->zero_grad(true)) is allowed:
+  // the next synchronised backward copies it back and re-aliases.
+  bool gradient_as_bucket_view = false;
   // Timeout of each bucket's all-reduce; default: the communicator's.
   std::optional<Millis> timeout;
   // When set, each synchronised backward records spans: "backward (hooks)"
@@ -143,6 +155,16 @@ class DistributedDataParallel {
   // without kPowerSgd. The tensor is live state: clone it to keep it.
   at::Tensor powersgd_error(size_t param) const;
 
+  // Model-state bytes this rank holds (storages, views once): parameters,
+  // gradients (.grad plus bucket buffers) and the optimizer state last
+  // passed to sample_memory (DDP does not own the optimizer). Sampled at the
+  // end of every synchronised backward and by sample_memory().
+  const MemoryAccounting& memory() const { return memory_; }
+  // Local. Records a sample now, counting `optimizer`'s state if given
+  // (e.g. after optimizer.step()). Throws NotSupported for an optimizer
+  // whose state type memory_accounting.h does not know.
+  void sample_memory(const torch::optim::Optimizer* optimizer = nullptr);
+
  private:
   void broadcast_state();
   void broadcast_buffers();  // rank 0's buffers to every rank (collective)
@@ -152,6 +174,7 @@ class DistributedDataParallel {
   void wait_buckets();     // plain and 16-bit buckets
   void finish_powersgd();  // See Note [PowerSGD schedule]
   void reset_iteration();
+  at::Tensor grad_alias(size_t param) const;  // gradient_as_bucket_view: .grad's slice
 
   std::shared_ptr<torch::nn::Module> module_;
   std::shared_ptr<Communicator> comm_;
@@ -171,6 +194,8 @@ class DistributedDataParallel {
   bool sync_enabled_ = true;
   bool in_backward_ = false;
   Stats stats_;
+  MemoryAccounting memory_;
+  int64_t optimizer_bytes_ = 0;  // as last measured by sample_memory
   std::unique_ptr<detail::GradReadyHooks> hooks_;
   // Last, so it is destroyed first: its in-flight all-reduces may write buffers_.
   std::unique_ptr<detail::PowerSgdReducer> powersgd_;

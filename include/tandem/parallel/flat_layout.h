@@ -63,4 +63,12 @@ void copy_range_in(const FlatLayout& layout, const at::Tensor& in, ShardRange ra
 std::vector<at::Tensor> entry_views(const FlatLayout& layout, const at::Tensor& flat,
                                     size_t tensor_count);
 
+// A contiguous tensor of `shape` over flat[offset, offset + numel) that
+// shares flat's storage but is not an autograd view of it (built with set_).
+// Use it for what LibTorch code may detach_() in place: a parameter's .grad
+// (Optimizer::zero_grad calls grad.detach_(), which throws on views) or an
+// optimizer's shard. Throws InvalidArgument if the range leaves `flat` or
+// `flat` is not contiguous.
+at::Tensor flat_alias(const at::Tensor& flat, int64_t offset, at::IntArrayRef shape);
+
 }  // namespace tandem::parallel

@@ -10,11 +10,14 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace torch::optim {
 class Optimizer;
-}
+class OptimizerParamState;
+}  // namespace torch::optim
 
 namespace tandem::parallel {
 
@@ -52,5 +55,13 @@ std::vector<at::Tensor> gradients_of(const std::vector<at::Tensor>& params);
 // and AdamW moments, Adagrad sums, RMSprop squares and buffers). Throws
 // NotSupported for a state type it does not know.
 std::vector<at::Tensor> optimizer_state_tensors(const torch::optim::Optimizer& optimizer);
+
+// The tensors of one parameter's optimizer state by field name, as LibTorch
+// names them ("momentum_buffer"; "exp_avg", "exp_avg_sq", "max_exp_avg_sq";
+// "sum"; "square_avg", "grad_avg"), undefined ones left out; each has the
+// parameter's shape. For sharded checkpoints. Throws NotSupported for a
+// state type it does not know.
+std::vector<std::pair<std::string, at::Tensor>> named_state_tensors(
+    const torch::optim::OptimizerParamState& state);
 
 }  // namespace tandem::parallel
