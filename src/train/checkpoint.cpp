@@ -143,6 +143,11 @@ void capture_module(const torch::nn::Module& module, Checkpoint& ckpt) {
 }
 
 uint64_t state_digest(const torch::nn::Module& module) {
+  return state_digest(module.named_parameters(true), module.named_buffers(true));
+}
+
+uint64_t state_digest(const torch::OrderedDict<std::string, at::Tensor>& parameters,
+                      const torch::OrderedDict<std::string, at::Tensor>& buffers) {
   XXH3_state_t* state = XXH3_createState();
   XXH3_64bits_reset(state);
   auto add = [&](const std::string& kind, const std::string& name, const at::Tensor& value) {
@@ -152,8 +157,8 @@ uint64_t state_digest(const torch::nn::Module& module) {
     XXH3_64bits_update(state, head.data(), head.size());
     XXH3_64bits_update(state, t.data_ptr(), t.nbytes());
   };
-  for (const auto& item : module.named_parameters(true)) add("parameter", item.key(), item.value());
-  for (const auto& item : module.named_buffers(true)) add("buffer", item.key(), item.value());
+  for (const auto& item : parameters) add("parameter", item.key(), item.value());
+  for (const auto& item : buffers) add("buffer", item.key(), item.value());
   const uint64_t digest = XXH3_64bits_digest(state);
   XXH3_freeState(state);
   return digest;

@@ -6,11 +6,19 @@
 #include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 
+#include <sstream>
+
 #include "tandem/core/check.h"
 #include "tandem/core/error.h"
 #include "tandem/parallel/distributed_data_parallel.h"
+#include "tandem/parallel/fully_sharded_data_parallel.h"
+#include "tandem/parallel/zero_optimizer.h"
 
 namespace tandem::train::detail {
+
+torch::OrderedDict<std::string, at::Tensor> Strategy::full_parameters() {
+  return module_->named_parameters(true);
+}
 
 void Strategy::capture(Checkpoint&) {
   throw InternalError("this strategy writes sharded checkpoints");
@@ -59,7 +67,7 @@ class Replicated final : public Strategy {
  public:
   Replicated(const TrainerOptions& o, std::shared_ptr<torch::nn::Module> module,
              const std::shared_ptr<Communicator>& comm, const std::shared_ptr<TraceRecorder>& trace)
-      : module_(std::move(module)) {
+      : Strategy(std::move(module)) {
     if (o.strategy == "ddp") {
       parallel::DdpOptions dd;
       dd.bucket_cap_mb = o.bucket_cap_mb;
@@ -67,6 +75,7 @@ class Replicated final : public Strategy {
       dd.powersgd.matrix_approximation_rank = o.powersgd_rank;
       dd.powersgd.start_powersgd_iter = o.powersgd_start_iter;
       dd.powersgd.random_seed = o.seed;
+      dd.gradient_as_bucket_view = true;  // gradients cost their bytes once
       dd.trace = trace;
       ddp_ = std::make_unique<parallel::DistributedDataParallel>(module_, comm, dd);
     }
@@ -79,12 +88,16 @@ class Replicated final : public Strategy {
   }
   void step() override {
     opt_->step();
-    sample();
+    if (ddp_) {
+      ddp_->sample_memory(opt_.get());
+    } else {
+      sample();
+    }
   }
   int64_t gradient_bytes() const override {
     return ddp_ ? ddp_->last_stats().all_reduce_bytes : 0;
   }
-  parallel::MemoryAccounting memory() const override { return memory_; }
+  parallel::MemoryAccounting memory() const override { return ddp_ ? ddp_->memory() : memory_; }
   void capture(Checkpoint& ckpt) override {
     capture_module(*module_, ckpt);
     capture_optimizer(*opt_, ckpt);
@@ -102,10 +115,147 @@ class Replicated final : public Strategy {
                     parallel::storage_bytes(parallel::optimizer_state_tensors(*opt_))});
   }
 
-  std::shared_ptr<torch::nn::Module> module_;
   std::unique_ptr<parallel::DistributedDataParallel> ddp_;
   std::unique_ptr<torch::optim::Optimizer> opt_;
   parallel::MemoryAccounting memory_;
+};
+
+// zero1 and zero2: ZeroRedundancyOptimizer; every rank holds the whole
+// model, the optimizer state (and with zero2 the gradients) for its shard.
+class Zero final : public Strategy {
+ public:
+  Zero(const TrainerOptions& o, const std::shared_ptr<torch::nn::Module>& module,
+       const std::shared_ptr<Communicator>& comm, const std::shared_ptr<TraceRecorder>& trace)
+      : Strategy(module), comm_(comm) {
+    parallel::ZeroOptions zo;
+    zo.stage = o.strategy == "zero1" ? 1 : 2;
+    zo.bucket_cap_mb = o.bucket_cap_mb;
+    zo.trace = trace;
+    zero_ = std::make_unique<parallel::ZeroRedundancyOptimizer>(
+        module, comm, [o](std::vector<at::Tensor> p) { return make_optimizer(o, std::move(p)); },
+        zo);
+  }
+  void set_lr(double lr) override { detail::set_lr(zero_->optimizer(), lr); }
+  void zero_grad() override { zero_->zero_grad(); }
+  void clip_grad_norm(double max_norm) override { zero_->clip_grad_norm(max_norm); }
+  void step() override { zero_->step(); }
+  parallel::MemoryAccounting memory() const override { return zero_->memory(); }
+  bool sharded() const override { return true; }
+  ShardedState sharded_state() override {
+    ShardedState s;
+    for (size_t b = 0; b < zero_->bucket_count(); ++b) {
+      ShardGroup g;
+      g.layout = zero_->layouts()[b];
+      for (const auto& e : g.layout.entries) g.names.push_back(zero_->parameter_names()[e.index]);
+      g.params = zero_->parameter_shard(b);
+      g.optimizer = optimizer_state_of(zero_->optimizer(), zero_->parameter_shard(b));
+      s.groups.push_back(std::move(g));
+    }
+    return s;
+  }
+  // Collective: every rank holds all parameters, so the shards are gathered.
+  void restore_sharded(const LoadedShards& loaded) override {
+    check_same_layout(loaded, sharded_state(), loaded.base.path);
+    at::NoGradGuard no_grad;
+    for (size_t b = 0; b < zero_->bucket_count(); ++b) {
+      const ShardGroup& g = loaded.state.groups[b];
+      comm_->all_gather(zero_->flat_parameters(b), g.params.contiguous());
+      set_optimizer_state(zero_->optimizer(), zero_->parameter_shard(b), g.optimizer);
+    }
+  }
+
+ private:
+  std::shared_ptr<Communicator> comm_;
+  std::unique_ptr<parallel::ZeroRedundancyOptimizer> zero_;
+};
+
+// "auto" picks the zoo model's repeated block; "type:A,B", "params:N" and
+// "name:a,b" are FsdpWrapPolicy's three policies.
+parallel::FsdpWrapPolicy wrap_policy(const TrainerOptions& o) {
+  parallel::FsdpWrapPolicy w;
+  const std::string& p = o.wrap_policy;
+  auto list = [](const std::string& text) {
+    std::vector<std::string> items;
+    std::stringstream in(text);
+    for (std::string item; std::getline(in, item, ',');) {
+      if (!item.empty()) items.push_back(item);
+    }
+    return items;
+  };
+  if (p == "auto") {
+    if (o.model == "gpt-mini") w.module_types = {"GptBlockImpl"};
+    else if (o.model == "resnet18") w.module_types = {"BasicBlockImpl"};
+    else if (o.model == "resnet50") w.module_types = {"BottleneckImpl"};
+    else w.module_types = {"torch::nn::LinearImpl"};
+  } else if (p.rfind("type:", 0) == 0) {
+    w.module_types = list(p.substr(5));
+  } else if (p.rfind("name:", 0) == 0) {
+    w.module_names = list(p.substr(5));
+  } else if (p.rfind("params:", 0) == 0) {
+    try {
+      w.min_num_params = std::stoll(p.substr(7));
+    } catch (const std::exception&) {
+      w.min_num_params = 0;
+    }
+    TANDEM_CHECK(w.min_num_params > 0, "--wrap-policy {}: params: takes a positive count", p);
+  } else {
+    throw InvalidArgument(fmt::format(
+        "--wrap-policy {} is not one of auto, type:A,B, params:N, name:a,b", p));
+  }
+  return w;
+}
+
+// zero3: FullyShardedDataParallel; each rank holds 1/N of everything plus
+// the units gathered at the moment.
+class Fsdp final : public Strategy {
+ public:
+  Fsdp(const TrainerOptions& o, const std::shared_ptr<torch::nn::Module>& module,
+       const std::shared_ptr<Communicator>& comm, const std::shared_ptr<TraceRecorder>& trace)
+      : Strategy(module) {
+    parallel::FsdpOptions fo;
+    fo.wrap = wrap_policy(o);
+    fo.trace = trace;
+    fsdp_ = std::make_unique<parallel::FullyShardedDataParallel>(module, comm, fo);
+    opt_ = make_optimizer(o, fsdp_->parameters());
+    fsdp_->account_optimizer(opt_.get());
+  }
+  ~Fsdp() override { fsdp_->account_optimizer(nullptr); }
+  void set_lr(double lr) override { detail::set_lr(*opt_, lr); }
+  void zero_grad() override { opt_->zero_grad(); }
+  void clip_grad_norm(double max_norm) override { fsdp_->clip_grad_norm(max_norm); }
+  void step() override { opt_->step(); }
+  void end_forward_only() override { fsdp_->reshard(); }
+  torch::OrderedDict<std::string, at::Tensor> full_parameters() override {
+    return fsdp_->full_state_dict();
+  }
+  parallel::MemoryAccounting memory() const override { return fsdp_->memory(); }
+  bool sharded() const override { return true; }
+  ShardedState sharded_state() override {
+    ShardedState s;
+    const auto shards = fsdp_->parameters();
+    for (size_t u = 0; u < fsdp_->units().size(); ++u) {
+      const auto& unit = fsdp_->units()[u];
+      ShardGroup g;
+      g.layout = unit.layout;
+      for (const auto& e : g.layout.entries) g.names.push_back(unit.parameter_names[e.index]);
+      g.params = fsdp_->shard(u);
+      g.optimizer = optimizer_state_of(*opt_, shards[u]);
+      s.groups.push_back(std::move(g));
+    }
+    return s;
+  }
+  void restore_sharded(const LoadedShards& loaded) override {
+    check_same_layout(loaded, sharded_state(), loaded.base.path);
+    const auto shards = fsdp_->parameters();
+    for (size_t u = 0; u < fsdp_->units().size(); ++u) {
+      fsdp_->load_shard(u, loaded.state.groups[u].params);
+      set_optimizer_state(*opt_, shards[u], loaded.state.groups[u].optimizer);
+    }
+  }
+
+ private:
+  std::unique_ptr<parallel::FullyShardedDataParallel> fsdp_;
+  std::unique_ptr<torch::optim::Optimizer> opt_;
 };
 
 }  // namespace
@@ -117,7 +267,12 @@ std::unique_ptr<Strategy> make_strategy(const TrainerOptions& o,
   if (o.strategy == "none" || o.strategy == "ddp") {
     return std::make_unique<Replicated>(o, module, comm, trace);
   }
-  throw InvalidArgument(fmt::format("--strategy {} is not one of none, ddp", o.strategy));
+  if (o.strategy == "zero1" || o.strategy == "zero2") {
+    return std::make_unique<Zero>(o, module, comm, trace);
+  }
+  if (o.strategy == "zero3") return std::make_unique<Fsdp>(o, module, comm, trace);
+  throw InvalidArgument(
+      fmt::format("--strategy {} is not one of none, ddp, zero1, zero2, zero3", o.strategy));
 }
 
 }  // namespace tandem::train::detail

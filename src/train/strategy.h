@@ -6,6 +6,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <torch/ordered_dict.h>
 
 #include <memory>
 #include <string>
@@ -28,6 +29,7 @@ namespace tandem::train::detail {
 
 class Strategy {
  public:
+  explicit Strategy(std::shared_ptr<torch::nn::Module> module) : module_(std::move(module)) {}
   virtual ~Strategy() = default;
   // Sets the learning rate of every parameter group.
   virtual void set_lr(double lr) = 0;
@@ -37,6 +39,11 @@ class Strategy {
   virtual void clip_grad_norm(double max_norm) = 0;
   // Collective for the sharded strategies.
   virtual void step() = 0;
+  // After a forward pass without backward (evaluation): release what the
+  // forward gathered.
+  virtual void end_forward_only() {}
+  // The full parameters by name (collective for zero3, which gathers them).
+  virtual torch::OrderedDict<std::string, at::Tensor> full_parameters();
   // Bytes handed to collectives for gradients in the last step (0 if none).
   virtual int64_t gradient_bytes() const { return 0; }
   // Model-state bytes this rank holds, measured (now and at peak).
@@ -50,6 +57,9 @@ class Strategy {
   // a checkpoint read for (rank, world size), resharded if need be.
   virtual ShardedState sharded_state();
   virtual void restore_sharded(const LoadedShards& loaded);
+
+ protected:
+  std::shared_ptr<torch::nn::Module> module_;
 };
 
 // Builds the strategy named by o.strategy around `module` (collective for

@@ -41,8 +41,9 @@ void validate(const TrainerOptions& o, int world) {
   TANDEM_CHECK(o.lr > 0, "--lr must be positive (got {})", o.lr);
   TANDEM_CHECK(o.optimizer == "sgd" || o.optimizer == "adamw",
                "--optimizer {} is not one of sgd, adamw", o.optimizer);
-  TANDEM_CHECK(o.strategy == "none" || o.strategy == "ddp",
-               "--strategy {} is not one of none, ddp", o.strategy);
+  TANDEM_CHECK(o.strategy == "none" || o.strategy == "ddp" || o.strategy == "zero1" ||
+                   o.strategy == "zero2" || o.strategy == "zero3",
+               "--strategy {} is not one of none, ddp, zero1, zero2, zero3", o.strategy);
   TANDEM_CHECK(o.dtype == "float32" || o.dtype == "float64",
                "--dtype {} is not one of float32, float64", o.dtype);
   TANDEM_CHECK(o.strategy != "none" || world == 1,
@@ -108,6 +109,24 @@ void check_meta(const Checkpoint& ckpt, const TrainerOptions& o, int world) {
         "checkpoint '{}': field 'seed': the checkpoint was written with --seed {} but this run "
         "has --seed {}; the data order would change, resume with the same seed",
         ckpt.path, ckpt.seed, o.seed));
+  }
+}
+
+// Buffers of a sharded checkpoint (rank 0's file holds them).
+void restore_buffers(const Checkpoint& ckpt, torch::nn::Module& module) {
+  auto buffers = module.named_buffers(true);
+  TANDEM_CHECK(ckpt.buffers.size() == buffers.size(),
+               "checkpoint '{}': {} buffers but the model has {}", ckpt.path, ckpt.buffers.size(),
+               buffers.size());
+  at::NoGradGuard no_grad;
+  for (const auto& [name, t] : ckpt.buffers) {
+    const at::Tensor* b = buffers.find(name);
+    if (b == nullptr || b->sizes() != t.sizes()) {
+      throw CheckpointError(fmt::format("checkpoint '{}': field 'buffer {}': not in this model "
+                                        "with that shape; it was written for another model",
+                                        ckpt.path, name));
+    }
+    b->copy_(t);
   }
 }
 
@@ -273,6 +292,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   auto strategy = detail::make_strategy(o, model.ptr(), comm, trace);
   if (shards) {
     strategy->restore_sharded(*shards);
+    restore_buffers(shards->base, *model.ptr());
     shards.reset();
   } else if (resumed) {
     strategy->restore(*resumed);
@@ -421,6 +441,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
     }
     if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && !last) {
       auto e = evaluate(model, test_data ? *test_data : *data, spec, o, *comm);
+      strategy->end_forward_only();
       if (out)
         *out << fmt::format("eval at step {}: loss {:.4f}, accuracy {:.3f}\n", step + 1, e.loss,
                             e.accuracy);
@@ -434,14 +455,28 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
       *out << fmt::format("trace: {} (one file per rank; open in Perfetto)\n", path.string());
   }
   if (stop > first_step) save(stop);
-  s.state_digest = state_digest(*model.ptr());
+  s.state_digest = state_digest(strategy->full_parameters(), model.ptr()->named_buffers(true));
   s.steps = stop - first_step;
   s.samples = s.steps * o.batch_size * comm->size();
   s.wall_seconds = Seconds(std::chrono::steady_clock::now() - start).count();
   s.samples_per_second = static_cast<double>(s.samples) / s.wall_seconds;
   auto e = evaluate(model, test_data ? *test_data : *data, spec, o, *comm);
+  strategy->end_forward_only();
   s.eval_loss = e.loss;
   s.eval_accuracy = e.accuracy;
+  const parallel::MemoryAccounting memory = strategy->memory();
+  s.parameter_bytes = memory.now().parameters;
+  s.gradient_bytes = memory.now().gradients;
+  s.optimizer_bytes = memory.now().optimizer_state;
+  s.peak_model_state_bytes = memory.peak_total();
+  if (out) {
+    constexpr double kMiB = 1024.0 * 1024.0;
+    *out << fmt::format(
+        "model state on rank 0 ({}): parameters {:.2f} MiB, gradients {:.2f} MiB, optimizer "
+        "{:.2f} MiB; peak {:.2f} MiB\n",
+        o.strategy, s.parameter_bytes / kMiB, s.gradient_bytes / kMiB, s.optimizer_bytes / kMiB,
+        s.peak_model_state_bytes / kMiB);
+  }
   if (out) {
     *out << fmt::format(
         "summary: {} steps, {} samples in {:.1f} s ({:.0f} samples/s); train loss {:.4f} -> "

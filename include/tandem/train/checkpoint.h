@@ -27,6 +27,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <torch/ordered_dict.h>
 
 #include <cstdint>
 #include <map>
@@ -73,6 +74,10 @@ void capture_module(const torch::nn::Module& module, Checkpoint& ckpt);
 // state exactly when their digests match (barring a 1-in-2^64 collision);
 // tests use it to compare ranks and runs. Not collective.
 uint64_t state_digest(const torch::nn::Module& module);
+// The same digest from parameters and buffers given by name (for strategies
+// whose module does not hold its parameters between steps, e.g. zero3).
+uint64_t state_digest(const torch::OrderedDict<std::string, at::Tensor>& parameters,
+                      const torch::OrderedDict<std::string, at::Tensor>& buffers);
 // Serializes `optimizer`'s state into ckpt.optimizer_state.
 void capture_optimizer(torch::optim::Optimizer& optimizer, Checkpoint& ckpt);
 // Stores the default CPU generator's state.

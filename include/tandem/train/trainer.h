@@ -36,7 +36,15 @@ struct TrainerOptions {
   // Parameter dtype: float32 (default) or float64 (slower; for exact
   // comparisons between strategies and world sizes).
   std::string dtype = "float32";
-  std::string strategy = "ddp";  // none | ddp
+  // none | ddp | zero1 | zero2 | zero3 (see parallel/zero_optimizer.h and
+  // fully_sharded_data_parallel.h). zero1-3 write sharded checkpoints
+  // (sharded_checkpoint.h) that resume at another world size when
+  // batch_size x ranks stays the same.
+  std::string strategy = "ddp";
+  // zero3 units: auto (the zoo model's block: GptBlockImpl, BasicBlockImpl,
+  // BottleneckImpl, or each Linear), type:A,B (module types), params:N
+  // (submodules of at least N parameters), name:a,b (submodule paths).
+  std::string wrap_policy = "auto";
   double bucket_cap_mb = 25.0;
   // DDP gradient compression: none | fp16 | bf16 | powersgd (see
   // parallel/distributed_data_parallel.h and powersgd.h). With powersgd: the
@@ -75,6 +83,12 @@ struct TrainSummary {
   double final_loss = 0;  // mean of the last log window, averaged over ranks
   double eval_loss = 0;
   double eval_accuracy = 0;  // fraction of correct predictions (tokens for gpt-mini)
+  // This rank's model-state bytes (parameters, gradients, optimizer state),
+  // as the strategy measured them at the end and at peak.
+  int64_t parameter_bytes = 0;
+  int64_t gradient_bytes = 0;
+  int64_t optimizer_bytes = 0;
+  int64_t peak_model_state_bytes = 0;
   // state_digest() (checkpoint.h) of this rank's model after the last step:
   // equal on every rank under ddp, and equal for a resumed run and a straight
   // one exactly when their parameters and buffers are bitwise the same.
