@@ -173,6 +173,37 @@ TEST(ZeroRedundancyOptimizer, OneRankIsThePlainOptimizer) {
   });
 }
 
+// The trace shows each bucket's reduce-scatter, a launch before backward
+// ends (overlap), and the step's all-gathers.
+TEST(ZeroRedundancyOptimizer, TraceShowsOverlapAndEveryBucket) {
+  testing::expect_ranks_succeed(2, [](int rank, int size, int port) {
+    auto comm = connect(rank, size, port);
+    auto model = make_mlp();
+    ZeroOptions o = small_buckets(2);
+    o.trace = std::make_shared<TraceRecorder>(rank);
+    ZeroRedundancyOptimizer zero(model.ptr(), comm, factory(Opt::kAdamW), o);
+    loss_of(model, batch(rank, 0)).backward();
+    zero.step();
+    double backward_end = -1, first_launch = 1e300;
+    int reduce_scatters = 0, all_gathers = 0, steps = 0;
+    for (const auto& e : o.trace->events()) {
+      if (e.name == "backward (hooks)") backward_end = e.end_us;
+      if (e.name.rfind("reduce_scatter bucket", 0) == 0) {
+        ++reduce_scatters;
+        first_launch = std::min(first_launch, e.start_us);
+        EXPECT_EQ(e.lane, "comm");
+      }
+      if (e.name.rfind("all_gather bucket", 0) == 0) ++all_gathers;
+      if (e.name == "optimizer step (shard)") ++steps;
+    }
+    EXPECT_EQ(reduce_scatters, 3);
+    EXPECT_EQ(all_gathers, 3);
+    EXPECT_EQ(steps, 1);
+    ASSERT_GT(backward_end, 0);
+    EXPECT_LT(first_launch, backward_end);
+  });
+}
+
 // ---- 2. optimizer state is sharded ----
 
 TEST(ZeroRedundancyOptimizer, AdamWStateCoversOnlyTheRanksShards) {
