@@ -151,7 +151,11 @@ INSTANTIATE_TEST_SUITE_P(WorldsStagesOptimizers, ZeroEquivalence,
                                             ::testing::Values(Opt::kSgdNesterov, Opt::kAdamW)),
                          case_name);
 
-// One rank: ZeRO degenerates to the plain optimizer.
+// One rank: ZeRO degenerates to the plain optimizer. The shards are then
+// whole buckets, so every way of zeroing gradients must work: ours, the
+// inner optimizer's (it detach_()es .grad in place, which throws on autograd
+// views) and, in stage 1, the module's set_to_none (the next backward
+// re-aliases .grad).
 TEST(ZeroRedundancyOptimizer, OneRankIsThePlainOptimizer) {
   testing::expect_ranks_succeed(1, [](int rank, int size, int port) {
     auto comm = connect(rank, size, port);
@@ -160,8 +164,16 @@ TEST(ZeroRedundancyOptimizer, OneRankIsThePlainOptimizer) {
       ZeroRedundancyOptimizer zero(model.ptr(), comm, factory(Opt::kAdamW), small_buckets(stage));
       auto ref = make_mlp();
       auto ref_opt = make_optimizer(Opt::kAdamW, ref->parameters());
-      for (int s = 0; s < 3; ++s) {
-        zero.zero_grad();
+      for (int s = 0; s < 6; ++s) {
+        if (s % 3 == 0) zero.zero_grad();
+        if (s % 3 == 1) zero.optimizer().zero_grad();
+        if (s % 3 == 2) {
+          if (stage == 1) {
+            model->zero_grad(/*set_to_none=*/true);
+          } else {
+            zero.zero_grad();
+          }
+        }
         loss_of(model, batch(0, s)).backward();
         zero.step();
         ref_opt->zero_grad();
@@ -169,6 +181,80 @@ TEST(ZeroRedundancyOptimizer, OneRankIsThePlainOptimizer) {
         ref_opt->step();
       }
       expect_same_parameters(model, ref, 1e-12, 1e-14);
+      if (stage == 1) {
+        // Re-aliased: gradients still cost their bytes once.
+        EXPECT_EQ(zero.memory().now().gradients, zero.memory().now().parameters);
+      }
+    }
+  });
+}
+
+// The trace shows each bucket's reduce-scatter, a launch before backward
+// ends (overlap), and the step's all-gathers.
+TEST(ZeroRedundancyOptimizer, TraceShowsOverlapAndEveryBucket) {
+  testing::expect_ranks_succeed(2, [](int rank, int size, int port) {
+    auto comm = connect(rank, size, port);
+    auto model = make_mlp();
+    ZeroOptions o = small_buckets(2);
+    o.trace = std::make_shared<TraceRecorder>(rank);
+    ZeroRedundancyOptimizer zero(model.ptr(), comm, factory(Opt::kAdamW), o);
+    loss_of(model, batch(rank, 0)).backward();
+    zero.step();
+    double backward_end = -1, first_launch = 1e300;
+    int reduce_scatters = 0, all_gathers = 0, steps = 0;
+    for (const auto& e : o.trace->events()) {
+      if (e.name == "backward (hooks)") backward_end = e.end_us;
+      if (e.name.rfind("reduce_scatter bucket", 0) == 0) {
+        ++reduce_scatters;
+        first_launch = std::min(first_launch, e.start_us);
+        EXPECT_EQ(e.lane, "comm");
+      }
+      if (e.name.rfind("all_gather bucket", 0) == 0) ++all_gathers;
+      if (e.name == "optimizer step (shard)") ++steps;
+    }
+    EXPECT_EQ(reduce_scatters, 3);
+    EXPECT_EQ(all_gathers, 3);
+    EXPECT_EQ(steps, 1);
+    ASSERT_GT(backward_end, 0);
+    EXPECT_LT(first_launch, backward_end);
+  });
+}
+
+// One bucket per parameter (an 8-byte cap), one of them a single element:
+// at 4 ranks, three ranks hold an empty shard of it and step nothing there.
+TEST(ZeroRedundancyOptimizer, EmptyShardsStillMatchDdp) {
+  testing::expect_ranks_succeed(4, [](int rank, int size, int port) {
+    auto comm = connect(rank, size, port);
+    auto make = [] {
+      at::manual_seed(0);
+      torch::nn::Sequential m(torch::nn::Linear(6, 12), torch::nn::Tanh(),
+                              torch::nn::Linear(12, 1));
+      m->to(at::kDouble);
+      return m;
+    };
+    for (int stage : {1, 2}) {
+      auto model = make();
+      ZeroOptions o;
+      o.stage = stage;
+      o.bucket_cap_mb = 8.0 / (1024 * 1024);
+      ZeroRedundancyOptimizer zero(model.ptr(), comm, factory(Opt::kAdamW), o);
+      ASSERT_EQ(zero.bucket_count(), 4u);
+      ASSERT_EQ(zero.layouts()[0].numel, 1);  // the last layer's bias
+      EXPECT_EQ(zero.shard_of(0).numel, rank == 0 ? 1 : 0);
+      auto ref = make();
+      DistributedDataParallel ddp(ref.ptr(), comm);
+      auto ref_opt = make_optimizer(Opt::kAdamW, ref->parameters());
+      for (int s = 0; s < 3; ++s) {
+        auto [x, y] = batch(rank, s);
+        at::Tensor target = y.narrow(1, 0, 1);
+        zero.zero_grad();
+        torch::nn::functional::mse_loss(model->forward(x), target).backward();
+        zero.step();
+        ref_opt->zero_grad();
+        torch::nn::functional::mse_loss(ref->forward(x), target).backward();
+        ref_opt->step();
+      }
+      expect_same_parameters(model, ref, 1e-9, 1e-12);
     }
   });
 }
