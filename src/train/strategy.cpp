@@ -1,4 +1,4 @@
-#include "train/strategy.h"
+#include "tandem/train/strategy.h"
 
 #include <fmt/format.h>
 #include <torch/nn/module.h>
@@ -14,7 +14,7 @@
 #include "tandem/parallel/fully_sharded_data_parallel.h"
 #include "tandem/parallel/zero_optimizer.h"
 
-namespace tandem::train::detail {
+namespace tandem::train {
 
 torch::OrderedDict<std::string, at::Tensor> Strategy::full_parameters() {
   return module_->named_parameters(true);
@@ -81,7 +81,7 @@ class Replicated final : public Strategy {
     }
     opt_ = make_optimizer(o, module_->parameters());
   }
-  void set_lr(double lr) override { detail::set_lr(*opt_, lr); }
+  void set_lr(double lr) override { train::set_lr(*opt_, lr); }
   void zero_grad() override { opt_->zero_grad(); }
   void clip_grad_norm(double max_norm) override {
     torch::nn::utils::clip_grad_norm_(module_->parameters(), max_norm);
@@ -135,7 +135,7 @@ class Zero final : public Strategy {
         module, comm, [o](std::vector<at::Tensor> p) { return make_optimizer(o, std::move(p)); },
         zo);
   }
-  void set_lr(double lr) override { detail::set_lr(zero_->optimizer(), lr); }
+  void set_lr(double lr) override { train::set_lr(zero_->optimizer(), lr); }
   void zero_grad() override { zero_->zero_grad(); }
   void clip_grad_norm(double max_norm) override { zero_->clip_grad_norm(max_norm); }
   void step() override { zero_->step(); }
@@ -220,7 +220,7 @@ class Fsdp final : public Strategy {
     fsdp_->account_optimizer(opt_.get());
   }
   ~Fsdp() override { fsdp_->account_optimizer(nullptr); }
-  void set_lr(double lr) override { detail::set_lr(*opt_, lr); }
+  void set_lr(double lr) override { train::set_lr(*opt_, lr); }
   void zero_grad() override { opt_->zero_grad(); }
   void clip_grad_norm(double max_norm) override { fsdp_->clip_grad_norm(max_norm); }
   void step() override { opt_->step(); }
@@ -275,4 +275,4 @@ std::unique_ptr<Strategy> make_strategy(const TrainerOptions& o,
       fmt::format("--strategy {} is not one of none, ddp, zero1, zero2, zero3", o.strategy));
 }
 
-}  // namespace tandem::train::detail
+}  // namespace tandem::train

@@ -27,7 +27,7 @@
 #include "tandem/train/lr_schedule.h"
 #include "tandem/train/models/models.h"
 #include "tandem/train/sharded_checkpoint.h"
-#include "train/strategy.h"
+#include "tandem/train/strategy.h"
 
 namespace tandem::train {
 namespace {
@@ -289,7 +289,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
     TANDEM_CHECK(!ec, "--trace-dir: cannot create '{}' ({})", o.trace_dir, ec.message());
     trace = std::make_shared<TraceRecorder>(comm->rank());
   }
-  auto strategy = detail::make_strategy(o, model.ptr(), comm, trace);
+  auto strategy = make_strategy(o, model.ptr(), comm, trace);
   if (shards) {
     strategy->restore_sharded(*shards);
     restore_buffers(shards->base, *model.ptr());

@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "tandem/comm/rendezvous.h"
+#include "tandem/core/error.h"
 #include "tandem/train/checkpoint.h"
 #include "tandem/train/sharded_checkpoint.h"
 #include "tandem/train/trainer.h"

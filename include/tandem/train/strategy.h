@@ -1,8 +1,11 @@
-// The trainer's view of a parallel strategy: what `tandem train --strategy`
-// selects (none, ddp, zero1, zero2, zero3). Each one owns the optimizer (a
-// sharded strategy steps only its shard) and knows how its state goes into
-// a checkpoint: whole-model files for none/ddp, one shard per rank for the
-// ZeRO stages. Private to the train layer.
+// Strategy: the trainer's view of a parallel strategy, what `tandem train
+// --strategy` selects (none, ddp, zero1, zero2, zero3), usable on its own (the
+// benchmarks do). Each one owns the optimizer (a sharded strategy steps only
+// its shard) and knows how its state goes into a checkpoint: whole-model
+// files for none/ddp, one shard per rank for the ZeRO stages.
+// Construction and step() are collective for every strategy but none; the
+// trainer's call order (zero_grad, forward, backward, clip, step) is the
+// contract. Not thread-safe.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -25,7 +28,7 @@ namespace torch::optim {
 class Optimizer;
 }
 
-namespace tandem::train::detail {
+namespace tandem::train {
 
 class Strategy {
  public:
@@ -74,4 +77,4 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainerOptions& o,
                                                         std::vector<at::Tensor> params);
 void set_lr(torch::optim::Optimizer& opt, double lr);
 
-}  // namespace tandem::train::detail
+}  // namespace tandem::train
