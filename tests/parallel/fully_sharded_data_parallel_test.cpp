@@ -381,11 +381,14 @@ TEST(FullyShardedDataParallel, BadOptionsAreNamed) {
 // fp32 GPT-mini with 32 small blocks and AdamW. The ZeRO-3 model state per
 // rank is 16/N bytes per parameter (4 parameter, 4 gradient, 8 AdamW) plus
 // the largest unit's gathered parameters and gradients (8 bytes per
-// element). What FSDP may hold on top, and the test checks to the byte: a
-// second gathered unit (the prefetch), a second unit's full gradient (the
+// element). What FSDP may hold on top, and the test bounds to the byte: a
+// second gathered unit (the prefetch), a second unit's full gradients (the
 // reduce-scatter in flight while the next unit accumulates) and the root
-// unit's full gradient (its embeddings get theirs last).
-void run_memory(int world, bool prefetch) {
+// unit's full gradients (its embeddings get theirs last).
+// `overlap` turns on both prefetch and reduce-scatter overlap; without, FSDP
+// holds one unit's full parameters and one unit's full gradients at a time.
+void run_memory(int world, bool overlap) {
+  const bool prefetch = overlap;
   testing::expect_ranks_succeed(world, [=](int rank, int size, int port) {
     auto comm = connect(rank, size, port);
     train::GptMiniOptions o;
@@ -399,6 +402,7 @@ void run_memory(int world, bool prefetch) {
     FsdpOptions options;
     options.wrap = c.policy;
     options.prefetch = prefetch;
+    options.overlap_reduce_scatter = overlap;
     FullyShardedDataParallel fsdp(model, comm, options);
     ASSERT_EQ(fsdp.units().size(), 33u);
     int64_t total = 0, largest = 0, mine = 0, root = 0;
@@ -437,9 +441,9 @@ void run_memory(int world, bool prefetch) {
         static_cast<long long>(peak.optimizer_state));
     EXPECT_NEAR(measured, theory, 0.10 * theory);
     EXPECT_LE(peak.parameters, (mine + (prefetch ? 2 : 1) * largest) * 4);
-    // Shard gradients, their reduce-scatter outputs (1/N of a unit each), and
-    // at most two units' full gradients plus the root's.
-    EXPECT_LE(peak.gradients, (mine + 2 * largest + root + 2 * (largest / size + 1)) * 4);
+    // Shard gradients, and two units' full gradients (one without overlap)
+    // plus the root's.
+    EXPECT_LE(peak.gradients, (mine + (overlap ? 2 : 1) * largest + root) * 4);
     EXPECT_EQ(peak.optimizer_state, mine * 8);
     // After the step: nothing gathered, no full gradient held.
     EXPECT_EQ(fsdp.memory().now().parameters, mine * 4);
@@ -449,8 +453,8 @@ void run_memory(int world, bool prefetch) {
 
 TEST(FullyShardedDataParallel, ModelStateIsAboutSixteenOverNBytesPerParameter) {
   for (int world : {2, 4}) {
-    run_memory(world, /*prefetch=*/true);
-    run_memory(world, /*prefetch=*/false);
+    run_memory(world, /*overlap=*/true);
+    run_memory(world, /*overlap=*/false);
   }
 }
 

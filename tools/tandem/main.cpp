@@ -7,6 +7,7 @@
 
 #include "bench_comm.h"
 #include "bench_ddp.h"
+#include "bench_fsdp.h"
 #include "tandem/core/error.h"
 #include "train_cmd.h"
 
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
   bench->require_subcommand(1);
   tandem::tools::add_bench_comm(*bench, exit_code);
   tandem::tools::add_bench_ddp(*bench, exit_code);
+  tandem::tools::add_bench_fsdp(*bench, exit_code);
   tandem::tools::add_train(app, exit_code);
   try {
     at::set_num_threads(1);

@@ -74,6 +74,12 @@ struct FsdpOptions {
   // iteration) when a unit is touched, so communication overlaps compute.
   // Costs one more unit's gathered parameters at peak. Default on.
   bool prefetch = true;
+  // Reduce-scatter a unit's gradients while the next unit's backward runs.
+  // Off: a unit starts accumulating its full gradients only once the
+  // previous unit's reduce-scatter has finished, so one unit's full
+  // gradients are held instead of two, and that reduce-scatter is exposed.
+  // Default on.
+  bool overlap_reduce_scatter = true;
   // A parameter that gets no gradient in a backward contributes zeros.
   // Off: such a parameter is an error naming it.
   bool find_unused_parameters = false;
