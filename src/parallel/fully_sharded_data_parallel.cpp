@@ -203,6 +203,8 @@ void FullyShardedDataParallel::on_touch(const std::vector<size_t>& units) {
   for (size_t u : units) {
     Unit& unit = *state_[u];
     if (unit.state == State::kGathered) continue;
+    if (unit.state == State::kGathering && !unit.gather->is_completed()) continue;  // allocated
+    unit.gather.reset();
     try {
       if (unit.state == State::kFreed) {
         allocate_storage(unit.storage, unit.allocator, unit.full_bytes);
@@ -277,15 +279,25 @@ void FullyShardedDataParallel::wait_gathered(size_t u) {
   Unit& unit = *state_[u];
   if (unit.state != State::kGathering) return;
   const auto start = Clock::now();
-  std::shared_ptr<Work> work = std::move(unit.gather);
-  work->wait(timeout());
+  try {
+    unit.gather->wait(timeout());
+  } catch (...) {
+    // A collective still running after its error keeps the unit gathering,
+    // so that nothing frees the storage it may still write.
+    if (unit.gather->is_completed()) {
+      unit.gather.reset();
+      unit.state = State::kGathered;
+    }
+    throw;
+  }
   stats_.wait_seconds += seconds_since(start);
   unit.state = State::kGathered;
   if (options_.trace) {
     options_.trace->span(fmt::format("all_gather unit {}", u), "comm", unit.gather_launched,
-                         work->finished_at());
+                         unit.gather->finished_at());
     options_.trace->span(fmt::format("wait all_gather unit {}", u), "compute", start, Clock::now());
   }
+  unit.gather.reset();
 }
 
 void FullyShardedDataParallel::free_full(size_t u) {
@@ -439,6 +451,7 @@ void FullyShardedDataParallel::finish_backward() {
     throw;
   }
   finish_iteration();
+  rethrow_failure();  // a prefetch nobody waited for failed
 }
 
 // After an error: drops gradients in flight and ends the iteration, so that
@@ -462,10 +475,12 @@ void FullyShardedDataParallel::finish_iteration() {
   for (size_t u = 0; u < state_.size(); ++u) {
     try {
       free_full(u);
-    } catch (...) {  // a gather in flight failed: free anyway, keep the first error
-      free_storage(state_[u]->storage);
-      state_[u]->state = State::kFreed;
+    } catch (...) {  // a gather failed; keep the first error for the next call
       if (!failure_) failure_ = std::current_exception();
+      if (state_[u]->state == State::kGathered) {
+        free_storage(state_[u]->storage);
+        state_[u]->state = State::kFreed;
+      }
     }
   }
   for (auto& unit : state_) {
