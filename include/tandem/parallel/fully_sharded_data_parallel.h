@@ -68,6 +68,12 @@ struct FsdpWrapPolicy {
   std::vector<std::string> module_names;
 };
 
+// A policy from text, for command lines and configs: "none" (one unit),
+// "type:GptBlockImpl[,LinearImpl...]", "size:<min_num_params>" or
+// "name:block0[,block1...]". Throws InvalidArgument quoting the text and the
+// accepted forms.
+FsdpWrapPolicy parse_fsdp_wrap_policy(const std::string& text);
+
 struct FsdpOptions {
   FsdpWrapPolicy wrap;
   // Launch the next unit's all-gather (in the order recorded in the first
