@@ -203,7 +203,9 @@ void FullyShardedDataParallel::on_touch(const std::vector<size_t>& units) {
   for (size_t u : units) {
     Unit& unit = *state_[u];
     if (unit.state == State::kGathered) continue;
-    if (unit.state == State::kGathering && !unit.gather->is_completed()) continue;  // allocated
+    if (unit.state == State::kGathering && unit.gather && !unit.gather->is_completed()) {
+      continue;  // allocated, and its collective may still write it
+    }
     unit.gather.reset();
     try {
       if (unit.state == State::kFreed) {

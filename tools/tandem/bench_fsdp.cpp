@@ -220,15 +220,22 @@ int run(const Options& o) {
   std::vector<double> ddp_sps, fsdp_sps, ratios;
   Result ddp, fsdp;
   for (int round = 0; round < o.rounds; ++round) {
-    ddp = run_children(o, "ddp");
-    fsdp = run_children(o, "fsdp");
+    // Alternate which goes first, so that neither always meets the same load.
+    if (round % 2 == 0) {
+      ddp = run_children(o, "ddp");
+      fsdp = run_children(o, "fsdp");
+    } else {
+      fsdp = run_children(o, "fsdp");
+      ddp = run_children(o, "ddp");
+    }
     ddp_sps.push_back(static_cast<double>(o.batch * o.ranks) / ddp.step_seconds);
     fsdp_sps.push_back(static_cast<double>(o.batch * o.ranks) / fsdp.step_seconds);
     ratios.push_back(fsdp_sps.back() / ddp_sps.back());
   }
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
+    const size_t h = v.size() / 2;
+    return v.size() % 2 == 1 ? v[h] : (v[h - 1] + v[h]) / 2;
   };
   nlohmann::json j = {{"bench", "fsdp"},
                       {"model", o.model},
