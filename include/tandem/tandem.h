@@ -15,6 +15,7 @@
 #include "tandem/core/log.h"
 #include "tandem/parallel/bucket_plan.h"
 #include "tandem/parallel/distributed_data_parallel.h"
+#include "tandem/parallel/fully_sharded_data_parallel.h"
 #include "tandem/parallel/sync_batch_norm.h"
 #include "tandem/train/lr_schedule.h"
 #include "tandem/train/trainer.h"

@@ -203,6 +203,10 @@ void FullyShardedDataParallel::on_touch(const std::vector<size_t>& units) {
   for (size_t u : units) {
     Unit& unit = *state_[u];
     if (unit.state == State::kGathered) continue;
+    if (unit.state == State::kGathering && unit.gather && !unit.gather->is_completed()) {
+      continue;  // allocated, and its collective may still write it
+    }
+    unit.gather.reset();
     try {
       if (unit.state == State::kFreed) {
         allocate_storage(unit.storage, unit.allocator, unit.full_bytes);
@@ -277,15 +281,25 @@ void FullyShardedDataParallel::wait_gathered(size_t u) {
   Unit& unit = *state_[u];
   if (unit.state != State::kGathering) return;
   const auto start = Clock::now();
-  std::shared_ptr<Work> work = std::move(unit.gather);
-  work->wait(timeout());
+  try {
+    unit.gather->wait(timeout());
+  } catch (...) {
+    // A collective still running after its error keeps the unit gathering,
+    // so that nothing frees the storage it may still write.
+    if (unit.gather->is_completed()) {
+      unit.gather.reset();
+      unit.state = State::kGathered;
+    }
+    throw;
+  }
   stats_.wait_seconds += seconds_since(start);
   unit.state = State::kGathered;
   if (options_.trace) {
     options_.trace->span(fmt::format("all_gather unit {}", u), "comm", unit.gather_launched,
-                         work->finished_at());
+                         unit.gather->finished_at());
     options_.trace->span(fmt::format("wait all_gather unit {}", u), "compute", start, Clock::now());
   }
+  unit.gather.reset();
 }
 
 void FullyShardedDataParallel::free_full(size_t u) {
@@ -322,6 +336,9 @@ void FullyShardedDataParallel::grad_ready(size_t param) {
   if (!grad.defined()) return;
   const FlatLayout::Entry& entry = units_[unit_of_[param]].layout.entries[slot];
   if (!unit.grad_full.defined()) {
+    // Without overlap, a unit's full gradients wait for the previous unit's
+    // to leave (its reduce-scatter to finish).
+    if (!options_.overlap_reduce_scatter) reap_reduce_scatters(/*wait=*/true);
     unit.grad_full = at::empty({units_[unit_of_[param]].layout.numel}, grad.options());
     std::fill(unit.written.begin(), unit.written.end(), false);
     sample_memory();
@@ -345,7 +362,8 @@ void FullyShardedDataParallel::grad_ready(size_t param) {
 // every rank issues the same reduce-scatters on grad_comm_. One is in flight
 // at a time: the previous one had the current unit's whole backward to
 // finish, and waiting for it bounds the full gradients held to two units
-// (the one reduced and the one accumulating) plus those completing late.
+// (the one reduced and the one accumulating; one without overlap) plus
+// those of units completing out of order (the root unit).
 void FullyShardedDataParallel::launch_reduce_scatters() {
   while (next_reduce_ < reduce_order_.size() && state_[reduce_order_[next_reduce_]]->pending == 0) {
     reap_reduce_scatters(/*wait=*/true);
@@ -361,10 +379,21 @@ void FullyShardedDataParallel::launch_reduce_scatters() {
         }
       }
     }
-    unit.reduce_out = at::empty({units_[u].shard.numel}, unit.grad_full.options());
+    // The reduce-scatter writes the shard's .grad directly. It averages, so
+    // adding N times the gradient the shard already holds to this rank's own
+    // range (the one it receives) yields new average + held, as autograd
+    // accumulates; no temporary shard.
+    at::NoGradGuard no_grad;
+    at::Tensor& held = unit.shard.mutable_grad();
+    const ShardRange mine = units_[u].shard;
+    if (held.defined()) {
+      unit.grad_full.narrow(0, mine.offset, mine.numel).add_(held, comm_->size());
+    } else {
+      held = at::empty({mine.numel}, unit.grad_full.options());
+    }
     unit.reduce_launched = Clock::now();
-    unit.reduce = grad_comm_->reduce_scatter_async(unit.reduce_out, unit.grad_full, ReduceOp::kAvg,
-                                                   options_.timeout);
+    unit.reduce =
+        grad_comm_->reduce_scatter_async(held, unit.grad_full, ReduceOp::kAvg, options_.timeout);
     in_flight_reduces_.push_back(u);
     if (in_backward_) ++stats_.reduce_scatters_during_backward;
     sample_memory();
@@ -383,16 +412,7 @@ void FullyShardedDataParallel::reap_reduce_scatters(bool wait) {
       options_.trace->span(fmt::format("reduce_scatter unit {}", u), "comm-grad",
                            unit.reduce_launched, unit.reduce->finished_at());
     }
-    {
-      at::NoGradGuard no_grad;
-      if (unit.shard.grad().defined()) {
-        unit.shard.mutable_grad().add_(unit.reduce_out);
-      } else {
-        unit.shard.mutable_grad() = unit.reduce_out;
-      }
-    }
     unit.reduce.reset();
-    unit.reduce_out = at::Tensor();
     unit.grad_full = at::Tensor();
     std::fill(unit.written.begin(), unit.written.end(), false);
     in_flight_reduces_.erase(in_flight_reduces_.begin());
@@ -433,6 +453,7 @@ void FullyShardedDataParallel::finish_backward() {
     throw;
   }
   finish_iteration();
+  rethrow_failure();  // a prefetch nobody waited for failed
 }
 
 // After an error: drops gradients in flight and ends the iteration, so that
@@ -445,7 +466,6 @@ void FullyShardedDataParallel::abandon_iteration() {
   }
   for (auto& unit : state_) {
     unit->reduce.reset();
-    unit->reduce_out = at::Tensor();
     unit->grad_full = at::Tensor();
     std::fill(unit->written.begin(), unit->written.end(), false);
   }
@@ -457,10 +477,12 @@ void FullyShardedDataParallel::finish_iteration() {
   for (size_t u = 0; u < state_.size(); ++u) {
     try {
       free_full(u);
-    } catch (...) {  // a gather in flight failed: free anyway, keep the first error
-      free_storage(state_[u]->storage);
-      state_[u]->state = State::kFreed;
+    } catch (...) {  // a gather failed; keep the first error for the next call
       if (!failure_) failure_ = std::current_exception();
+      if (state_[u]->state == State::kGathered) {
+        free_storage(state_[u]->storage);
+        state_[u]->state = State::kFreed;
+      }
     }
   }
   for (auto& unit : state_) {

@@ -1,8 +1,6 @@
 // FullyShardedDataParallel: full and sharded state, gradient clipping and
 // memory accounting. The gather/reduce machinery is in
 // fully_sharded_data_parallel.cpp.
-#include "tandem/parallel/fully_sharded_data_parallel.h"
-
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -15,6 +13,7 @@
 #include "parallel/detail/storage_touch_observer.h"
 #include "parallel/fully_sharded_data_parallel_unit.h"
 #include "tandem/core/check.h"
+#include "tandem/parallel/fully_sharded_data_parallel.h"
 
 namespace tandem::parallel {
 
@@ -132,7 +131,6 @@ void FullyShardedDataParallel::sample_memory() {
     params.push_back(unit->full);
     grads.push_back(unit->shard.grad());
     grads.push_back(unit->grad_full);
-    grads.push_back(unit->reduce_out);
   }
   ModelStateBytes now;
   now.parameters = storage_bytes(params);

@@ -31,7 +31,6 @@ struct FullyShardedDataParallel::Unit {
   std::vector<bool> written;  // per slot: grad_full holds its gradient
   std::vector<bool> ready;    // per slot: got its gradient in this backward
   size_t pending = 0;         // slots not yet ready in this backward
-  at::Tensor reduce_out;
   std::shared_ptr<Work> reduce;
   TraceRecorder::TimePoint reduce_launched;
 };

@@ -53,7 +53,7 @@ const ConfigKey kKeys[] = {
     {"dtype", "float32|float64: parameter and activation dtype", &trainer<&T::dtype>},
     {"threads", "intra-op threads per rank", &own<&TrainConfig::threads>},
     {"strategy", "none|ddp|zero1|zero2|zero3", &trainer<&T::strategy>},
-    {"wrap-policy", "zero3 units: auto|type:A,B|params:N|name:a,b", &trainer<&T::wrap_policy>},
+    {"wrap-policy", "zero3 units: auto|type:A,B|size:N|name:a,b|none", &trainer<&T::wrap_policy>},
     {"bucket-cap-mb", "DDP bucket size in MiB", &trainer<&T::bucket_cap_mb>},
     {"grad-compression", "none|fp16|bf16|powersgd: compress DDP's all-reduce",
      &trainer<&T::grad_compression>},

@@ -6,7 +6,6 @@
 #include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 
-#include <sstream>
 
 #include "tandem/core/check.h"
 #include "tandem/core/error.h"
@@ -169,38 +168,19 @@ class Zero final : public Strategy {
   std::unique_ptr<parallel::ZeroRedundancyOptimizer> zero_;
 };
 
-// "auto" picks the zoo model's repeated block; "type:A,B", "params:N" and
-// "name:a,b" are FsdpWrapPolicy's three policies.
+// "auto" picks the zoo model's repeated block; anything else is
+// parse_fsdp_wrap_policy's text (type:A,B | size:N | name:a,b | none).
 parallel::FsdpWrapPolicy wrap_policy(const TrainerOptions& o) {
+  if (o.wrap_policy != "auto") return parallel::parse_fsdp_wrap_policy(o.wrap_policy);
   parallel::FsdpWrapPolicy w;
-  const std::string& p = o.wrap_policy;
-  auto list = [](const std::string& text) {
-    std::vector<std::string> items;
-    std::stringstream in(text);
-    for (std::string item; std::getline(in, item, ',');) {
-      if (!item.empty()) items.push_back(item);
-    }
-    return items;
-  };
-  if (p == "auto") {
-    if (o.model == "gpt-mini") w.module_types = {"GptBlockImpl"};
-    else if (o.model == "resnet18") w.module_types = {"BasicBlockImpl"};
-    else if (o.model == "resnet50") w.module_types = {"BottleneckImpl"};
-    else w.module_types = {"torch::nn::LinearImpl"};
-  } else if (p.rfind("type:", 0) == 0) {
-    w.module_types = list(p.substr(5));
-  } else if (p.rfind("name:", 0) == 0) {
-    w.module_names = list(p.substr(5));
-  } else if (p.rfind("params:", 0) == 0) {
-    try {
-      w.min_num_params = std::stoll(p.substr(7));
-    } catch (const std::exception&) {
-      w.min_num_params = 0;
-    }
-    TANDEM_CHECK(w.min_num_params > 0, "--wrap-policy {}: params: takes a positive count", p);
+  if (o.model == "gpt-mini") {
+    w.module_types = {"GptBlockImpl"};
+  } else if (o.model == "resnet18") {
+    w.module_types = {"BasicBlockImpl"};
+  } else if (o.model == "resnet50") {
+    w.module_types = {"BottleneckImpl"};
   } else {
-    throw InvalidArgument(fmt::format(
-        "--wrap-policy {} is not one of auto, type:A,B, params:N, name:a,b", p));
+    w.module_types = {"torch::nn::LinearImpl"};
   }
   return w;
 }

@@ -106,5 +106,23 @@ TEST(FsdpUnits, PoliciesThatMatchNothingAreErrors) {
   EXPECT_THROW(f.modules_of(p), InvalidArgument);
 }
 
+TEST(FsdpUnits, PoliciesParseFromText) {
+  EXPECT_EQ(parse_fsdp_wrap_policy("type:GptBlockImpl,LinearImpl").module_types,
+            (Names{"GptBlockImpl", "LinearImpl"}));
+  EXPECT_EQ(parse_fsdp_wrap_policy("size:100000").min_num_params, 100000);
+  EXPECT_EQ(parse_fsdp_wrap_policy("name:block0").module_names, (Names{"block0"}));
+  FsdpWrapPolicy none = parse_fsdp_wrap_policy("none");
+  EXPECT_TRUE(none.module_types.empty() && none.module_names.empty() && none.min_num_params == 0);
+  for (const char* bad : {"", "type:", "GptBlockImpl", "size:12x", "size:0", "kind:x"}) {
+    try {
+      parse_fsdp_wrap_policy(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("'") + bad + "'"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tandem::parallel::detail

@@ -11,6 +11,7 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
+#include <ATen/ops/zeros.h>
 #include <gtest/gtest.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/activation.h>
@@ -18,7 +19,9 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
+#include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 
 #include "tandem/comm/backend.h"
@@ -215,6 +218,7 @@ TEST(FullyShardedDataParallel, PrefetchedAllGathersAreUnderWayWhenTheirUnitIsTou
       FsdpOptions options;
       options.wrap = c.policy;
       options.prefetch = prefetch;
+      options.trace = std::make_shared<TraceRecorder>(rank);
       FullyShardedDataParallel fsdp(model, comm, options);
       ASSERT_EQ(fsdp.units().size(), 3u);
       for (int s = 0; s < 3; ++s) {
@@ -236,7 +240,65 @@ TEST(FullyShardedDataParallel, PrefetchedAllGathersAreUnderWayWhenTheirUnitIsTou
           EXPECT_EQ(stats.prefetch_hits, 0) << "step " << s;
         }
       }
+      int gathers = 0, reduces = 0;
+      for (const auto& e : options.trace->events()) {
+        if (e.name.rfind("all_gather unit", 0) == 0 && e.lane == "comm") ++gathers;
+        if (e.name.rfind("reduce_scatter unit", 0) == 0 && e.lane == "comm-grad") ++reduces;
+      }
+      EXPECT_EQ(gathers, prefetch ? 4 + 3 + 3 : 3 * 4);
+      EXPECT_EQ(reduces, 3 * 3);
     }
+  });
+}
+
+TEST(FullyShardedDataParallel, ClipGradNormSeesTheWholeGradient) {
+  testing::expect_ranks_succeed(3, [](int rank, int size, int port) {
+    auto comm = connect(rank, size, port);
+    Case c = mlp_case();
+    auto reference = c.make();
+    DistributedDataParallel ddp(reference, comm);
+    c.loss(*reference, rank, 0, 0, 1).backward();
+    double sum = 0;
+    for (const auto& p : reference->parameters()) sum += p.grad().pow(2).sum().item<double>();
+    const double norm = std::sqrt(sum);
+    auto model = c.make();
+    FsdpOptions options;
+    options.wrap = c.policy;
+    FullyShardedDataParallel fsdp(model, comm, options);
+    c.loss(*model, rank, 0, 0, 1).backward();
+    EXPECT_NEAR(fsdp.clip_grad_norm(norm / 2), norm, 1e-12 * norm);
+    at::Tensor after = at::zeros({1}, at::kDouble);
+    for (const auto& shard : fsdp.parameters()) after += shard.grad().pow(2).sum();
+    comm->all_reduce(after);
+    EXPECT_NEAR(std::sqrt(after.item<double>()), norm / 2, 1e-5 * norm);
+    EXPECT_THROW(fsdp.clip_grad_norm(0), InvalidArgument);
+  });
+}
+
+// A rank that dies leaves the others' gathers failing inside an operator,
+// where nothing can be thrown: forward runs on NaN and backward throws.
+TEST(FullyShardedDataParallel, APeerLostDuringForwardIsThrownByBackward) {
+  testing::expect_ranks_succeed(2, [](int rank, int size, int port) {
+    auto comm = connect(rank, size, port);
+    Case c = mlp_case();
+    auto model = c.make();
+    FsdpOptions options;
+    options.wrap = c.policy;
+    options.timeout = Millis(5'000);
+    FullyShardedDataParallel fsdp(model, comm, options);
+    if (rank == 1) _exit(0);
+    const auto start = std::chrono::steady_clock::now();
+    at::Tensor loss = c.loss(*model, rank, 0, 0, 1);
+    EXPECT_TRUE(std::isnan(loss.item<double>()));
+    try {
+      loss.backward();
+      ADD_FAILURE() << "backward passed without its peer";
+    } catch (const PeerError& e) {
+      EXPECT_NE(std::string(e.what()).find("rank 1"), std::string::npos) << e.what();
+    } catch (const TimeoutError& e) {
+      EXPECT_NE(std::string(e.what()).find("rank 1"), std::string::npos) << e.what();
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
   });
 }
 
@@ -381,11 +443,14 @@ TEST(FullyShardedDataParallel, BadOptionsAreNamed) {
 // fp32 GPT-mini with 32 small blocks and AdamW. The ZeRO-3 model state per
 // rank is 16/N bytes per parameter (4 parameter, 4 gradient, 8 AdamW) plus
 // the largest unit's gathered parameters and gradients (8 bytes per
-// element). What FSDP may hold on top, and the test checks to the byte: a
-// second gathered unit (the prefetch), a second unit's full gradient (the
+// element). What FSDP may hold on top, and the test bounds to the byte: a
+// second gathered unit (the prefetch), a second unit's full gradients (the
 // reduce-scatter in flight while the next unit accumulates) and the root
-// unit's full gradient (its embeddings get theirs last).
-void run_memory(int world, bool prefetch) {
+// unit's full gradients (its embeddings get theirs last).
+// `overlap` turns on both prefetch and reduce-scatter overlap; without, FSDP
+// holds one unit's full parameters and one unit's full gradients at a time.
+void run_memory(int world, bool overlap) {
+  const bool prefetch = overlap;
   testing::expect_ranks_succeed(world, [=](int rank, int size, int port) {
     auto comm = connect(rank, size, port);
     train::GptMiniOptions o;
@@ -399,6 +464,7 @@ void run_memory(int world, bool prefetch) {
     FsdpOptions options;
     options.wrap = c.policy;
     options.prefetch = prefetch;
+    options.overlap_reduce_scatter = overlap;
     FullyShardedDataParallel fsdp(model, comm, options);
     ASSERT_EQ(fsdp.units().size(), 33u);
     int64_t total = 0, largest = 0, mine = 0, root = 0;
@@ -437,9 +503,9 @@ void run_memory(int world, bool prefetch) {
         static_cast<long long>(peak.optimizer_state));
     EXPECT_NEAR(measured, theory, 0.10 * theory);
     EXPECT_LE(peak.parameters, (mine + (prefetch ? 2 : 1) * largest) * 4);
-    // Shard gradients, their reduce-scatter outputs (1/N of a unit each), and
-    // at most two units' full gradients plus the root's.
-    EXPECT_LE(peak.gradients, (mine + 2 * largest + root + 2 * (largest / size + 1)) * 4);
+    // Shard gradients, and two units' full gradients (one without overlap)
+    // plus the root's.
+    EXPECT_LE(peak.gradients, (mine + (overlap ? 2 : 1) * largest + root) * 4);
     EXPECT_EQ(peak.optimizer_state, mine * 8);
     // After the step: nothing gathered, no full gradient held.
     EXPECT_EQ(fsdp.memory().now().parameters, mine * 4);
@@ -449,8 +515,8 @@ void run_memory(int world, bool prefetch) {
 
 TEST(FullyShardedDataParallel, ModelStateIsAboutSixteenOverNBytesPerParameter) {
   for (int world : {2, 4}) {
-    run_memory(world, /*prefetch=*/true);
-    run_memory(world, /*prefetch=*/false);
+    run_memory(world, /*overlap=*/true);
+    run_memory(world, /*overlap=*/false);
   }
 }
 

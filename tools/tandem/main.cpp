@@ -9,6 +9,7 @@
 #include "bench_ddp.h"
 #include "bench_memory.h"
 #include "checkpoint_cmd.h"
+#include "bench_fsdp.h"
 #include "tandem/core/error.h"
 #include "train_cmd.h"
 
@@ -21,6 +22,7 @@ int main(int argc, char** argv) {
   tandem::tools::add_bench_comm(*bench, exit_code);
   tandem::tools::add_bench_ddp(*bench, exit_code);
   tandem::tools::add_bench_memory(*bench, exit_code);
+  tandem::tools::add_bench_fsdp(*bench, exit_code);
   tandem::tools::add_train(app, exit_code);
   tandem::tools::add_checkpoint(app, exit_code);
   try {

@@ -68,12 +68,24 @@ struct FsdpWrapPolicy {
   std::vector<std::string> module_names;
 };
 
+// A policy from text, for command lines and configs: "none" (one unit),
+// "type:GptBlockImpl[,LinearImpl...]", "size:<min_num_params>" or
+// "name:block0[,block1...]". Throws InvalidArgument quoting the text and the
+// accepted forms.
+FsdpWrapPolicy parse_fsdp_wrap_policy(const std::string& text);
+
 struct FsdpOptions {
   FsdpWrapPolicy wrap;
   // Launch the next unit's all-gather (in the order recorded in the first
   // iteration) when a unit is touched, so communication overlaps compute.
   // Costs one more unit's gathered parameters at peak. Default on.
   bool prefetch = true;
+  // Reduce-scatter a unit's gradients while the next unit's backward runs.
+  // Off: a unit starts accumulating its full gradients only once the
+  // previous unit's reduce-scatter has finished, so one unit's full
+  // gradients are held instead of two, and that reduce-scatter is exposed.
+  // Default on.
+  bool overlap_reduce_scatter = true;
   // A parameter that gets no gradient in a backward contributes zeros.
   // Off: such a parameter is an error naming it.
   bool find_unused_parameters = false;
