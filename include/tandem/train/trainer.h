@@ -42,8 +42,9 @@ struct TrainerOptions {
   // batch_size x ranks stays the same.
   std::string strategy = "ddp";
   // zero3 units: auto (the zoo model's block: GptBlockImpl, BasicBlockImpl,
-  // BottleneckImpl, or each Linear), type:A,B (module types), params:N
-  // (submodules of at least N parameters), name:a,b (submodule paths).
+  // BottleneckImpl, or each Linear), type:A,B (module types), size:N
+  // (submodules of at least N parameters), name:a,b (submodule paths), none
+  // (one unit).
   std::string wrap_policy = "auto";
   double bucket_cap_mb = 25.0;
   // DDP gradient compression: none | fp16 | bf16 | powersgd (see
