@@ -203,7 +203,10 @@ class Fsdp final : public Strategy {
   void set_lr(double lr) override { train::set_lr(*opt_, lr); }
   void zero_grad() override { opt_->zero_grad(); }
   void clip_grad_norm(double max_norm) override { fsdp_->clip_grad_norm(max_norm); }
-  void step() override { opt_->step(); }
+  void step() override {
+    opt_->step();
+    fsdp_->account_optimizer(opt_.get());  // samples the state the step created
+  }
   void end_forward_only() override { fsdp_->reshard(); }
   torch::OrderedDict<std::string, at::Tensor> full_parameters() override {
     return fsdp_->full_state_dict();
