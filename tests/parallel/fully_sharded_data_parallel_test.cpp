@@ -494,10 +494,10 @@ void run_memory(int world, bool overlap) {
     const auto& peak = fsdp.memory().peak();
     const double measured = static_cast<double>(fsdp.memory().peak_total());
     std::printf(
-        "rank %d of %d, prefetch %d: %lld parameters, largest unit %lld; peak model state "
+        "rank %d of %d, overlap %d: %lld parameters, largest unit %lld; peak model state "
         "%.0f bytes, theory %.0f (%+.1f%%); peak parameters %lld, gradients %lld, "
         "optimizer %lld\n",
-        rank, size, int(prefetch), static_cast<long long>(total), static_cast<long long>(largest),
+        rank, size, int(overlap), static_cast<long long>(total), static_cast<long long>(largest),
         measured, theory, 100.0 * (measured - theory) / theory,
         static_cast<long long>(peak.parameters), static_cast<long long>(peak.gradients),
         static_cast<long long>(peak.optimizer_state));

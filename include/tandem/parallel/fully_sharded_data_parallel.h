@@ -16,7 +16,8 @@
 //  - Run forward and backward on the thread that built this object.
 //  - Between uses, the module's own parameters are views of empty storage.
 //    Read them with full_state_dict(), not directly; build the optimizer over
-//    parameters(), not module->parameters(); do not move or cast the module.
+//    parameters(), not module->parameters(); do not move or cast the module;
+//    keep this object alive while the module is used.
 //  - A communication failure during forward cannot be thrown from inside an
 //    operator: it is logged, and thrown by the next backward (or call here).
 //
@@ -184,8 +185,8 @@ class FullyShardedDataParallel {
   const MemoryAccounting& memory() const { return memory_; }
   void reset_peak_memory() { memory_.reset_peak(); }
 
-  // Figures of the last synchronised backward's iteration (from the first
-  // gather after the previous one).
+  // Figures of the last backward's iteration (from the first gather after
+  // the previous backward).
   struct Stats {
     int all_gathers = 0;                      // unit all-gathers issued
     int prefetched = 0;                       // of which launched ahead of use
