@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps configure build test demo bench clean
+.PHONY: deps configure build test demo bench bench-ddp clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -33,6 +33,12 @@ demo: build
 bench: build
 	bash bench/comm_compare.sh $(BUILD_DIR) $(BUILD_DIR)/comm_compare.jsonl
 	@command -v python3 >/dev/null && python3 bench/comm_table.py $(BUILD_DIR)/comm_compare.jsonl || true
+
+# Tandem's DDP beside PyTorch's own (Debian's python3-torch, Gloo) on ResNet-18
+# and a 1024-wide MLP, alternating rounds; the comparison in docs/benchmarks.md.
+bench-ddp: build
+	@bash scripts/install-deps.sh --bench
+	/usr/bin/python3 bench/ddp_vs_pytorch.py $(BUILD_DIR) --rounds 5
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -2,6 +2,8 @@
 # Installs the Debian packages Tandem needs to build, test and benchmark.
 # Idempotent: packages already present are skipped. Runs as root or via sudo.
 # Nothing is fetched from anywhere but Debian's archive.
+# --bench also installs PyTorch (python3-torch), which only the side-by-side
+# benchmark against PyTorch's own DDP needs (make bench-ddp).
 set -euo pipefail
 
 packages=(
@@ -13,6 +15,9 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 procps
 )
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(python3-torch)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -121,12 +121,16 @@ TEST(TandemTrain, BadFlagsAreNamed) {
 namespace {
 
 TEST(TandemBenchDdp, PrintsOneJsonLineWithBothThroughputs) {
-  CommandResult r = run(kTandem + " bench ddp --model mlp --ranks 2 --steps 5 --warmup 1");
+  CommandResult r = run(kTandem +
+                        " bench ddp --model mlp --mlp-hidden 64,32 --ranks 2 --steps 5 --warmup 1"
+                        " --rounds 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto line = r.output.substr(r.output.find("{\"batch_per_rank\""));
   auto j = nlohmann::json::parse(line.substr(0, line.find('\n')));
   EXPECT_EQ(j["ranks"], 2);
   EXPECT_EQ(j["model"], "mlp");
+  EXPECT_EQ(j["mlp_hidden"], nlohmann::json::array({64, 32}));
+  EXPECT_EQ(j["scaling_efficiency_per_round"].size(), 2u);
   EXPECT_GT(j["samples_per_s_1proc"].get<double>(), 0.0);
   EXPECT_GT(j["samples_per_s_nranks"].get<double>(), 0.0);
   EXPECT_GE(j["exposed_comm_ms_per_step"].get<double>(), 0.0);
@@ -137,6 +141,11 @@ TEST(TandemBenchDdp, PrintsOneJsonLineWithBothThroughputs) {
   CommandResult bad = run(kTandem + " bench ddp --model alexnet");
   EXPECT_EQ(bad.exit_code, 2) << bad.output;
   EXPECT_NE(bad.output.find("unknown model 'alexnet'"), std::string::npos) << bad.output;
+  CommandResult zero_width = run(kTandem + " bench ddp --mlp-hidden 64,0");
+  EXPECT_EQ(zero_width.exit_code, 2) << zero_width.output;
+  EXPECT_NE(zero_width.output.find("--mlp-hidden widths must be positive (got 64,0)"),
+            std::string::npos)
+      << zero_width.output;
 }
 
 }  // namespace

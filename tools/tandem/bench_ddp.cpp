@@ -4,12 +4,14 @@
 #include <ATen/ops/randn.h>
 #include <ATen/ops/tensor.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sys/wait.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/optim/sgd.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -26,10 +28,12 @@ namespace {
 
 struct Options {
   std::string model = "mlp";
+  std::vector<int64_t> mlp_hidden;  // the MLP's hidden widths; empty: the zoo's default
   int ranks = 2;
   int64_t batch = 32;
   int steps = 10;
   int warmup = 3;
+  int rounds = 1;
   bool as_rank = false;    // internal: this process is one of the N ranks
   bool as_single = false;  // internal: this process is the one-process baseline
 };
@@ -39,11 +43,18 @@ struct Result {
   double exposed_seconds = 0;  // mean wait after backward per step
 };
 
+train::ModelOptions model_options(const Options& o) {
+  train::ModelOptions mo;
+  if (!o.mlp_hidden.empty()) mo.mlp.hidden_sizes = o.mlp_hidden;
+  return mo;
+}
+
 // Trains `steps` + `warmup` steps on random batches shaped for the model.
 Result run_steps(const Options& o, const std::shared_ptr<Communicator>& comm) {
   at::manual_seed(0);
-  auto model = train::make_model(o.model);
-  auto spec = train::input_spec(o.model);
+  const train::ModelOptions mo = model_options(o);
+  auto model = train::make_model(o.model, mo);
+  auto spec = train::input_spec(o.model, mo);
   std::unique_ptr<parallel::DistributedDataParallel> ddp;
   if (comm) ddp = std::make_unique<parallel::DistributedDataParallel>(model.ptr(), comm);
   torch::optim::SGD opt(model.ptr()->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
@@ -126,6 +137,10 @@ Result run_children(const Options& o, int ranks, int port) {
                                        "--batch-size", std::to_string(o.batch),
                                        "--steps",      std::to_string(o.steps),
                                        "--warmup",     std::to_string(o.warmup)};
+      if (!o.mlp_hidden.empty()) {
+        args.push_back("--mlp-hidden");
+        args.push_back(fmt::format("{}", fmt::join(o.mlp_hidden, ",")));
+      }
       if (single) args.push_back("--as-single");
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
@@ -154,28 +169,56 @@ Result run_children(const Options& o, int ranks, int port) {
   return r;
 }
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
 int run(const Options& o) {
   TANDEM_CHECK(o.ranks >= 1 && o.ranks <= 64, "bench ddp: --ranks must be in [1, 64] (got {})",
                o.ranks);
-  TANDEM_CHECK(o.batch >= 1 && o.steps >= 1 && o.warmup >= 0,
-               "bench ddp: --batch-size and --steps must be >= 1, --warmup >= 0");
-  train::input_spec(o.model);  // validates the name
+  TANDEM_CHECK(o.batch >= 1 && o.steps >= 1 && o.warmup >= 0 && o.rounds >= 1,
+               "bench ddp: --batch-size, --steps and --rounds must be >= 1, --warmup >= 0");
+  for (int64_t w : o.mlp_hidden) {
+    TANDEM_CHECK(w > 0, "bench ddp: --mlp-hidden widths must be positive (got {})",
+                 fmt::join(o.mlp_hidden, ","));
+  }
+  train::input_spec(o.model, model_options(o));  // validates the name
   if (o.as_rank) return run_as_rank(o);
-  Result n = run_children(o, o.ranks, launch::pick_free_port("127.0.0.1"));
-  Result one = run_children(o, 0, 0);
-  const double one_sps = static_cast<double>(o.batch) / one.step_seconds;
-  const double n_sps = static_cast<double>(o.batch * o.ranks) / n.step_seconds;
+  // Rounds alternate which run goes first, so neither always meets the
+  // machine in the same state; the figures are medians over the rounds.
+  std::vector<double> n_step, one_step, n_exposed, efficiency;
+  for (int round = 0; round < o.rounds; ++round) {
+    Result n, one;
+    if (round % 2 == 0) {
+      n = run_children(o, o.ranks, launch::pick_free_port("127.0.0.1"));
+      one = run_children(o, 0, 0);
+    } else {
+      one = run_children(o, 0, 0);
+      n = run_children(o, o.ranks, launch::pick_free_port("127.0.0.1"));
+    }
+    n_step.push_back(n.step_seconds);
+    one_step.push_back(one.step_seconds);
+    n_exposed.push_back(n.exposed_seconds);
+    efficiency.push_back(one.step_seconds / n.step_seconds);
+  }
+  const double one_sps = static_cast<double>(o.batch) / median(one_step);
+  const double n_sps = static_cast<double>(o.batch * o.ranks) / median(n_step);
   nlohmann::json j = {{"bench", "ddp"},
                       {"model", o.model},
+                      {"mlp_hidden", model_options(o).mlp.hidden_sizes},
                       {"ranks", o.ranks},
                       {"batch_per_rank", o.batch},
                       {"steps", o.steps},
+                      {"rounds", o.rounds},
                       {"samples_per_s_1proc", one_sps},
                       {"samples_per_s_nranks", n_sps},
                       {"scaling_efficiency", n_sps / (o.ranks * one_sps)},
-                      {"step_ms_1proc", one.step_seconds * 1e3},
-                      {"step_ms_nranks", n.step_seconds * 1e3},
-                      {"exposed_comm_ms_per_step", n.exposed_seconds * 1e3}};
+                      {"scaling_efficiency_per_round", efficiency},
+                      {"step_ms_1proc", median(one_step) * 1e3},
+                      {"step_ms_nranks", median(n_step) * 1e3},
+                      {"exposed_comm_ms_per_step", median(n_exposed) * 1e3}};
   std::cout << j.dump() << std::endl;
   return 0;
 }
@@ -187,10 +230,15 @@ void add_bench_ddp(CLI::App& bench, int& exit_code) {
   auto* cmd = bench.add_subcommand(
       "ddp", "Samples/s of one process vs N DDP ranks, scaling efficiency, exposed comm time");
   cmd->add_option("--model", o->model, "mlp|convnet|resnet18|resnet50|gpt-mini");
+  cmd->add_option("--mlp-hidden", o->mlp_hidden,
+                  "the MLP's hidden widths, comma-separated (default: the zoo's 256,256)")
+      ->delimiter(',');
   cmd->add_option("--ranks", o->ranks, "ranks of the parallel run (default 2)");
   cmd->add_option("--batch-size", o->batch, "samples per rank per step (default 32)");
   cmd->add_option("--steps", o->steps, "timed steps (default 10)");
   cmd->add_option("--warmup", o->warmup, "untimed steps first (default 3)");
+  cmd->add_option("--rounds", o->rounds,
+                  "pairs of runs, alternating which goes first; medians reported (default 1)");
   cmd->add_flag("--as-rank", o->as_rank, "internal: run as one rank of the parallel run")
       ->group("");
   cmd->add_flag("--as-single", o->as_single, "internal: run as the one-process baseline")
