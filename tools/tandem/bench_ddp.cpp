@@ -12,10 +12,12 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "tandem/comm/rendezvous.h"
 #include "tandem/core/check.h"
@@ -34,6 +36,9 @@ struct Options {
   int steps = 10;
   int warmup = 3;
   int rounds = 1;
+  double bucket_cap_mb = 25.0;       // DdpOptions::bucket_cap_mb
+  // DdpOptions::gradient_as_bucket_view; on, as `tandem train` runs DDP.
+  bool grad_as_bucket_view = true;
   bool as_rank = false;    // internal: this process is one of the N ranks
   bool as_single = false;  // internal: this process is the one-process baseline
 };
@@ -56,7 +61,12 @@ Result run_steps(const Options& o, const std::shared_ptr<Communicator>& comm) {
   auto model = train::make_model(o.model, mo);
   auto spec = train::input_spec(o.model, mo);
   std::unique_ptr<parallel::DistributedDataParallel> ddp;
-  if (comm) ddp = std::make_unique<parallel::DistributedDataParallel>(model.ptr(), comm);
+  if (comm) {
+    parallel::DdpOptions options;
+    options.bucket_cap_mb = o.bucket_cap_mb;
+    options.gradient_as_bucket_view = o.grad_as_bucket_view;
+    ddp = std::make_unique<parallel::DistributedDataParallel>(model.ptr(), comm, options);
+  }
   torch::optim::SGD opt(model.ptr()->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
   at::manual_seed(comm ? comm->rank() + 1 : 1);
   at::Tensor x = spec.dtype == at::kLong
@@ -106,13 +116,22 @@ int run_as_rank(const Options& o) {
   return 0;
 }
 
-// Starts `ranks` children running `/proc/self/exe bench ddp --as-rank` (or,
-// with ranks == 0, one baseline child without DDP) and reads the line rank 0
-// prints. Every child gets one BLAS and OpenMP thread unless the user set
-// otherwise, so both runs get the same per-process resources.
-Result run_children(const Options& o, int ranks, int port) {
-  const bool single = ranks == 0;
-  if (single) ranks = 1;
+// What one run of children does.
+enum class RunKind {
+  kDdp,          // o.ranks processes training with DDP
+  kOne,          // one process without DDP: the baseline
+  kIndependent,  // o.ranks processes training alone at once, no communication:
+                 // what the machine's shared cores, caches and memory allow
+};
+
+// Starts the run's children, each `/proc/self/exe bench ddp --as-rank`, and
+// reads the lines they print (rank 0's for kDdp, one per process otherwise);
+// the step time is the slowest process's. Every child gets one BLAS and
+// OpenMP thread unless the user set otherwise, so all runs get the same
+// per-process resources.
+Result run_children(const Options& o, RunKind kind, int port) {
+  const bool single = kind != RunKind::kDdp;
+  const int ranks = kind == RunKind::kOne ? 1 : o.ranks;
   int fds[2];
   TANDEM_CHECK(pipe(fds) == 0, "bench ddp: pipe failed");
   std::vector<pid_t> pids;
@@ -123,10 +142,10 @@ Result run_children(const Options& o, int ranks, int port) {
       close(fds[0]);
       setenv("OPENBLAS_NUM_THREADS", "1", 0);
       setenv("OMP_NUM_THREADS", "1", 0);
-      setenv("RANK", std::to_string(r).c_str(), 1);
-      setenv("WORLD_SIZE", std::to_string(ranks).c_str(), 1);
-      setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
-      setenv("LOCAL_WORLD_SIZE", std::to_string(ranks).c_str(), 1);
+      setenv("RANK", std::to_string(single ? 0 : r).c_str(), 1);
+      setenv("WORLD_SIZE", std::to_string(single ? 1 : ranks).c_str(), 1);
+      setenv("LOCAL_RANK", std::to_string(single ? 0 : r).c_str(), 1);
+      setenv("LOCAL_WORLD_SIZE", std::to_string(single ? 1 : ranks).c_str(), 1);
       if (!single) {
         setenv("MASTER_ADDR", "127.0.0.1", 1);
         setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
@@ -136,7 +155,9 @@ Result run_children(const Options& o, int ranks, int port) {
                                        "--model",      o.model,
                                        "--batch-size", std::to_string(o.batch),
                                        "--steps",      std::to_string(o.steps),
-                                       "--warmup",     std::to_string(o.warmup)};
+                                       "--warmup",     std::to_string(o.warmup),
+                                       "--bucket-cap-mb", std::to_string(o.bucket_cap_mb)};
+      if (!o.grad_as_bucket_view) args.push_back("--no-grad-as-bucket-view");
       if (!o.mlp_hidden.empty()) {
         args.push_back("--mlp-hidden");
         args.push_back(fmt::format("{}", fmt::join(o.mlp_hidden, ",")));
@@ -163,9 +184,20 @@ Result run_children(const Options& o, int ranks, int port) {
     ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
   }
   Result r;
-  TANDEM_CHECK(ok && std::sscanf(text.c_str(), "%lf %lf", &r.step_seconds, &r.exposed_seconds) == 2,
-               "bench ddp: the {} run failed (its errors are above)",
-               single ? "one-process" : fmt::format("{}-rank", ranks));
+  int lines = 0;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    Result one;
+    if (std::sscanf(line.c_str(), "%lf %lf", &one.step_seconds, &one.exposed_seconds) != 2) break;
+    r.step_seconds = std::max(r.step_seconds, one.step_seconds);
+    r.exposed_seconds = std::max(r.exposed_seconds, one.exposed_seconds);
+    ++lines;
+  }
+  const int expected = kind == RunKind::kDdp ? 1 : ranks;
+  TANDEM_CHECK(ok && lines == expected, "bench ddp: the {} run failed (its errors are above)",
+               kind == RunKind::kDdp   ? fmt::format("{}-rank", ranks)
+               : kind == RunKind::kOne ? std::string("one-process")
+                                       : fmt::format("{} independent processes'", ranks));
   return r;
 }
 
@@ -186,25 +218,32 @@ int run(const Options& o) {
   }
   train::input_spec(o.model, model_options(o));  // validates the name
   if (o.as_rank) return run_as_rank(o);
-  // Rounds alternate which run goes first, so neither always meets the
-  // machine in the same state; the figures are medians over the rounds.
-  std::vector<double> n_step, one_step, n_exposed, efficiency;
+  // Each round runs the three kinds in a rotated order, so none always meets
+  // the machine in the same state; the figures are medians over the rounds.
+  const std::array<RunKind, 3> kinds = {RunKind::kDdp, RunKind::kOne, RunKind::kIndependent};
+  std::vector<double> n_step, one_step, free_step, n_exposed, efficiency;
   for (int round = 0; round < o.rounds; ++round) {
-    Result n, one;
-    if (round % 2 == 0) {
-      n = run_children(o, o.ranks, launch::pick_free_port("127.0.0.1"));
-      one = run_children(o, 0, 0);
-    } else {
-      one = run_children(o, 0, 0);
-      n = run_children(o, o.ranks, launch::pick_free_port("127.0.0.1"));
+    Result n, one, alone;
+    for (size_t k = 0; k < kinds.size(); ++k) {
+      const RunKind kind = kinds[(k + static_cast<size_t>(round)) % kinds.size()];
+      const int port = kind == RunKind::kDdp ? launch::pick_free_port("127.0.0.1") : 0;
+      Result r = run_children(o, kind, port);
+      (kind == RunKind::kDdp ? n : kind == RunKind::kOne ? one : alone) = r;
     }
     n_step.push_back(n.step_seconds);
     one_step.push_back(one.step_seconds);
+    free_step.push_back(alone.step_seconds);
     n_exposed.push_back(n.exposed_seconds);
     efficiency.push_back(one.step_seconds / n.step_seconds);
   }
   const double one_sps = static_cast<double>(o.batch) / median(one_step);
   const double n_sps = static_cast<double>(o.batch * o.ranks) / median(n_step);
+  const double free_sps = static_cast<double>(o.batch * o.ranks) / median(free_step);
+  // Note [Efficiency without communication]: N processes that train at once
+  // without talking still share the host's cores, caches and memory
+  // bandwidth, and the slowest sets the pace of a synchronous step. Their
+  // efficiency is the ceiling no collective can beat; the ratio to it is
+  // what communication and synchronisation cost.
   nlohmann::json j = {{"bench", "ddp"},
                       {"model", o.model},
                       {"mlp_hidden", model_options(o).mlp.hidden_sizes},
@@ -212,12 +251,18 @@ int run(const Options& o) {
                       {"batch_per_rank", o.batch},
                       {"steps", o.steps},
                       {"rounds", o.rounds},
+                      {"bucket_cap_mb", o.bucket_cap_mb},
+                      {"gradient_as_bucket_view", o.grad_as_bucket_view},
                       {"samples_per_s_1proc", one_sps},
                       {"samples_per_s_nranks", n_sps},
                       {"scaling_efficiency", n_sps / (o.ranks * one_sps)},
                       {"scaling_efficiency_per_round", efficiency},
+                      {"samples_per_s_n_independent", free_sps},
+                      {"efficiency_without_comm", free_sps / (o.ranks * one_sps)},
+                      {"efficiency_over_without_comm", n_sps / free_sps},
                       {"step_ms_1proc", median(one_step) * 1e3},
                       {"step_ms_nranks", median(n_step) * 1e3},
+                      {"step_ms_n_independent", median(free_step) * 1e3},
                       {"exposed_comm_ms_per_step", median(n_exposed) * 1e3}};
   std::cout << j.dump() << std::endl;
   return 0;
@@ -237,6 +282,10 @@ void add_bench_ddp(CLI::App& bench, int& exit_code) {
   cmd->add_option("--batch-size", o->batch, "samples per rank per step (default 32)");
   cmd->add_option("--steps", o->steps, "timed steps (default 10)");
   cmd->add_option("--warmup", o->warmup, "untimed steps first (default 3)");
+  cmd->add_option("--bucket-cap-mb", o->bucket_cap_mb, "DDP bucket size in MiB (default 25)");
+  cmd->add_flag("--grad-as-bucket-view,!--no-grad-as-bucket-view", o->grad_as_bucket_view,
+                "DDP's .grad aliases its bucket, so gradients are not copied (default on, as "
+                "tandem train; PyTorch's default is off)");
   cmd->add_option("--rounds", o->rounds,
                   "pairs of runs, alternating which goes first; medians reported (default 1)");
   cmd->add_flag("--as-rank", o->as_rank, "internal: run as one rank of the parallel run")
