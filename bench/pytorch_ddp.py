@@ -14,6 +14,7 @@ Prints one JSON line like tandem bench ddp's (without the exposed-comm field).
 Needs Debian's python3-torch (`apt-get install python3-torch`).
 Usage: bench/pytorch_ddp.py [--model mlp|resnet18] [--mlp-hidden 1024,1024,1024,1024]
                             [--ranks N] [--batch-size B] [--steps S] [--warmup W]
+                            [--grad-as-bucket-view]
 """
 import argparse
 import json
@@ -33,6 +34,8 @@ def parse_args(argv):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--grad-as-bucket-view", action="store_true",
+                   help="DDP(gradient_as_bucket_view=True), as tandem bench ddp runs by default")
     p.add_argument("--as-rank", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--as-single", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -101,7 +104,8 @@ def run_steps(args, distributed):
     if distributed:
         dist.init_process_group("gloo")
         rank = dist.get_rank()
-        model = torch.nn.parallel.DistributedDataParallel(model)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, gradient_as_bucket_view=args.grad_as_bucket_view)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     torch.manual_seed(rank + 1)
     x = torch.randn((args.batch_size,) + sample_shape)
@@ -139,6 +143,8 @@ def run_children(args, ranks, timeout_s=600):
             "--mlp-hidden", args.mlp_hidden, "--batch-size", str(args.batch_size),
             "--steps", str(args.steps), "--warmup", str(args.warmup),
             "--as-single" if single else "--as-rank"]
+    if args.grad_as_bucket_view:
+        argv.append("--grad-as-bucket-view")
     procs = []
     for r in range(n):
         env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(n), LOCAL_RANK=str(r),
@@ -175,6 +181,7 @@ def main(argv):
     print(json.dumps({
         "bench": "pytorch_ddp", "model": args.model, "mlp_hidden": args.mlp_hidden,
         "ranks": args.ranks, "batch_per_rank": args.batch_size, "steps": args.steps,
+        "gradient_as_bucket_view": args.grad_as_bucket_view,
         "samples_per_s_1proc": one_sps, "samples_per_s_nranks": n_sps,
         "scaling_efficiency": n_sps / (args.ranks * one_sps),
         "step_ms_1proc": one_step * 1e3, "step_ms_nranks": n_step * 1e3}), flush=True)

@@ -10,7 +10,9 @@
 #include "bench_memory.h"
 #include "checkpoint_cmd.h"
 #include "bench_fsdp.h"
+#include "tandem/core/env.h"
 #include "tandem/core/error.h"
+#include "tandem/core/malloc_tuning.h"
 #include "train_cmd.h"
 
 int main(int argc, char** argv) {
@@ -26,6 +28,12 @@ int main(int argc, char** argv) {
   tandem::tools::add_train(app, exit_code);
   tandem::tools::add_checkpoint(app, exit_code);
   try {
+    // Freed activations stay in the heap for the next step (see
+    // malloc_tuning.h); TANDEM_KEEP_FREED_MEMORY=0 keeps glibc's defaults.
+    if (tandem::env::get(tandem::env::process_lookup(), "TANDEM_KEEP_FREED_MEMORY")
+            .value_or("1") != "0") {
+      tandem::keep_freed_memory_for_reuse();
+    }
     at::set_num_threads(1);
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
