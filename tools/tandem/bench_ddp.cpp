@@ -212,6 +212,8 @@ int run(const Options& o) {
                o.ranks);
   TANDEM_CHECK(o.batch >= 1 && o.steps >= 1 && o.warmup >= 0 && o.rounds >= 1,
                "bench ddp: --batch-size, --steps and --rounds must be >= 1, --warmup >= 0");
+  TANDEM_CHECK(o.bucket_cap_mb > 0, "bench ddp: --bucket-cap-mb must be positive (got {})",
+               o.bucket_cap_mb);
   for (int64_t w : o.mlp_hidden) {
     TANDEM_CHECK(w > 0, "bench ddp: --mlp-hidden widths must be positive (got {})",
                  fmt::join(o.mlp_hidden, ","));
@@ -273,7 +275,9 @@ int run(const Options& o) {
 void add_bench_ddp(CLI::App& bench, int& exit_code) {
   auto o = std::make_shared<Options>();
   auto* cmd = bench.add_subcommand(
-      "ddp", "Samples/s of one process vs N DDP ranks, scaling efficiency, exposed comm time");
+      "ddp",
+      "Samples/s of one process vs N DDP ranks vs N processes without communication, scaling "
+      "efficiency, exposed comm time");
   cmd->add_option("--model", o->model, "mlp|convnet|resnet18|resnet50|gpt-mini");
   cmd->add_option("--mlp-hidden", o->mlp_hidden,
                   "the MLP's hidden widths, comma-separated (default: the zoo's 256,256)")
@@ -287,7 +291,8 @@ void add_bench_ddp(CLI::App& bench, int& exit_code) {
                 "DDP's .grad aliases its bucket, so gradients are not copied (default on, as "
                 "tandem train; PyTorch's default is off)");
   cmd->add_option("--rounds", o->rounds,
-                  "pairs of runs, alternating which goes first; medians reported (default 1)");
+                  "rounds of the three runs (N ranks, one process, N processes without "
+                  "communication) in rotated order; medians reported (default 1)");
   cmd->add_flag("--as-rank", o->as_rank, "internal: run as one rank of the parallel run")
       ->group("");
   cmd->add_flag("--as-single", o->as_single, "internal: run as the one-process baseline")
