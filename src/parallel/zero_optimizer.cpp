@@ -26,7 +26,8 @@ namespace tandem::parallel {
 struct ZeroRedundancyOptimizer::Bucket {
   ShardRange shard;
   at::Tensor params;       // flat parameter buffer; the parameters alias it
-  at::Tensor param_shard;  // alias of params over `shard`: what the inner optimizer steps
+  at::Tensor param_shard;  // alias of params over `shard`
+  std::vector<at::Tensor> pieces;  // param_shard cut for the inner optimizer
   at::Tensor grads;
   at::Tensor grad_shard;
   at::Tensor received;        // stage 2: reduce-scatter output when grad_shard already holds a sum
@@ -45,6 +46,9 @@ void check_options(const ZeroOptions& o) {
                o.stage);
   TANDEM_CHECK(o.bucket_cap_mb > 0 && std::isfinite(o.bucket_cap_mb),
                "ZeroOptions::bucket_cap_mb must be positive (got {})", o.bucket_cap_mb);
+  TANDEM_CHECK(o.optimizer_piece_numel > 0,
+               "ZeroOptions::optimizer_piece_numel must be positive (got {})",
+               o.optimizer_piece_numel);
   TANDEM_CHECK(!o.timeout || o.timeout->count() > 0,
                "ZeroOptions::timeout must be positive (got {} ms)",
                o.timeout ? o.timeout->count() : 0);
@@ -140,6 +144,16 @@ void ZeroRedundancyOptimizer::build_buckets() {
     b.grad_shard = options_.stage == 1 ? flat_alias(b.grads, b.shard.offset, {b.shard.numel})
                                        : at::zeros({b.shard.numel}, options);
     b.param_shard.mutable_grad() = b.grad_shard;
+    // The pieces alias the shard (and their .grad the gradient shard), so
+    // stepping them steps the shard; an empty shard is one empty piece.
+    const int64_t piece = options_.optimizer_piece_numel;
+    const int64_t count = std::max<int64_t>(1, (b.shard.numel + piece - 1) / piece);
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t numel = std::min(piece, b.shard.numel - i * piece);
+      at::Tensor t = flat_alias(b.params, b.shard.offset + i * piece, {numel});
+      t.mutable_grad() = flat_alias(b.grad_shard, i * piece, {numel});
+      b.pieces.push_back(std::move(t));
+    }
     layouts_.push_back(std::move(layout));
     buckets_.push_back(std::move(b));
   }
@@ -147,7 +161,7 @@ void ZeroRedundancyOptimizer::build_buckets() {
 
 void ZeroRedundancyOptimizer::build_optimizer(const OptimizerFactory& make_optimizer) {
   std::vector<at::Tensor> shards;
-  for (const auto& b : buckets_) shards.push_back(b.param_shard);
+  for (const auto& b : buckets_) shards.insert(shards.end(), b.pieces.begin(), b.pieces.end());
   optimizer_ = make_optimizer(shards);
   TANDEM_CHECK(optimizer_ != nullptr,
                "ZeroRedundancyOptimizer: the optimizer factory returned null");
@@ -484,9 +498,18 @@ const at::Tensor& ZeroRedundancyOptimizer::gradient_shard(size_t bucket) const {
   return bucket_at(bucket).grad_shard;
 }
 
-torch::optim::OptimizerParamState* ZeroRedundancyOptimizer::optimizer_state(size_t bucket) {
+const std::vector<at::Tensor>& ZeroRedundancyOptimizer::optimizer_pieces(size_t bucket) const {
+  return bucket_at(bucket).pieces;
+}
+
+torch::optim::OptimizerParamState* ZeroRedundancyOptimizer::optimizer_state(size_t bucket,
+                                                                            size_t piece) {
+  const auto& pieces = bucket_at(bucket).pieces;
+  TANDEM_CHECK(piece < pieces.size(),
+               "ZeroRedundancyOptimizer: bucket {} has {} optimizer pieces, not piece {}", bucket,
+               pieces.size(), piece);
   auto& state = optimizer_->state();
-  auto it = state.find(c10::guts::to_string(bucket_at(bucket).param_shard.unsafeGetTensorImpl()));
+  auto it = state.find(c10::guts::to_string(pieces[piece].unsafeGetTensorImpl()));
   return it == state.end() ? nullptr : it->second.get();
 }
 

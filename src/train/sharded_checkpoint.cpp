@@ -449,4 +449,58 @@ void set_optimizer_state(torch::optim::Optimizer& optimizer, const at::Tensor& p
   optimizer.state()[key] = std::move(state);
 }
 
+std::vector<std::pair<std::string, at::Tensor>> optimizer_state_of(
+    const torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& pieces) {
+  std::vector<std::vector<std::pair<std::string, at::Tensor>>> each;
+  for (const auto& piece : pieces) each.push_back(optimizer_state_of(optimizer, piece));
+  if (each.empty() || each[0].empty()) {
+    for (const auto& f : each) TANDEM_ASSERT(f.empty(), "optimizer state on some pieces only");
+    return {};
+  }
+  std::vector<std::pair<std::string, at::Tensor>> whole;
+  for (size_t k = 0; k < each[0].size(); ++k) {
+    const std::string& name = each[0][k].first;
+    std::vector<at::Tensor> parts;
+    for (const auto& f : each) {
+      TANDEM_ASSERT(f.size() == each[0].size() && f[k].first == name,
+                    "optimizer state fields differ between pieces of one shard");
+      parts.push_back(f[k].second);
+    }
+    if (name == "step") {
+      for (const auto& t : parts) {
+        TANDEM_ASSERT(t.item<int64_t>() == parts[0].item<int64_t>(),
+                      "optimizer step counts differ between pieces of one shard");
+      }
+      whole.emplace_back(name, parts[0]);
+    } else {
+      whole.emplace_back(name, at::cat(parts));
+    }
+  }
+  return whole;
+}
+
+void set_optimizer_state(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& pieces,
+                         const std::vector<std::pair<std::string, at::Tensor>>& fields) {
+  int64_t total = 0;
+  for (const auto& piece : pieces) total += piece.numel();
+  int64_t offset = 0;
+  for (const auto& piece : pieces) {
+    std::vector<std::pair<std::string, at::Tensor>> part;
+    for (const auto& [name, t] : fields) {
+      if (name == "step") {
+        part.emplace_back(name, t);
+        continue;
+      }
+      if (t.numel() != total) {
+        throw CheckpointError(fmt::format(
+            "optimizer state field '{}' has {} elements but the parameter shard has {}", name,
+            t.numel(), total));
+      }
+      part.emplace_back(name, t.reshape({-1}).narrow(0, offset, piece.numel()));
+    }
+    set_optimizer_state(optimizer, piece, part);
+    offset += piece.numel();
+  }
+}
+
 }  // namespace tandem::train

@@ -147,7 +147,7 @@ class Zero final : public Strategy {
       g.layout = zero_->layouts()[b];
       for (const auto& e : g.layout.entries) g.names.push_back(zero_->parameter_names()[e.index]);
       g.params = zero_->parameter_shard(b);
-      g.optimizer = optimizer_state_of(zero_->optimizer(), zero_->parameter_shard(b));
+      g.optimizer = optimizer_state_of(zero_->optimizer(), zero_->optimizer_pieces(b));
       s.groups.push_back(std::move(g));
     }
     return s;
@@ -159,7 +159,7 @@ class Zero final : public Strategy {
     for (size_t b = 0; b < zero_->bucket_count(); ++b) {
       const ShardGroup& g = loaded.state.groups[b];
       comm_->all_gather(zero_->flat_parameters(b), g.params.contiguous());
-      set_optimizer_state(zero_->optimizer(), zero_->parameter_shard(b), g.optimizer);
+      set_optimizer_state(zero_->optimizer(), zero_->optimizer_pieces(b), g.optimizer);
     }
   }
 

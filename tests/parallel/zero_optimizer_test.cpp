@@ -259,6 +259,51 @@ TEST(ZeroRedundancyOptimizer, EmptyShardsStillMatchDdp) {
   });
 }
 
+// The inner optimizer steps each shard in pieces of at most
+// optimizer_piece_numel elements (bounding AdamW's temporaries); the result
+// is the same as DDP's, and the pieces tile the shard.
+TEST(ZeroRedundancyOptimizer, SmallOptimizerPiecesStillMatchDdp) {
+  testing::expect_ranks_succeed(3, [](int rank, int size, int port) {
+    auto comm = connect(rank, size, port);
+    for (int stage : {1, 2}) {
+      auto model = make_mlp();
+      ZeroOptions o = small_buckets(stage);
+      o.optimizer_piece_numel = 5;
+      ZeroRedundancyOptimizer zero(model.ptr(), comm, factory(Opt::kAdamW), o);
+      size_t pieces = 0;
+      for (size_t b = 0; b < zero.bucket_count(); ++b) {
+        int64_t numel = 0;
+        for (const auto& p : zero.optimizer_pieces(b)) {
+          EXPECT_LE(p.numel(), 5) << "bucket " << b;
+          EXPECT_EQ(p.data_ptr<double>(), zero.parameter_shard(b).data_ptr<double>() + numel);
+          numel += p.numel();
+        }
+        EXPECT_EQ(numel, zero.shard_of(b).numel) << "bucket " << b;
+        pieces += zero.optimizer_pieces(b).size();
+      }
+      EXPECT_GT(pieces, 3 * zero.bucket_count());
+      EXPECT_EQ(zero.optimizer().param_groups()[0].params().size(), pieces);
+      auto ref = make_mlp();
+      DdpOptions d;
+      d.bucket_cap_mb = kSmallCapMb;
+      DistributedDataParallel ddp(ref.ptr(), comm, d);
+      auto ref_opt = make_optimizer(Opt::kAdamW, ref->parameters());
+      for (int s = 0; s < kSteps; ++s) {
+        auto b = batch(rank, s);
+        zero.zero_grad();
+        loss_of(model, b).backward();
+        zero.step();
+        ref_opt->zero_grad();
+        loss_of(ref, b).backward();
+        ref_opt->step();
+      }
+      expect_same_parameters(model, ref, 1e-9, 1e-12);
+      EXPECT_NE(zero.optimizer_state(0, zero.optimizer_pieces(0).size() - 1), nullptr);
+      EXPECT_THROW(zero.optimizer_state(0, zero.optimizer_pieces(0).size()), InvalidArgument);
+    }
+  });
+}
+
 // ---- 2. optimizer state is sharded ----
 
 TEST(ZeroRedundancyOptimizer, AdamWStateCoversOnlyTheRanksShards) {
@@ -521,6 +566,10 @@ TEST(ZeroRedundancyOptimizer, BadOptionsNameTheOption) {
     o = {};
     o.bucket_cap_mb = 0;
     expect_invalid(o, factory(Opt::kAdamW), "ZeroOptions::bucket_cap_mb must be positive");
+    o = {};
+    o.optimizer_piece_numel = 0;
+    expect_invalid(o, factory(Opt::kAdamW),
+                   "ZeroOptions::optimizer_piece_numel must be positive (got 0)");
     o = {};
     o.timeout = Millis(0);
     expect_invalid(o, factory(Opt::kAdamW), "ZeroOptions::timeout must be positive");

@@ -2,6 +2,7 @@
 
 #include <ATen/Context.h>
 #include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/equal.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/randn.h>
@@ -215,6 +216,60 @@ TEST(ShardedCheckpoint, OptimizerStateRoundTrips) {
   expect_error<CheckpointError>(
       [&] { set_optimizer_state(opt, w, {{"momentum_buffer", at::zeros({4}, at::kDouble)}}); },
       {"step", "missing", "--optimizer"});
+}
+
+// A shard stepped as pieces saves the fields of the whole shard, and loads
+// into another cut of the same shard: the format does not depend on the cut.
+TEST(ShardedCheckpoint, PiecesOfAShardSaveAsOneAndLoadIntoAnotherCut) {
+  at::manual_seed(6);
+  at::Tensor flat = at::randn({10}, at::kDouble);
+  at::Tensor grad = at::randn({10}, at::kDouble);
+  auto cut = [](const at::Tensor& t, std::vector<int64_t> sizes) {
+    std::vector<at::Tensor> pieces;
+    int64_t off = 0;
+    for (int64_t n : sizes) {
+      pieces.push_back(t.narrow(0, off, n).clone().set_requires_grad(true));
+      off += n;
+    }
+    return pieces;
+  };
+  std::vector<at::Tensor> three = cut(flat, {4, 4, 2});
+  std::vector<at::Tensor> two = cut(flat, {7, 3});
+  torch::optim::AdamW a(three, torch::optim::AdamWOptions(0.01));
+  torch::optim::AdamW b(two, torch::optim::AdamWOptions(0.01));
+  EXPECT_TRUE(optimizer_state_of(a, three).empty());
+  auto set_grads = [&](std::vector<at::Tensor>& pieces, const at::Tensor& g) {
+    int64_t off = 0;
+    for (auto& p : pieces) {
+      p.mutable_grad() = g.narrow(0, off, p.numel()).clone();
+      off += p.numel();
+    }
+  };
+  set_grads(three, grad);
+  a.step();
+  auto fields = optimizer_state_of(a, three);
+  ASSERT_EQ(fields.size(), 3u);  // exp_avg, exp_avg_sq, step
+  for (const auto& [name, t] : fields) {
+    if (name != "step") {
+      EXPECT_EQ(t.numel(), 10) << name;
+    }
+  }
+  at::Tensor whole = at::cat({three[0], three[1], three[2]}).detach();
+  {
+    at::NoGradGuard no_grad;
+    two[0].copy_(whole.narrow(0, 0, 7));
+    two[1].copy_(whole.narrow(0, 7, 3));
+  }
+  set_optimizer_state(b, two, fields);
+  at::Tensor g2 = at::randn({10}, at::kDouble);
+  set_grads(three, g2);
+  set_grads(two, g2);
+  a.step();
+  b.step();
+  EXPECT_TRUE(at::equal(at::cat({three[0], three[1], three[2]}), at::cat({two[0], two[1]})));
+  expect_error<CheckpointError>(
+      [&] { set_optimizer_state(b, std::vector<at::Tensor>{two[0]}, fields); },
+      {"exp_avg", "10 elements", "has 7"});
 }
 
 }  // namespace

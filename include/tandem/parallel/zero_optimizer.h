@@ -74,9 +74,10 @@ class GradReadyHooks;
 }
 
 // Builds the inner optimizer over the tensors it is given: the rank's shard
-// of each bucket, in bucket order (leaf tensors aliasing the flat parameter
-// buffers, not autograd views; some may be empty). It must optimise exactly those
-// tensors, e.g.
+// of each bucket, in bucket order, cut into pieces of at most
+// ZeroOptions::optimizer_piece_numel elements (leaf tensors aliasing the flat
+// parameter buffers, not autograd views; an empty shard is one empty piece).
+// It must optimise exactly those tensors, e.g.
 //   [](std::vector<at::Tensor> p) {
 //     return std::make_unique<torch::optim::AdamW>(p, torch::optim::AdamWOptions(1e-3));
 //   }
@@ -99,6 +100,13 @@ struct ZeroOptions {
   // Copy rank 0's buffers (e.g. BatchNorm running statistics) to every rank
   // at construction and after each synchronised backward.
   bool broadcast_buffers = true;
+  // The inner optimizer steps each bucket's shard in pieces of at most this
+  // many elements (default 2^20). Optimizers such as Adam and AdamW allocate
+  // temporaries the size of each tensor they step (two for AdamW), so this
+  // bounds the step's transient memory at about 2 x this x the element size,
+  // as per-parameter optimizers are bounded by the largest parameter. Smaller
+  // pieces cost more optimizer calls per step. Must be positive.
+  int64_t optimizer_piece_numel = int64_t{1} << 20;
   // Timeout of each collective; default: the communicator's. Must be positive.
   std::optional<Millis> timeout;
   // When set, records spans: "backward (hooks)", each bucket's
@@ -176,8 +184,8 @@ class ZeroRedundancyOptimizer {
   int stage() const { return options_.stage; }
   // The inner optimizer: set the learning rate through
   // optimizer().param_groups()[0].options().set_lr(...). Its parameters are
-  // the shard views, one per bucket, in bucket order; its state() is keyed
-  // as LibTorch keys it, by parameter_shard(b).unsafeGetTensorImpl().
+  // optimizer_pieces(b) of every bucket b, in bucket order; its state() is
+  // keyed as LibTorch keys it, by each piece's unsafeGetTensorImpl().
   torch::optim::Optimizer& optimizer() { return *optimizer_; }
   const torch::optim::Optimizer& optimizer() const { return *optimizer_; }
   // Trainable parameters in registration order; FlatLayout::Entry::index and
@@ -192,15 +200,18 @@ class ZeroRedundancyOptimizer {
   // Bucket accessors; a bucket index out of range is InvalidArgument.
   // The whole flat parameter buffer of bucket b (the parameters alias it).
   const at::Tensor& flat_parameters(size_t bucket) const;
-  // This rank's shard of it (an alias; what the inner optimizer steps).
+  // This rank's shard of it (an alias).
   const at::Tensor& parameter_shard(size_t bucket) const;
+  // The shard cut into the pieces the inner optimizer steps (aliases, in
+  // order; their .grad alias gradient_shard's matching slices).
+  const std::vector<at::Tensor>& optimizer_pieces(size_t bucket) const;
   // The averaged gradient of this rank's shard after a synchronised
   // backward (stage 1: an alias of the bucket gradient buffer).
   const at::Tensor& gradient_shard(size_t bucket) const;
-  // The inner optimizer's state for bucket b's shard (downcast to
-  // AdamWParamState etc.; named_state_tensors lists its shard-sized
-  // tensors), or nullptr before the first step creates it.
-  torch::optim::OptimizerParamState* optimizer_state(size_t bucket);
+  // The inner optimizer's state for piece `piece` of bucket b's shard
+  // (downcast to AdamWParamState etc.), or nullptr before the first step
+  // creates it. A piece index out of range is InvalidArgument.
+  torch::optim::OptimizerParamState* optimizer_state(size_t bucket, size_t piece = 0);
 
   // Model-state bytes this rank really holds (storages, views once):
   // parameters = the flat buffers; gradients = bucket gradient buffers

@@ -104,4 +104,14 @@ std::vector<std::pair<std::string, at::Tensor>> optimizer_state_of(
 void set_optimizer_state(torch::optim::Optimizer& optimizer, const at::Tensor& param,
                          const std::vector<std::pair<std::string, at::Tensor>>& fields);
 
+// The same for a shard the optimizer steps as several pieces (consecutive
+// slices, in order; ZeroRedundancyOptimizer::optimizer_pieces): the fields
+// are those of the whole shard, each piece's concatenated, so the format
+// does not depend on how the shard was cut. Pieces must all have state or
+// all have none ("step" must agree; InternalError otherwise).
+std::vector<std::pair<std::string, at::Tensor>> optimizer_state_of(
+    const torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& pieces);
+void set_optimizer_state(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& pieces,
+                         const std::vector<std::pair<std::string, at::Tensor>>& fields);
+
 }  // namespace tandem::train
