@@ -23,7 +23,7 @@ test: build
 # CIFAR-10), then the 2-rank collective bandwidth table.
 demo: build
 	$(BUILD_DIR)/tools/tandem-run --nproc-per-node 2 -- $(BUILD_DIR)/tools/tandem train \
-		--model resnet18 --data synthetic-cifar --dataset-size 4096 --steps 80 \
+		--model resnet18 --data synthetic-cifar --dataset-size 4096 --steps 120 \
 		--batch-size 16 --lr 0.05 --momentum 0.9 --nesterov --log-every 5
 	$(BUILD_DIR)/tools/tandem-run --nproc-per-node 2 -- $(BUILD_DIR)/tools/tandem bench comm \
 		--op all_reduce,reduce_scatter,all_gather --backend auto,gloo --min-bytes 4096 \
