@@ -38,7 +38,7 @@ bench: build
 # and a 1024-wide MLP, alternating rounds; the comparison in docs/benchmarks.md.
 bench-ddp: build
 	@bash scripts/install-deps.sh --bench
-	/usr/bin/python3 bench/ddp_vs_pytorch.py $(BUILD_DIR) --rounds 5
+	/usr/bin/python3 bench/ddp_vs_pytorch.py $(BUILD_DIR) --rounds 5 --pytorch-keep-freed-memory
 
 clean:
 	rm -rf $(BUILD_DIR)
