@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "bench_stats.h"
 #include "tandem/comm/rendezvous.h"
 #include "tandem/core/check.h"
 #include "tandem/launch/launcher.h"
@@ -199,12 +200,6 @@ Result run_children(const Options& o, RunKind kind, int port) {
                : kind == RunKind::kOne ? std::string("one-process")
                                        : fmt::format("{} independent processes'", ranks));
   return r;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
 int run(const Options& o) {

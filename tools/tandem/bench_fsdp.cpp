@@ -17,6 +17,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "bench_stats.h"
 #include "tandem/comm/rendezvous.h"
 #include "tandem/core/check.h"
 #include "tandem/launch/launcher.h"
@@ -232,11 +233,6 @@ int run(const Options& o) {
     fsdp_sps.push_back(static_cast<double>(o.batch * o.ranks) / fsdp.step_seconds);
     ratios.push_back(fsdp_sps.back() / ddp_sps.back());
   }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    const size_t h = v.size() / 2;
-    return v.size() % 2 == 1 ? v[h] : (v[h - 1] + v[h]) / 2;
-  };
   nlohmann::json j = {{"bench", "fsdp"},
                       {"model", o.model},
                       {"ranks", o.ranks},
