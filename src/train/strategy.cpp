@@ -12,6 +12,7 @@
 #include "tandem/parallel/distributed_data_parallel.h"
 #include "tandem/parallel/fully_sharded_data_parallel.h"
 #include "tandem/parallel/zero_optimizer.h"
+#include "train/async_strategies.h"
 
 namespace tandem::train {
 
@@ -243,10 +244,18 @@ class Fsdp final : public Strategy {
 
 }  // namespace
 
+int servers_for(const TrainerOptions& o) {
+  const bool served = o.strategy == "ps" || o.strategy == "easgd" ||
+                      (o.strategy == "ddp" && o.backup_workers > 0);
+  return served ? o.servers : 0;
+}
+
 std::unique_ptr<Strategy> make_strategy(const TrainerOptions& o,
                                         const std::shared_ptr<torch::nn::Module>& module,
                                         const std::shared_ptr<Communicator>& comm,
-                                        const std::shared_ptr<TraceRecorder>& trace) {
+                                        const std::shared_ptr<TraceRecorder>& trace,
+                                        const std::shared_ptr<Communicator>& workers) {
+  if (is_async_strategy(o)) return make_async_strategy(o, module, comm, workers ? workers : comm);
   if (o.strategy == "none" || o.strategy == "ddp") {
     return std::make_unique<Replicated>(o, module, comm, trace);
   }
@@ -254,8 +263,9 @@ std::unique_ptr<Strategy> make_strategy(const TrainerOptions& o,
     return std::make_unique<Zero>(o, module, comm, trace);
   }
   if (o.strategy == "zero3") return std::make_unique<Fsdp>(o, module, comm, trace);
-  throw InvalidArgument(
-      fmt::format("--strategy {} is not one of none, ddp, zero1, zero2, zero3", o.strategy));
+  throw InvalidArgument(fmt::format(
+      "--strategy {} is not one of none, ddp, zero1, zero2, zero3, ps, easgd, gossip, local-sgd",
+      o.strategy));
 }
 
 }  // namespace tandem::train

@@ -28,11 +28,14 @@
 #include "tandem/train/models/models.h"
 #include "tandem/train/sharded_checkpoint.h"
 #include "tandem/train/strategy.h"
+#include "tandem/train/straggler.h"
 
 namespace tandem::train {
 namespace {
 
 using Seconds = std::chrono::duration<double>;
+
+void validate_async(const TrainerOptions& o, int world);
 
 void validate(const TrainerOptions& o, int world) {
   TANDEM_CHECK(o.batch_size >= 1, "--batch-size must be at least 1 (got {})", o.batch_size);
@@ -41,9 +44,11 @@ void validate(const TrainerOptions& o, int world) {
   TANDEM_CHECK(o.lr > 0, "--lr must be positive (got {})", o.lr);
   TANDEM_CHECK(o.optimizer == "sgd" || o.optimizer == "adamw",
                "--optimizer {} is not one of sgd, adamw", o.optimizer);
-  TANDEM_CHECK(o.strategy == "none" || o.strategy == "ddp" || o.strategy == "zero1" ||
-                   o.strategy == "zero2" || o.strategy == "zero3",
-               "--strategy {} is not one of none, ddp, zero1, zero2, zero3", o.strategy);
+  const std::vector<std::string> strategies = {"none", "ddp",   "zero1",  "zero2",    "zero3",
+                                               "ps",   "easgd", "gossip", "local-sgd"};
+  TANDEM_CHECK(std::find(strategies.begin(), strategies.end(), o.strategy) != strategies.end(),
+               "--strategy {} is not one of {}", o.strategy, fmt::join(strategies, ", "));
+  validate_async(o, world);
   TANDEM_CHECK(o.dtype == "float32" || o.dtype == "float64",
                "--dtype {} is not one of float32, float64", o.dtype);
   TANDEM_CHECK(o.strategy != "none" || world == 1,
@@ -71,6 +76,86 @@ void validate(const TrainerOptions& o, int world) {
   TANDEM_CHECK(!o.checkpoint_dir.empty() || (o.checkpoint_every == 0 && !o.resume),
                "--checkpoint-every and --resume need --checkpoint-dir");
   parse_lr_schedule(o.schedule);
+}
+
+// The options of the asynchronous strategies and of straggler injection.
+void validate_async(const TrainerOptions& o, int world) {
+  parse_inject_delay(o.inject_delay);
+  parse_inject_slowdown(o.inject_slowdown);
+  TANDEM_CHECK(o.backup_workers >= 0, "--backup-workers must be >= 0 (got {})", o.backup_workers);
+  TANDEM_CHECK(o.backup_workers == 0 || o.strategy == "ddp",
+               "--backup-workers is for --strategy ddp (got --strategy {})", o.strategy);
+  TANDEM_CHECK(o.backup_workers == 0 || o.steps > 0,
+               "--backup-workers needs --steps: the servers end the run after that many applied "
+               "steps");
+  const int servers = servers_for(o);
+  if (servers > 0) {
+    TANDEM_CHECK(o.servers >= 1 && o.servers < world,
+                 "--servers {} leaves no worker among {} ranks; --strategy {} needs --servers in "
+                 "[1, {}) (launch more ranks)",
+                 o.servers, world, o.strategy, world);
+    TANDEM_CHECK(o.backup_workers < world - o.servers,
+                 "--backup-workers {} must be below the {} workers ({} ranks - {} servers)",
+                 o.backup_workers, world - o.servers, world, o.servers);
+  }
+  TANDEM_CHECK(o.staleness >= -1, "--staleness must be >= -1 (-1: none; got {})", o.staleness);
+  TANDEM_CHECK(o.tau >= 1, "--tau must be at least 1 (got {})", o.tau);
+  TANDEM_CHECK(o.alpha > 0 && o.alpha <= 1, "--alpha must be in (0, 1] (got {})", o.alpha);
+  TANDEM_CHECK(o.sync_every >= 1, "--sync-every must be at least 1 (got {})", o.sync_every);
+  TANDEM_CHECK(o.gossip == "push" || o.gossip == "pull", "--gossip {} is not one of push, pull",
+               o.gossip);
+  TANDEM_CHECK(o.strategy != "gossip" || world >= 2,
+               "--strategy gossip needs at least 2 ranks (got {})", world);
+  const bool async = o.strategy == "ps" || o.strategy == "easgd" || o.strategy == "gossip" ||
+                     o.strategy == "local-sgd" || o.backup_workers > 0;
+  TANDEM_CHECK(!async || (o.checkpoint_dir.empty() && !o.resume),
+               "--checkpoint-dir: --strategy {}{} does not write checkpoints yet (its workers "
+               "hold different parameters); use ddp or zero1-3 for resumable runs",
+               o.strategy, o.backup_workers > 0 ? " with --backup-workers" : "");
+  TANDEM_CHECK(!async || o.grad_compression == "none",
+               "--grad-compression needs plain --strategy ddp");
+}
+
+// " (3 workers + 1 server, staleness 2)": the strategy's knobs, for the header line.
+std::string strategy_details(const TrainerOptions& o, int world) {
+  std::string d;
+  const int servers = servers_for(o);
+  const std::string roles = fmt::format("{} workers + {} server{}", world - servers, servers,
+                                        servers == 1 ? "" : "s");
+  if (o.strategy == "ps") {
+    d = fmt::format(" ({}, staleness {})", roles,
+                    o.staleness < 0 ? std::string("unbounded") : std::to_string(o.staleness));
+  } else if (o.strategy == "easgd") {
+    d = fmt::format(" ({}, tau {}, alpha {})", roles, o.tau, o.alpha);
+  } else if (o.backup_workers > 0) {
+    d = fmt::format(" ({}, {} backup worker{})", roles, o.backup_workers,
+                    o.backup_workers == 1 ? "" : "s");
+  } else if (o.strategy == "gossip") {
+    d = fmt::format(" ({})", o.gossip);
+  } else if (o.strategy == "local-sgd") {
+    d = fmt::format(" (average every {} steps)", o.sync_every);
+  }
+  if (!o.inject_delay.empty()) d += fmt::format(", inject-delay {}", o.inject_delay);
+  if (!o.inject_slowdown.empty()) d += fmt::format(", inject-slowdown {}", o.inject_slowdown);
+  return d;
+}
+
+// Rank 0's strategy measurements, one line.
+std::string strategy_summary(const TrainerOptions& o, const TrainSummary& s) {
+  std::string line = fmt::format("strategy {} on rank 0: {:.1f} ms/step, waiting {:.1f} ms/step",
+                                 o.strategy, s.mean_step_seconds * 1e3,
+                                 s.steps > 0 ? s.wait_seconds * 1e3 / s.steps : 0.0);
+  if (!s.staleness_histogram.empty()) {
+    std::vector<std::string> bins;
+    for (const auto& [k, n] : s.staleness_histogram) bins.push_back(fmt::format("{}: {}", k, n));
+    line += fmt::format("; {} histogram {{{}}}", o.strategy == "easgd" ? "delay" : "staleness",
+                        fmt::join(bins, ", "));
+  }
+  if (o.backup_workers > 0) line += fmt::format("; dropped gradients {}", s.dropped_gradients);
+  if (s.consensus_distance >= 0) {
+    line += fmt::format("; consensus distance {:.4g}", s.consensus_distance);
+  }
+  return line + "\n";
 }
 
 // The settings a resumed run must share with the run that wrote the checkpoint
@@ -265,6 +350,14 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   at::manual_seed(o.seed);
   torch::nn::AnyModule model = make_model(o.model, mo);
   if (o.dtype == "float64") model.ptr()->to(at::kDouble);
+  // Parameter-server strategies: the last --servers ranks serve and the
+  // others train; the trainer's collectives (log, eval) run among the latter.
+  std::shared_ptr<Communicator> workers = comm;
+  if (servers_for(o) > 0) {
+    const bool serving = comm->rank() >= comm->size() - o.servers;
+    workers = comm->split(serving ? 1 : 0);
+    if (serving) return serve_parameters(o, model.ptr(), comm);
+  }
   // Every rank reads the checkpoint and checks it before any collective.
   std::optional<Checkpoint> resumed;
   std::optional<LoadedShards> shards;
@@ -289,7 +382,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
     TANDEM_CHECK(!ec, "--trace-dir: cannot create '{}' ({})", o.trace_dir, ec.message());
     trace = std::make_shared<TraceRecorder>(comm->rank());
   }
-  auto strategy = make_strategy(o, model.ptr(), comm, trace);
+  auto strategy = make_strategy(o, model.ptr(), comm, trace, workers);
   if (shards) {
     strategy->restore_sharded(*shards);
     restore_buffers(shards->base, *model.ptr());
@@ -297,10 +390,10 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   } else if (resumed) {
     strategy->restore(*resumed);
   }
-  const double base_lr = o.scale_lr ? o.lr * comm->size() : o.lr;
+  const double base_lr = o.scale_lr ? o.lr * workers->size() : o.lr;
   auto sched = parse_lr_schedule(o.schedule);
 
-  SamplerOptions so{data->size(), comm->size(), comm->rank(), true, o.seed, false, 0, 0};
+  SamplerOptions so{data->size(), workers->size(), workers->rank(), true, o.seed, false, 0, 0};
   DistributedSampler sampler(so);
   const int64_t per_epoch = sampler.size() / o.batch_size;
   TANDEM_CHECK(per_epoch >= 1,
@@ -332,10 +425,10 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
       compression = fmt::format(" ({} gradients)", o.grad_compression);
     }
     *out << fmt::format(
-        "tandem train: {} on {}, {} rank(s) on {}, strategy {}{}, "
+        "tandem train: {} on {}, {} rank(s) on {}, strategy {}{}{}, "
         "batch {} per rank, {} lr {}, {} steps\n",
         o.model, data->describe(), comm->size(), comm->backend(), o.strategy, compression,
-        o.batch_size, o.optimizer, base_lr, total);
+        strategy_details(o, comm->size()), o.batch_size, o.optimizer, base_lr, total);
   }
 
   Progress progress(out, total);
@@ -389,8 +482,12 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
       write_checkpoint(o.checkpoint_dir, ck);
     }
   };
+  Straggler straggler(parse_inject_delay(o.inject_delay), parse_inject_slowdown(o.inject_slowdown),
+                      comm->rank(), o.seed);
+  const bool synchronous = strategy->synchronous();
+  int64_t steps_done = 0;
   const auto start = std::chrono::steady_clock::now();
-  for (int64_t step = first_step; step < stop; ++step) {
+  for (int64_t step = first_step; step < stop && !strategy->finished(); ++step) {
     if (cursor + o.batch_size > idx.size()) {
       sampler.set_epoch(++epoch);
       idx = sampler.indices();
@@ -404,7 +501,9 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
     const auto t0 = std::chrono::steady_clock::now();
     at::Tensor loss = loss_of(model.forward(model_input(ex.input, spec, o)), ex.target);
     const auto t1 = std::chrono::steady_clock::now();
+    const auto slept = straggler.before_backward();
     loss.backward();  // with DDP, includes the wait for the last buckets
+    straggler.after_compute(std::chrono::steady_clock::now() - t0 - slept);
     const auto t2 = std::chrono::steady_clock::now();
     if (o.clip_grad_norm > 0) strategy->clip_grad_norm(o.clip_grad_norm);
     strategy->step();
@@ -416,31 +515,36 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
     }
     window_loss += loss.item<double>();
     ++window_steps;
-    const bool last = step + 1 == stop;
+    ++steps_done;
+    const bool last = step + 1 == stop || strategy->finished();
     if (!last && o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0) save(step + 1);
     if ((step + 1) % o.log_every == 0 || last) {
-      double mean = average_over_ranks(*comm, {window_loss / window_steps})[0];
+      // Asynchronous strategies log this rank's own loss: a collective
+      // here would make every worker wait for the slowest.
+      double mean = synchronous ? average_over_ranks(*workers, {window_loss / window_steps})[0]
+                                : window_loss / window_steps;
       if (window_is_first) s.first_loss = mean;
       window_is_first = false;
       s.final_loss = mean;
       double elapsed = Seconds(std::chrono::steady_clock::now() - start).count();
       const int64_t done = step + 1 - first_step;
-      double sps = static_cast<double>(done * o.batch_size * comm->size()) / elapsed;
+      double sps = static_cast<double>(done * o.batch_size * workers->size()) / elapsed;
       progress.update(step + 1, epoch, mean, sps, elapsed / done * (stop - step - 1));
       if (metrics.is_open()) {
         const int64_t sent = strategy->gradient_bytes();
-        metrics << nlohmann::json{{"step", step + 1},       {"epoch", epoch},
-                                  {"rank", comm->rank()},   {"loss", window_loss / window_steps},
-                                  {"loss_all_ranks", mean}, {"samples_per_s", sps},
-                                  {"elapsed_s", elapsed},   {"all_reduce_bytes", sent}}
-                       .dump()
-                << "\n";
+        nlohmann::json line = {{"step", step + 1},       {"epoch", epoch},
+                               {"rank", comm->rank()},   {"loss", window_loss / window_steps},
+                               {"loss_all_ranks", mean}, {"samples_per_s", sps},
+                               {"elapsed_s", elapsed},   {"all_reduce_bytes", sent},
+                               {"strategy", o.strategy}, {"wait_s", strategy->stats().wait_seconds}};
+        if (!synchronous) line["loss_all_ranks"] = nullptr;  // not measured: no collective
+        metrics << line.dump() << "\n";
       }
       window_loss = 0;
       window_steps = 0;
     }
     if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && !last) {
-      auto e = evaluate(model, test_data ? *test_data : *data, spec, o, *comm);
+      auto e = evaluate(model, test_data ? *test_data : *data, spec, o, *workers);
       strategy->end_forward_only();
       if (out)
         *out << fmt::format("eval at step {}: loss {:.4f}, accuracy {:.3f}\n", step + 1, e.loss,
@@ -448,6 +552,8 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
     }
   }
   progress.done();
+  const double train_seconds = Seconds(std::chrono::steady_clock::now() - start).count();
+  strategy->finish();
   if (trace) {
     auto path = std::filesystem::path(o.trace_dir) / fmt::format("rank-{}.json", comm->rank());
     trace->write(path.string());
@@ -456,11 +562,21 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   }
   if (stop > first_step) save(stop);
   s.state_digest = state_digest(strategy->full_parameters(), model.ptr()->named_buffers(true));
-  s.steps = stop - first_step;
-  s.samples = s.steps * o.batch_size * comm->size();
+  s.steps = steps_done;
+  // Workers of asynchronous strategies may run different numbers of steps.
+  s.samples = static_cast<int64_t>(
+      average_over_ranks(*workers, {static_cast<double>(steps_done)})[0] * workers->size() + 0.5) *
+      o.batch_size;
   s.wall_seconds = Seconds(std::chrono::steady_clock::now() - start).count();
   s.samples_per_second = static_cast<double>(s.samples) / s.wall_seconds;
-  auto e = evaluate(model, test_data ? *test_data : *data, spec, o, *comm);
+  s.workers = workers->size();
+  s.mean_step_seconds = steps_done > 0 ? train_seconds / steps_done : 0.0;
+  const Strategy::Stats stats = strategy->stats();
+  s.wait_seconds = stats.wait_seconds;
+  s.staleness_histogram = stats.staleness;
+  s.dropped_gradients = stats.dropped_gradients;
+  s.consensus_distance = stats.consensus_distance;
+  auto e = evaluate(model, test_data ? *test_data : *data, spec, o, *workers);
   strategy->end_forward_only();
   s.eval_loss = e.loss;
   s.eval_accuracy = e.accuracy;
@@ -476,6 +592,9 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
         "{:.2f} MiB; peak {:.2f} MiB\n",
         o.strategy, s.parameter_bytes / kMiB, s.gradient_bytes / kMiB, s.optimizer_bytes / kMiB,
         s.peak_model_state_bytes / kMiB);
+  }
+  if (out && (servers_for(o) > 0 || !synchronous || o.strategy == "local-sgd")) {
+    *out << strategy_summary(o, s);
   }
   if (out) {
     *out << fmt::format(

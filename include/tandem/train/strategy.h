@@ -1,16 +1,19 @@
 // Strategy: the trainer's view of a parallel strategy, what `tandem train
-// --strategy` selects (none, ddp, zero1, zero2, zero3), usable on its own (the
-// benchmarks do). Each one owns the optimizer (a sharded strategy steps only
+// --strategy` selects (none, ddp, zero1, zero2, zero3, ps, easgd, gossip,
+// local-sgd), usable on its own (the benchmarks do). Each one owns the optimizer (a sharded strategy steps only
 // its shard) and knows how its state goes into a checkpoint: whole-model
 // files for none/ddp, one shard per rank for the ZeRO stages.
-// Construction and step() are collective for every strategy but none; the
-// trainer's call order (zero_grad, forward, backward, clip, step) is the
+// Construction and step() are collective for the synchronous strategies
+// (over the training ranks); ps, easgd and gossip talk point to point and
+// never wait for a slow worker. The trainer's call order (zero_grad,
+// forward, backward, clip, step, and finish after the last step) is the
 // contract. Not thread-safe.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <torch/ordered_dict.h>
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -52,6 +55,23 @@ class Strategy {
   // Model-state bytes this rank holds, measured (now and at peak).
   virtual parallel::MemoryAccounting memory() const = 0;
 
+  // False for strategies whose ranks progress on their own (ps, easgd,
+  // gossip): the trainer then logs each rank's own loss, with no collective.
+  virtual bool synchronous() const { return true; }
+  // True once the servers said the run is over (ddp with backup workers,
+  // whose slow worker's steps do not count).
+  virtual bool finished() const { return false; }
+  // After the last step: say goodbye to servers or peers, measure the
+  // consensus distance. Collective over the training ranks.
+  virtual void finish() {}
+  struct Stats {
+    double wait_seconds = 0;                // in communication and waits
+    std::map<int64_t, int64_t> staleness;   // see TrainSummary::staleness_histogram
+    int64_t dropped_gradients = 0;
+    double consensus_distance = -1;         // -1: not measured
+  };
+  virtual Stats stats() const { return {}; }
+
   // Whole-model checkpoints (none, ddp): rank 0 writes, every rank reads.
   virtual bool sharded() const { return false; }
   virtual void capture(Checkpoint& ckpt);
@@ -66,11 +86,25 @@ class Strategy {
 };
 
 // Builds the strategy named by o.strategy around `module` (collective for
-// everything but none). Throws InvalidArgument for an unknown strategy.
+// everything but none). `comm` holds every rank; `workers`, the training
+// ranks (the same as comm unless servers_for(o) > 0; null means comm).
+// Called on training ranks only. Throws InvalidArgument for an unknown
+// strategy.
 std::unique_ptr<Strategy> make_strategy(const TrainerOptions& o,
                                         const std::shared_ptr<torch::nn::Module>& module,
                                         const std::shared_ptr<Communicator>& comm,
-                                        const std::shared_ptr<TraceRecorder>& trace);
+                                        const std::shared_ptr<TraceRecorder>& trace,
+                                        const std::shared_ptr<Communicator>& workers = nullptr);
+
+// How many of the last ranks serve parameters under `o` (0 for strategies
+// without servers).
+int servers_for(const TrainerOptions& o);
+
+// On a server rank: serves the parameters of `module` (built the same way
+// as on the workers) until every worker is done; returns what it measured.
+TrainSummary serve_parameters(const TrainerOptions& o,
+                              const std::shared_ptr<torch::nn::Module>& module,
+                              const std::shared_ptr<Communicator>& comm);
 
 // The optimizer --optimizer names, over `params`.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainerOptions& o,

@@ -1,13 +1,15 @@
 // The training loop behind `tandem train`: a model from the zoo, a data set
 // (real files or synthetic), an optimizer with a learning-rate schedule, and
-// a strategy (none: one process; ddp: DistributedDataParallel), on the
-// communicator it is given. Rank 0 reports progress (a bar on a terminal,
+// a strategy (none: one process; ddp: DistributedDataParallel; zero1-3;
+// the asynchronous ps, easgd, gossip and local-sgd), on the communicator it
+// is given. Under ps, easgd and ddp with backup workers the last --servers
+// ranks serve parameters instead of training. Rank 0 reports progress (a bar on a terminal,
 // plain lines otherwise) and every rank can append JSON lines of metrics.
-// Collective with --strategy ddp: every rank calls train() with the same
-// options. Not thread-safe.
+// Every rank calls train() with the same options. Not thread-safe.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -37,7 +39,8 @@ struct TrainerOptions {
   // comparisons between strategies and world sizes).
   std::string dtype = "float32";
   // none | ddp | zero1 | zero2 | zero3 (see parallel/zero_optimizer.h and
-  // fully_sharded_data_parallel.h). zero1-3 write sharded checkpoints
+  // fully_sharded_data_parallel.h) | ps | easgd | gossip | local-sgd (see
+  // parallel/async/ and docs/strategies.md). zero1-3 write sharded checkpoints
   // (sharded_checkpoint.h) that resume at another world size when
   // batch_size x ranks stays the same.
   std::string strategy = "ddp";
@@ -55,6 +58,27 @@ struct TrainerOptions {
   std::string grad_compression = "none";
   int64_t powersgd_rank = 1;
   int64_t powersgd_start_iter = 100;
+  // ps, easgd, and ddp with backup_workers > 0: how many of the last ranks
+  // serve parameters (each owns a shard); the others train.
+  int servers = 1;
+  // ps: the stale-synchronous bound in steps (-1: fully asynchronous).
+  int64_t staleness = -1;
+  // easgd: steps between elastic exchanges (tau), and the elastic
+  // coefficient alpha; --momentum/--nesterov on the local SGD give the
+  // momentum variant (EAMSGD).
+  int64_t tau = 4;
+  double alpha = 0.25;
+  // local-sgd: steps between parameter averages (H; 1 equals ddp with SGD).
+  int64_t sync_every = 4;
+  // gossip: push | pull.
+  std::string gossip = "push";
+  // ddp: each step applies the first (workers - backup_workers) gradients
+  // through the servers and drops the late ones (Chen et al. 2016).
+  int backup_workers = 0;
+  // Straggler injection (train/straggler.h): "ranks=1,ms=200,prob=0.2" and
+  // "ranks=1,factor=2"; "" = none.
+  std::string inject_delay;
+  std::string inject_slowdown;
   int64_t eval_every = 0;  // steps between evaluations; 0: at the end only
   int64_t eval_batches = 8;
   int64_t log_every = 10;  // steps between progress lines off a terminal
@@ -94,6 +118,16 @@ struct TrainSummary {
   // equal on every rank under ddp, and equal for a resumed run and a straight
   // one exactly when their parameters and buffers are bitwise the same.
   uint64_t state_digest = 0;
+  // Strategy measurements (docs/strategies.md), this rank's unless said.
+  bool server = false;             // this rank served parameters and did not train
+  int64_t workers = 0;             // ranks that trained
+  double mean_step_seconds = 0;    // this rank's wall time per step
+  double wait_seconds = 0;         // this rank's time in communication and waits
+  // ps: SSP staleness -> updates; easgd: exchanges by others in between -> exchanges.
+  // On a server, every update it applied; on a worker, its own.
+  std::map<int64_t, int64_t> staleness_histogram;
+  int64_t dropped_gradients = 0;   // ddp with backups: this rank's late gradients
+  double consensus_distance = -1;  // gossip, easgd, local-sgd at the end; -1: not measured
 };
 
 // Validates `options` (InvalidArgument naming the flag) and trains. `out`
