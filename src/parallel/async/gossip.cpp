@@ -102,6 +102,7 @@ void GossipMixer::serve(int peer) {
       TANDEM_ASSERT(asking_ == peer, "rank {}: gossip answer from rank {} that was not asked",
                     comm_->rank(), peer);
       answer_ = in.clone();
+      asking_ = -1;  // here, not in mix(): a goodbye may follow before mix() wakes
       answered_.notify_all();
     } else if (kind == kBye) {
       said_bye_[static_cast<size_t>(peer)] = true;
