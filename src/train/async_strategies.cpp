@@ -210,6 +210,9 @@ class LocalSgdStrategy final : public AsyncBase {
                    std::shared_ptr<Communicator> workers)
       : AsyncBase(o, module, workers, true),
         local_(std::make_unique<parallel::LocalSgd>(module, workers, o.sync_every)) {}
+  // Workers meet only every sync_every steps; a per-step log collective
+  // would add the barrier local SGD exists to avoid.
+  bool synchronous() const override { return false; }
   void step() override {
     opt_->step();
     if (timed([&] { return local_->after_step(); })) {

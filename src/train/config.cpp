@@ -37,6 +37,8 @@ const ConfigKey kKeys[] = {
     {"model", "mlp|convnet|resnet18|resnet50|gpt-mini", &trainer<&T::model>},
     {"data", "a path, or synthetic-mnist|synthetic-cifar|synthetic-tokens", &trainer<&T::data>},
     {"dataset-size", "synthetic samples (0: the real set's size)", &trainer<&T::dataset_size>},
+    {"data-noise", "synthetic data: weight of per-sample noise in [0, 1]",
+     &trainer<&T::data_noise>},
     {"steps", "optimizer steps (overrides --epochs; 0: use --epochs)", &trainer<&T::steps>},
     {"epochs", "epochs", &trainer<&T::epochs>},
     {"batch-size", "samples per rank per step", &trainer<&T::batch_size>},

@@ -42,6 +42,8 @@ void validate(const TrainerOptions& o, int world) {
   TANDEM_CHECK(o.steps >= 0 && o.epochs >= 0 && (o.steps > 0 || o.epochs > 0),
                "give --steps or --epochs a positive value (got {} and {})", o.steps, o.epochs);
   TANDEM_CHECK(o.lr > 0, "--lr must be positive (got {})", o.lr);
+  TANDEM_CHECK(o.data_noise >= 0 && o.data_noise <= 1, "--data-noise must be in [0, 1] (got {})",
+               o.data_noise);
   TANDEM_CHECK(o.optimizer == "sgd" || o.optimizer == "adamw",
                "--optimizer {} is not one of sgd, adamw", o.optimizer);
   const std::vector<std::string> strategies = {"none", "ddp",   "zero1",  "zero2",    "zero3",
@@ -333,6 +335,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   ModelInput spec = input_spec(o.model, mo);
   DatasetOptions dopts;
   dopts.synthetic_size = o.dataset_size;
+  dopts.noise = o.data_noise;
   dopts.seed = o.seed;
   if (spec.dtype == at::kLong) {
     dopts.context = spec.sample_shape.at(0);

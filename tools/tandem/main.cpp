@@ -8,6 +8,7 @@
 #include "bench_comm.h"
 #include "bench_ddp.h"
 #include "bench_memory.h"
+#include "bench_strategies.h"
 #include "checkpoint_cmd.h"
 #include "bench_fsdp.h"
 #include "tandem/core/env.h"
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
   tandem::tools::add_bench_ddp(*bench, exit_code);
   tandem::tools::add_bench_memory(*bench, exit_code);
   tandem::tools::add_bench_fsdp(*bench, exit_code);
+  tandem::tools::add_bench_strategies(*bench, exit_code);
   tandem::tools::add_train(app, exit_code);
   tandem::tools::add_checkpoint(app, exit_code);
   try {

@@ -22,6 +22,7 @@ struct TrainerOptions {
   std::string model = "mlp";             // mlp | convnet | resnet18 | resnet50 | gpt-mini
   std::string data = "synthetic-mnist";  // a path, or synthetic-mnist|cifar|tokens
   int64_t dataset_size = 0;              // synthetic samples; 0: the real set's size
+  double data_noise = 0.25;  // synthetic: weight of per-sample noise in [0, 1] (harder near 1)
   int64_t steps = 0;                     // optimizer steps; 0: run `epochs`
   int64_t epochs = 1;
   int64_t batch_size = 32;        // per rank

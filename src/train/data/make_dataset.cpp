@@ -59,6 +59,7 @@ std::unique_ptr<Dataset> make_synthetic(SyntheticKind kind, const DatasetOptions
   s.stream = is_train(o) ? 0 : 1;
   s.context = o.context;
   s.vocab_size = o.vocab_size;
+  s.noise = o.noise;
   return std::make_unique<SyntheticDataset>(s);
 }
 

@@ -29,6 +29,8 @@ struct DatasetOptions {
   // same class patterns, so it differs from the train split but is learnable.
   int64_t synthetic_size = 0;
   uint64_t seed = 0;
+  // Synthetic data: weight of per-sample noise in [0, 1] (SyntheticOptions::noise).
+  double noise = 0.25;
 };
 
 // Parses "auto", "mnist", "cifar" or "tokens"; throws InvalidArgument
