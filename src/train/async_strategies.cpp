@@ -195,7 +195,7 @@ class Gossip final : public AsyncBase {
     sample_memory();
   }
   void finish() override {
-    timed([&] { mixer_->finish(); });
+    mixer_->finish();  // waits for the slowest peer's goodbye: not a per-step wait
     stats_.consensus_distance =
         parallel::consensus_distance(*workers_, params_, mixer_->weight());
   }

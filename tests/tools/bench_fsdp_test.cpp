@@ -7,25 +7,13 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "tests/support/command.h"
+
 namespace {
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
+using tandem::testing::CommandResult;
 
-// Runs a shell command line, bounded by coreutils' timeout.
-CommandResult run(const std::string& command) {
-  CommandResult r;
-  std::string line = "timeout -s KILL 120 " + command + " 2>&1";
-  FILE* p = popen(line.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
-  int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+CommandResult run(const std::string& command) { return tandem::testing::run_command(command, 120); }
 
 const std::string kTandem = TANDEM_BINARY_DIR "/tools/tandem";
 

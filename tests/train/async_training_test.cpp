@@ -10,10 +10,10 @@
 #include <algorithm>
 #include <string>
 
-#include "tandem/comm/rendezvous.h"
 #include "tandem/core/error.h"
 #include "tandem/train/trainer.h"
 #include "tests/support/multiproc.h"
+#include "tests/support/rank_init.h"
 
 namespace tandem::train {
 namespace {
@@ -36,26 +36,14 @@ TrainerOptions convnet(const std::string& strategy) {
   return o;
 }
 
-std::shared_ptr<Communicator> connect(int rank, int size, int port) {
-  RendezvousInfo info;
-  info.rank = rank;
-  info.world_size = size;
-  info.local_rank = rank;
-  info.local_world_size = size;
-  info.master_port = port;
-  info.source = "torchrun";
-  InitOptions io;
-  io.backend = "shm";
-  io.timeout = Millis(60'000);
-  return tandem::init(info, io);
-}
+using tandem::testing::init_rank;
 
 // Trains at 4 ranks; `check` runs on every rank with its summary.
 void train_4(const TrainerOptions& o,
              const std::function<void(int rank, const TrainSummary&)>& check) {
   tandem::testing::expect_ranks_succeed(
       4,
-      [&](int rank, int size, int port) { check(rank, train(o, connect(rank, size, port), nullptr)); },
+      [&](int rank, int size, int port) { check(rank, train(o, init_rank(rank, size, port), nullptr)); },
       {.timeout = std::chrono::milliseconds(120'000), .env = {}});
 }
 
@@ -156,7 +144,7 @@ TEST(AsyncTraining, FlagsAreChecked) {
   auto comm_free = [](TrainerOptions o, const std::string& words) {
     tandem::testing::expect_ranks_succeed(2, [&](int rank, int size, int port) {
       try {
-        train(o, connect(rank, size, port), nullptr);
+        train(o, init_rank(rank, size, port), nullptr);
         FAIL() << "accepted: " << words;
       } catch (const InvalidArgument& e) {
         EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();

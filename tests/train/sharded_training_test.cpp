@@ -17,6 +17,7 @@
 #include "tandem/train/sharded_checkpoint.h"
 #include "tandem/train/trainer.h"
 #include "tests/support/multiproc.h"
+#include "tests/support/rank_init.h"
 #include "tests/train/data/temp_dir.h"
 
 namespace tandem::train {
@@ -52,17 +53,7 @@ void run(int world, const TrainerOptions& o) {
   tandem::testing::expect_ranks_succeed(
       world,
       [&](int rank, int size, int port) {
-        RendezvousInfo info;
-        info.rank = rank;
-        info.world_size = size;
-        info.local_rank = rank;
-        info.local_world_size = size;
-        info.master_port = port;
-        info.source = "torchrun";
-        InitOptions io;
-        io.backend = "shm";
-        io.timeout = Millis(60'000);
-        train(o, tandem::init(info, io), nullptr);
+        train(o, tandem::testing::init_rank(rank, size, port), nullptr);
       },
       {.timeout = std::chrono::milliseconds(150'000), .env = {}});
 }

@@ -35,7 +35,8 @@ struct Options {
   int64_t steps = 200;
   double lr = 0.002;
   double target_loss = 0.7;
-  std::vector<std::string> strategies = {"ddp", "ddp-backup", "ps", "easgd", "gossip",
+  std::vector<std::string> strategies = {"ddp",    "ddp-backup",  "ps",
+                                         "easgd",  "gossip",      "gossip-pull",
                                          "local-sgd"};
   std::string inject_delay;     // "" and no slowdown: kDefaultDelay
   std::string inject_slowdown;
@@ -77,7 +78,9 @@ std::vector<std::string> train_args(const Options& o, const std::string& strateg
                                 "--momentum", "0.9", "--log-every", "1", "--metrics",
                                 (dir / "metrics-{rank}.jsonl").string()};
   const bool backup = strategy == "ddp-backup";
-  a.insert(a.end(), {"--strategy", backup ? "ddp" : strategy});
+  const bool pull = strategy == "gossip-pull";
+  a.insert(a.end(), {"--strategy", backup ? "ddp" : pull ? "gossip" : strategy});
+  if (pull) a.insert(a.end(), {"--gossip", "pull"});
   if (backup) a.insert(a.end(), {"--backup-workers", std::to_string(o.backup_workers)});
   if (backup || strategy == "ps" || strategy == "easgd") {
     a.insert(a.end(), {"--servers", std::to_string(o.servers)});
@@ -246,9 +249,9 @@ int run(const Options& o) {
   TANDEM_CHECK(o.target_loss > 0, "bench strategies: --target-loss must be positive");
   for (const auto& s : o.strategies) {
     TANDEM_CHECK(s == "ddp" || s == "ddp-backup" || s == "ps" || s == "easgd" || s == "gossip" ||
-                     s == "local-sgd",
+                     s == "gossip-pull" || s == "local-sgd",
                  "bench strategies: --strategies: '{}' is not one of ddp, ddp-backup, ps, easgd, "
-                 "gossip, local-sgd",
+                 "gossip, gossip-pull, local-sgd",
                  s);
   }
   const std::string straggler = o.inject_delay.empty() && o.inject_slowdown.empty()
@@ -307,8 +310,8 @@ void add_bench_strategies(CLI::App& bench, int& exit_code) {
   auto o = std::make_shared<Options>();
   auto* cmd = bench.add_subcommand(
       "strategies",
-      "Time and samples to a target loss for ddp, ddp with backup workers, ps, easgd, gossip and "
-      "local-sgd, without and with a straggler");
+      "Time and samples to a target loss for ddp, ddp with backup workers, ps, easgd, gossip "
+      "(push and pull) and local-sgd, without and with a straggler");
   cmd->add_option("--model", o->model, "model of tandem train")->capture_default_str();
   cmd->add_option("--data", o->data, "data of tandem train")->capture_default_str();
   cmd->add_option("--dataset-size", o->dataset_size, "synthetic samples")->capture_default_str();

@@ -8,9 +8,9 @@
 
 #include <cstdio>
 
-#include "tandem/comm/rendezvous.h"
 #include "tandem/train/trainer.h"
 #include "tests/support/multiproc.h"
+#include "tests/support/rank_init.h"
 
 namespace tandem::train {
 namespace {
@@ -36,17 +36,7 @@ TEST(BackupWorkers, HideAStragglerThatDdpWaitsFor) {
   tandem::testing::expect_ranks_succeed(
       4,
       [](int rank, int size, int port) {
-        RendezvousInfo info;
-        info.rank = rank;
-        info.world_size = size;
-        info.local_rank = rank;
-        info.local_world_size = size;
-        info.master_port = port;
-        info.source = "torchrun";
-        InitOptions io;
-        io.backend = "shm";
-        io.timeout = Millis(60'000);
-        auto comm = tandem::init(info, io);
+        auto comm = tandem::testing::init_rank(rank, size, port);
         const std::string delay = "ranks=1,ms=500";
         const double ddp = train(convnet(12, 0, ""), comm, nullptr).mean_step_seconds;
         const double ddp_delayed = train(convnet(12, 0, delay), comm, nullptr).mean_step_seconds;
