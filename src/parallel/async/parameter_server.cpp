@@ -122,25 +122,17 @@ void ParameterServer::serve_worker(int worker) {
       pulled_version_[static_cast<size_t>(worker)] = version_;
       pulled_min_clock_[static_cast<size_t>(worker)] = min_active_clock();
       reply.copy_(shard_.detach());
+      fill_reply_header(r);
     } else if (kind == PsKind::kPushGradient) {
-      int64_t staleness = 0;
-      apply_async(worker, lr, payload, reply, &staleness);
-      r[1] = static_cast<double>(staleness);
+      apply_async(worker, lr, payload, reply, r);
     } else if (kind == PsKind::kPushSync) {
-      bool dropped = false;
-      apply_sync(worker, step, lr, payload, reply, &dropped);
-      r[3] = dropped ? 1.0 : 0.0;
+      apply_sync(worker, step, lr, payload, reply, r);
     } else if (kind == PsKind::kElastic) {
-      r[1] = static_cast<double>(apply_elastic(worker, payload, reply));
+      apply_elastic(worker, payload, reply, r);
     } else {
       throw InternalError(fmt::format("rank {} (parameter server {}): worker rank {} sent an "
                                       "unknown request kind {}",
                                       comm_->rank(), server_, worker, h[0]));
-    }
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      r[0] = static_cast<double>(version_);
-      r[2] = options_.total_steps > 0 && version_ >= options_.total_steps ? 1.0 : 0.0;
     }
     comm_->send(reply_header, worker, kHeaderTag);
     comm_->send(reply, worker, kPayloadTag);
@@ -171,6 +163,14 @@ void ParameterServer::wait_for(std::unique_lock<std::mutex>& lock, int worker, c
   }
 }
 
+// The version goes out with the parameters copied under the same lock: a
+// kSync worker pushes its next gradient for exactly the step of the
+// parameters it holds, so a gradient is never applied to a later step.
+void ParameterServer::fill_reply_header(double* r) const {
+  r[0] = static_cast<double>(version_);
+  r[2] = options_.total_steps > 0 && version_ >= options_.total_steps ? 1.0 : 0.0;
+}
+
 void ParameterServer::optimizer_step(const at::Tensor& grad, double lr) {
   shard_.mutable_grad() = grad.detach().clone();
   options_.set_lr(*optimizer_, lr);
@@ -178,7 +178,7 @@ void ParameterServer::optimizer_step(const at::Tensor& grad, double lr) {
 }
 
 void ParameterServer::apply_async(int worker, double lr, const at::Tensor& grad,
-                                  const at::Tensor& reply, int64_t* staleness) {
+                                  const at::Tensor& reply, double* header) {
   const auto w = static_cast<size_t>(worker);
   std::unique_lock<std::mutex> lock(mutex_);
   PsUpdateRecord rec;
@@ -190,7 +190,7 @@ void ParameterServer::apply_async(int worker, double lr, const at::Tensor& grad,
   ++version_;
   ++clocks_[w];
   records_.push_back(rec);
-  *staleness = rec.staleness;
+  header[1] = static_cast<double>(rec.staleness);
   changed_.notify_all();
   // Stale synchronous parallel: the parameters for this worker's next step
   // may miss at most `staleness` clocks of the slowest active worker.
@@ -201,10 +201,11 @@ void ParameterServer::apply_async(int worker, double lr, const at::Tensor& grad,
   pulled_version_[w] = version_;
   pulled_min_clock_[w] = min_active_clock();
   reply.copy_(shard_.detach());
+  fill_reply_header(header);
 }
 
 void ParameterServer::apply_sync(int worker, int64_t step, double lr, const at::Tensor& grad,
-                                 const at::Tensor& reply, bool* dropped) {
+                                 const at::Tensor& reply, double* header) {
   std::unique_lock<std::mutex> lock(mutex_);
   PsUpdateRecord rec;
   rec.worker = worker;
@@ -215,7 +216,7 @@ void ParameterServer::apply_sync(int worker, int64_t step, double lr, const at::
   if (step < version_ || done) {
     // Its step was applied without it (Note: never applied stale).
     rec.dropped = true;
-    *dropped = true;
+    header[3] = 1.0;
   } else {
     sum_.add_(grad);
     ++contributors_;
@@ -235,10 +236,11 @@ void ParameterServer::apply_sync(int worker, int64_t step, double lr, const at::
   }
   records_.push_back(rec);
   reply.copy_(shard_.detach());
+  fill_reply_header(header);
 }
 
-int64_t ParameterServer::apply_elastic(int worker, const at::Tensor& params,
-                                       const at::Tensor& reply) {
+void ParameterServer::apply_elastic(int worker, const at::Tensor& params, const at::Tensor& reply,
+                                    double* header) {
   const auto w = static_cast<size_t>(worker);
   std::lock_guard<std::mutex> lock(mutex_);
   PsUpdateRecord rec;
@@ -254,7 +256,8 @@ int64_t ParameterServer::apply_elastic(int worker, const at::Tensor& params,
   ++clocks_[w];
   pulled_version_[w] = version_;
   records_.push_back(rec);
-  return rec.delay;
+  header[1] = static_cast<double>(rec.delay);
+  fill_reply_header(header);
 }
 
 void ParameterServer::finish_worker(int worker) {

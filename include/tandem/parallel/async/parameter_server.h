@@ -116,12 +116,14 @@ class ParameterServer {
 
  private:
   void serve_worker(int worker);
+  // Each fills `reply` and the reply header (see ps_protocol.h) under the lock.
   void apply_async(int worker, double lr, const at::Tensor& grad, const at::Tensor& reply,
-                   int64_t* staleness);
+                   double* header);
   void apply_sync(int worker, int64_t step, double lr, const at::Tensor& grad,
-                  const at::Tensor& reply, bool* dropped);
-  // Returns the update's delay.
-  int64_t apply_elastic(int worker, const at::Tensor& params, const at::Tensor& reply);
+                  const at::Tensor& reply, double* header);
+  void apply_elastic(int worker, const at::Tensor& params, const at::Tensor& reply,
+                     double* header);
+  void fill_reply_header(double* header) const;  // mutex_ held
   void optimizer_step(const at::Tensor& grad, double lr);
   void finish_worker(int worker);
   int64_t min_active_clock() const;
