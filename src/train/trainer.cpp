@@ -93,9 +93,10 @@ void validate_async(const TrainerOptions& o, int world) {
   const int servers = servers_for(o);
   if (servers > 0) {
     TANDEM_CHECK(o.servers >= 1 && o.servers < world,
-                 "--servers {} leaves no worker among {} ranks; --strategy {} needs --servers in "
-                 "[1, {}) (launch more ranks)",
-                 o.servers, world, o.strategy, world);
+                 "--strategy {} serves parameters from the last --servers ranks and trains on the "
+                 "others: --servers {} with {} rank(s) leaves {} worker(s); it needs at least one "
+                 "server and one worker (launch more ranks or change --servers)",
+                 o.strategy, o.servers, world, std::max(world - o.servers, 0));
     TANDEM_CHECK(o.backup_workers < world - o.servers,
                  "--backup-workers {} must be below the {} workers ({} ranks - {} servers)",
                  o.backup_workers, world - o.servers, world, o.servers);
@@ -140,6 +141,37 @@ std::string strategy_details(const TrainerOptions& o, int world) {
   if (!o.inject_delay.empty()) d += fmt::format(", inject-delay {}", o.inject_delay);
   if (!o.inject_slowdown.empty()) d += fmt::format(", inject-slowdown {}", o.inject_slowdown);
   return d;
+}
+
+// --metrics FILE with {rank} expanded, for appending; closed if none.
+std::ofstream open_metrics(const TrainerOptions& o, int rank) {
+  std::ofstream metrics;
+  if (o.metrics_file.empty()) return metrics;
+  std::string path = o.metrics_file;
+  if (auto pos = path.find("{rank}"); pos != std::string::npos) {
+    path.replace(pos, 6, std::to_string(rank));
+  }
+  metrics.open(path, std::ios::app);
+  TANDEM_CHECK(metrics.good(), "--metrics: cannot write '{}'", path);
+  return metrics;
+}
+
+// The last metrics line of the strategies of docs/strategies.md (servers too).
+void write_summary_line(std::ostream& metrics, const TrainerOptions& o, int rank,
+                        const TrainSummary& s) {
+  nlohmann::json line = {{"summary", true},
+                         {"rank", rank},
+                         {"server", s.server},
+                         {"strategy", o.strategy},
+                         {"steps", s.steps},
+                         {"mean_step_s", s.mean_step_seconds},
+                         {"wait_s", s.wait_seconds},
+                         {"dropped_gradients", s.dropped_gradients}};
+  nlohmann::json histogram = nlohmann::json::object();
+  for (const auto& [k, n] : s.staleness_histogram) histogram[std::to_string(k)] = n;
+  line["staleness_histogram"] = histogram;
+  if (s.consensus_distance >= 0) line["consensus_distance"] = s.consensus_distance;
+  metrics << line.dump() << "\n";
 }
 
 // Rank 0's strategy measurements, one line.
@@ -359,7 +391,12 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   if (servers_for(o) > 0) {
     const bool serving = comm->rank() >= comm->size() - o.servers;
     workers = comm->split(serving ? 1 : 0);
-    if (serving) return serve_parameters(o, model.ptr(), comm);
+    if (serving) {
+      TrainSummary s = serve_parameters(o, model.ptr(), comm);
+      std::ofstream metrics = open_metrics(o, comm->rank());
+      if (metrics.is_open()) write_summary_line(metrics, o, comm->rank(), s);
+      return s;
+    }
   }
   // Every rank reads the checkpoint and checks it before any collective.
   std::optional<Checkpoint> resumed;
@@ -410,15 +447,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
                "never start; lower it (0 compresses from the first step)",
                o.powersgd_start_iter, total);
 
-  std::ofstream metrics;
-  if (!o.metrics_file.empty()) {
-    std::string path = o.metrics_file;
-    if (auto pos = path.find("{rank}"); pos != std::string::npos) {
-      path.replace(pos, 6, std::to_string(comm->rank()));
-    }
-    metrics.open(path, std::ios::app);
-    TANDEM_CHECK(metrics.good(), "--metrics: cannot write '{}'", path);
-  }
+  std::ofstream metrics = open_metrics(o, comm->rank());
   if (out) {
     std::string compression;
     if (o.grad_compression == "powersgd") {
@@ -579,6 +608,9 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   s.staleness_histogram = stats.staleness;
   s.dropped_gradients = stats.dropped_gradients;
   s.consensus_distance = stats.consensus_distance;
+  // The strategies of docs/strategies.md end their metrics with what they measured.
+  const bool async_summary = servers_for(o) > 0 || !synchronous;
+  if (metrics.is_open() && async_summary) write_summary_line(metrics, o, comm->rank(), s);
   auto e = evaluate(model, test_data ? *test_data : *data, spec, o, *workers);
   strategy->end_forward_only();
   s.eval_loss = e.loss;
@@ -596,7 +628,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
         o.strategy, s.parameter_bytes / kMiB, s.gradient_bytes / kMiB, s.optimizer_bytes / kMiB,
         s.peak_model_state_bytes / kMiB);
   }
-  if (out && (servers_for(o) > 0 || !synchronous || o.strategy == "local-sgd")) {
+  if (out && async_summary) {
     *out << strategy_summary(o, s);
   }
   if (out) {

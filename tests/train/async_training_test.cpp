@@ -8,12 +8,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "tandem/core/error.h"
 #include "tandem/train/trainer.h"
 #include "tests/support/multiproc.h"
 #include "tests/support/rank_init.h"
+#include "tests/train/data/temp_dir.h"
 
 namespace tandem::train {
 namespace {
@@ -76,14 +79,28 @@ TEST(AsyncTraining, ParameterServerTrainsConvNet) {
   });
 }
 
+// Every update the server applied, as its metrics summary line records them.
 TEST(AsyncTraining, BoundedStalenessHoldsInTraining) {
+  testing::TempDir dir;
   auto o = convnet("ps");
   o.staleness = 1;
   o.inject_slowdown = "ranks=2,factor=3";
+  o.metrics_file = dir.file("metrics-{rank}.jsonl");
   train_4(o, [](int rank, const TrainSummary& s) {
     expect_trained(rank, s);
     EXPECT_LE(max_bin(s.staleness_histogram), 1) << "rank " << rank;
   });
+  std::ifstream in(dir.file("metrics-3.jsonl"));
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line)) << "the server wrote no summary";
+  const auto j = nlohmann::json::parse(line);
+  EXPECT_TRUE(j["server"].get<bool>());
+  int64_t updates = 0;
+  for (const auto& [staleness, n] : j["staleness_histogram"].items()) {
+    EXPECT_LE(std::stoi(staleness), 1);
+    updates += n.get<int64_t>();
+  }
+  EXPECT_EQ(updates, 3 * 50);
 }
 
 TEST(AsyncTraining, ElasticAveragingTrainsConvNet) {
@@ -153,7 +170,7 @@ TEST(AsyncTraining, FlagsAreChecked) {
   };
   auto o = convnet("ps");
   o.servers = 2;
-  comm_free(o, "--servers 2 leaves no worker");
+  comm_free(o, "--servers 2 with 2 rank(s) leaves 0 worker(s)");
   o = convnet("gossip");
   o.gossip = "sideways";
   comm_free(o, "--gossip sideways");

@@ -176,7 +176,7 @@ std::vector<Line> read_metrics(const fs::path& path) {
   std::ifstream in(path);
   for (std::string text; std::getline(in, text);) {
     auto j = nlohmann::json::parse(text, nullptr, false);
-    if (j.is_discarded()) continue;
+    if (j.is_discarded() || j.contains("summary")) continue;
     lines.push_back({j.value("step", int64_t{0}), j.value("loss", 0.0), j.value("elapsed_s", 0.0)});
   }
   return lines;
