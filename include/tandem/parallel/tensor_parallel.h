@@ -1,0 +1,87 @@
+// Tensor parallelism (Megatron-LM, Shoeybi et al. 2019): a layer's weight
+// matrix split across the ranks of a communicator (the tensor dimension of a
+// DeviceMesh), with the collectives placed so that forward and backward
+// compute exactly what the unsplit layer computes.
+//   ColumnParallelLinear: y_r = x W_r^T + b_r with W's output rows split;
+//     its input enters through copy_to_tensor_parallel (identity forward,
+//     all-reduce of the input gradient backward). Optionally all-gathers
+//     the outputs.
+//   RowParallelLinear: y = sum_r x_r W_r^T + b with W's input columns split;
+//     the partial products leave through reduce_from_tensor_parallel
+//     (all-reduce forward, identity backward), then the bias is added once.
+//   ParallelMlp: column (h -> f) -> GELU -> row (f -> h): one all-reduce
+//     forward and one backward per block.
+// Layers are built from the unsplit torch::nn::Linear (the same on every
+// rank), so tests and checkpoints can compare against it.
+//
+// Collective: every forward and backward through these layers all-reduces
+// over `comm`, so every rank runs the same layers in the same order. The
+// communicator must outlive the autograd graphs built with it. Not
+// thread-safe.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <memory>
+
+#include "tandem/comm/communicator.h"
+
+namespace tandem::parallel {
+
+// Identity forward; the gradient is all-reduced (summed) backward.
+at::Tensor copy_to_tensor_parallel(const at::Tensor& x, Communicator& comm);
+// All-reduce (sum) forward; identity backward.
+at::Tensor reduce_from_tensor_parallel(const at::Tensor& x, Communicator& comm);
+// All-gather along the last dimension forward (rank order); backward keeps
+// this rank's slice of the gradient.
+at::Tensor gather_from_tensor_parallel(const at::Tensor& x, Communicator& comm);
+
+class ColumnParallelLinearImpl : public torch::nn::Cloneable<ColumnParallelLinearImpl> {
+ public:
+  // This rank's out_features / size() rows of `full` (InvalidArgument
+  // unless they divide evenly).
+  ColumnParallelLinearImpl(const torch::nn::Linear& full, std::shared_ptr<Communicator> comm,
+                           bool gather_output = false);
+  void reset() override {}
+  at::Tensor forward(const at::Tensor& x);
+
+  at::Tensor weight, bias;  // [out / tp, in], [out / tp] (undefined without bias)
+
+ private:
+  std::shared_ptr<Communicator> comm_;
+  bool gather_output_ = false;
+};
+TORCH_MODULE(ColumnParallelLinear);
+
+class RowParallelLinearImpl : public torch::nn::Cloneable<RowParallelLinearImpl> {
+ public:
+  // This rank's in_features / size() columns of `full`; the bias whole.
+  // The input is this rank's slice of the features (a column layer's output).
+  RowParallelLinearImpl(const torch::nn::Linear& full, std::shared_ptr<Communicator> comm);
+  void reset() override {}
+  at::Tensor forward(const at::Tensor& x);
+
+  at::Tensor weight, bias;  // [out, in / tp], [out]
+
+ private:
+  std::shared_ptr<Communicator> comm_;
+};
+TORCH_MODULE(RowParallelLinear);
+
+class ParallelMlpImpl : public torch::nn::Cloneable<ParallelMlpImpl> {
+ public:
+  // `up`: h -> f, `down`: f -> h, unsplit.
+  ParallelMlpImpl(const torch::nn::Linear& up, const torch::nn::Linear& down,
+                  std::shared_ptr<Communicator> comm);
+  void reset() override {}
+  at::Tensor forward(const at::Tensor& x);
+
+  ColumnParallelLinear up{nullptr};
+  RowParallelLinear down{nullptr};
+};
+TORCH_MODULE(ParallelMlp);
+
+}  // namespace tandem::parallel

@@ -1,0 +1,131 @@
+#include "tandem/parallel/tensor_parallel.h"
+
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/gelu.h>
+#include <ATen/ops/linear.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "tandem/core/check.h"
+
+namespace tandem::parallel {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Note [Communicator in autograd context]: saved_data holds IValues, which
+// cannot hold a Communicator; the pointer is kept as an integer. The layers'
+// contract (the communicator outlives the graph) keeps it valid.
+int64_t handle(Communicator& comm) { return reinterpret_cast<int64_t>(&comm); }
+Communicator& from_handle(AutogradContext* ctx) {
+  return *reinterpret_cast<Communicator*>(ctx->saved_data["comm"].toInt());
+}
+
+at::Tensor all_reduced(const at::Tensor& t, Communicator& comm) {
+  at::Tensor out = t.contiguous().clone();
+  comm.all_reduce(out);
+  return out;
+}
+
+struct CopyToRegion : torch::autograd::Function<CopyToRegion> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t comm) {
+    ctx->saved_data["comm"] = comm;
+    return x.view_as(x);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {all_reduced(grads[0], from_handle(ctx)), at::Tensor()};
+  }
+};
+
+struct ReduceFromRegion : torch::autograd::Function<ReduceFromRegion> {
+  static at::Tensor forward(AutogradContext*, const at::Tensor& x, int64_t comm) {
+    return all_reduced(x, *reinterpret_cast<Communicator*>(comm));
+  }
+  static variable_list backward(AutogradContext*, variable_list grads) {
+    return {grads[0], at::Tensor()};
+  }
+};
+
+struct GatherFromRegion : torch::autograd::Function<GatherFromRegion> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t comm_handle) {
+    auto& comm = *reinterpret_cast<Communicator*>(comm_handle);
+    ctx->saved_data["comm"] = comm_handle;
+    // Gather the last dimension: move it first, gather flat, move it back.
+    at::Tensor local = x.movedim(-1, 0).contiguous();
+    at::Tensor all = at::empty({local.numel() * comm.size()}, local.options());
+    comm.all_gather(all, local.reshape(-1));
+    std::vector<int64_t> sizes = local.sizes().vec();
+    sizes[0] *= comm.size();
+    return all.view(sizes).movedim(0, -1).contiguous();
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    Communicator& comm = from_handle(ctx);
+    const int64_t width = grads[0].size(-1) / comm.size();
+    return {grads[0].narrow(-1, comm.rank() * width, width).contiguous(), at::Tensor()};
+  }
+};
+
+int64_t split_size(int64_t features, Communicator& comm, const char* what) {
+  TANDEM_CHECK(features % comm.size() == 0,
+               "{}: {} features do not split evenly over {} tensor-parallel ranks", what,
+               features, comm.size());
+  return features / comm.size();
+}
+
+}  // namespace
+
+at::Tensor copy_to_tensor_parallel(const at::Tensor& x, Communicator& comm) {
+  return CopyToRegion::apply(x, handle(comm));
+}
+at::Tensor reduce_from_tensor_parallel(const at::Tensor& x, Communicator& comm) {
+  return ReduceFromRegion::apply(x, handle(comm));
+}
+at::Tensor gather_from_tensor_parallel(const at::Tensor& x, Communicator& comm) {
+  return GatherFromRegion::apply(x, handle(comm));
+}
+
+ColumnParallelLinearImpl::ColumnParallelLinearImpl(const torch::nn::Linear& full,
+                                                   std::shared_ptr<Communicator> comm,
+                                                   bool gather_output)
+    : comm_(std::move(comm)), gather_output_(gather_output) {
+  TANDEM_CHECK(comm_ != nullptr, "ColumnParallelLinear: the communicator is null");
+  const int64_t rows = split_size(full->weight.size(0), *comm_, "ColumnParallelLinear");
+  const int64_t first = comm_->rank() * rows;
+  at::NoGradGuard no_grad;
+  weight = register_parameter("weight", full->weight.narrow(0, first, rows).clone());
+  if (full->bias.defined()) {
+    bias = register_parameter("bias", full->bias.narrow(0, first, rows).clone());
+  }
+}
+
+at::Tensor ColumnParallelLinearImpl::forward(const at::Tensor& x) {
+  at::Tensor y = at::linear(copy_to_tensor_parallel(x, *comm_), weight, bias);
+  return gather_output_ ? gather_from_tensor_parallel(y, *comm_) : y;
+}
+
+RowParallelLinearImpl::RowParallelLinearImpl(const torch::nn::Linear& full,
+                                             std::shared_ptr<Communicator> comm)
+    : comm_(std::move(comm)) {
+  TANDEM_CHECK(comm_ != nullptr, "RowParallelLinear: the communicator is null");
+  const int64_t cols = split_size(full->weight.size(1), *comm_, "RowParallelLinear");
+  at::NoGradGuard no_grad;
+  weight = register_parameter("weight", full->weight.narrow(1, comm_->rank() * cols, cols).clone());
+  if (full->bias.defined()) bias = register_parameter("bias", full->bias.clone());
+}
+
+at::Tensor RowParallelLinearImpl::forward(const at::Tensor& x) {
+  at::Tensor y = reduce_from_tensor_parallel(at::linear(x, weight), *comm_);
+  return bias.defined() ? y + bias : y;
+}
+
+ParallelMlpImpl::ParallelMlpImpl(const torch::nn::Linear& up_full,
+                                 const torch::nn::Linear& down_full,
+                                 std::shared_ptr<Communicator> comm) {
+  up = register_module("up", ColumnParallelLinear(up_full, comm));
+  down = register_module("down", RowParallelLinear(down_full, comm));
+}
+
+at::Tensor ParallelMlpImpl::forward(const at::Tensor& x) { return down(at::gelu(up(x))); }
+
+}  // namespace tandem::parallel
