@@ -4,6 +4,11 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/linear.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/triu.h>
+
+#include <cmath>
+#include <limits>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "tandem/core/check.h"
@@ -117,6 +122,47 @@ RowParallelLinearImpl::RowParallelLinearImpl(const torch::nn::Linear& full,
 at::Tensor RowParallelLinearImpl::forward(const at::Tensor& x) {
   at::Tensor y = reduce_from_tensor_parallel(at::linear(x, weight), *comm_);
   return bias.defined() ? y + bias : y;
+}
+
+ParallelCausalSelfAttentionImpl::ParallelCausalSelfAttentionImpl(
+    const torch::nn::Linear& qkv, const torch::nn::Linear& proj, int64_t heads,
+    std::shared_ptr<Communicator> comm)
+    : comm_(std::move(comm)) {
+  TANDEM_CHECK(comm_ != nullptr, "ParallelCausalSelfAttention: the communicator is null");
+  TANDEM_CHECK(heads % comm_->size() == 0,
+               "ParallelCausalSelfAttention: {} heads do not split evenly over {} "
+               "tensor-parallel ranks",
+               heads, comm_->size());
+  const int64_t width = proj->weight.size(0);
+  TANDEM_CHECK(qkv->weight.size(0) == 3 * width && width % heads == 0,
+               "ParallelCausalSelfAttention: qkv must map {} to 3 x {} features", width, width);
+  local_heads_ = heads / comm_->size();
+  const int64_t rows = width / comm_->size(), first = comm_->rank() * rows;
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> w, b;
+  for (int64_t part = 0; part < 3; ++part) {  // q, k, v
+    w.push_back(qkv->weight.narrow(0, part * width + first, rows));
+    if (qkv->bias.defined()) b.push_back(qkv->bias.narrow(0, part * width + first, rows));
+  }
+  qkv_weight = register_parameter("qkv_weight", at::cat(w).clone());
+  if (!b.empty()) qkv_bias = register_parameter("qkv_bias", at::cat(b).clone());
+  this->proj = register_module("proj", RowParallelLinear(proj, comm_));
+}
+
+at::Tensor ParallelCausalSelfAttentionImpl::forward(const at::Tensor& x) {
+  const int64_t batch = x.size(0), time = x.size(1);
+  const int64_t local_width = qkv_weight.size(0) / 3, head_dim = local_width / local_heads_;
+  at::Tensor fused = at::linear(copy_to_tensor_parallel(x, *comm_), qkv_weight, qkv_bias);
+  std::vector<at::Tensor> qkv = fused.split(local_width, 2);
+  auto heads = [&](const at::Tensor& t) {
+    return t.view({batch, time, local_heads_, head_dim}).transpose(1, 2);
+  };
+  at::Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
+  at::Tensor scores = q.matmul(k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim));
+  at::Tensor future = at::ones({time, time}, x.options().dtype(at::kBool)).triu(1);
+  scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
+  at::Tensor y = scores.softmax(-1).matmul(v).transpose(1, 2).contiguous();
+  return proj(y.view({batch, time, local_width}));
 }
 
 ParallelMlpImpl::ParallelMlpImpl(const torch::nn::Linear& up_full,

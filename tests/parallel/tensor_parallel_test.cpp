@@ -6,6 +6,7 @@
 #include "tandem/parallel/tensor_parallel.h"
 
 #include <ATen/ops/allclose.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/randn.h>
 #include <gtest/gtest.h>
@@ -14,6 +15,7 @@
 
 #include "tandem/comm/backend.h"
 #include "tandem/core/error.h"
+#include "tandem/train/models/gpt_mini.h"
 #include "tests/support/multiproc.h"
 
 namespace tandem::parallel {
@@ -87,6 +89,43 @@ TEST_P(TensorParallel, ParallelMlpTrainsLikeTheFullMlp) {
     expect_close(mlp->up->bias, up->bias.narrow(0, rank * f, f), "up.bias");
     expect_close(mlp->down->weight, down->weight.narrow(1, rank * f, f), "down.weight");
     expect_close(mlp->down->bias, down->bias, "down.bias");
+  });
+}
+
+// GPT-mini's attention (12 heads of width 2, dropout 0) against its heads
+// split over the ranks: same output and input gradient, and the q/k/v and
+// projection gradients are the slices of the full ones.
+TEST_P(TensorParallel, AttentionWithSplitHeadsIsTheFullAttention) {
+  tandem::testing::expect_ranks_succeed(GetParam(), [](int rank, int size, int port) {
+    auto comm = connect(rank, size, port);
+    train::GptMiniOptions o;
+    o.width = 24;
+    o.heads = 12;
+    o.dropout = 0.0;
+    at::manual_seed(3);
+    train::CausalSelfAttention full(o);
+    full->to(at::kDouble);
+    auto child = [&](const std::string& name) {
+      return torch::nn::Linear(
+          std::dynamic_pointer_cast<torch::nn::LinearImpl>(full->named_children()[name]));
+    };
+    torch::nn::Linear qkv = child("qkv"), proj = child("proj");
+    ParallelCausalSelfAttention attn(qkv, proj, o.heads, comm);
+    at::manual_seed(4);
+    at::Tensor x = at::randn({2, 5, 24}, at::kDouble).requires_grad_(true);
+    at::Tensor x_ref = x.detach().clone().requires_grad_(true);
+    at::Tensor y = attn(x), y_ref = full(x_ref);
+    expect_close(y, y_ref, "output");
+    (y * y).sum().backward();
+    (y_ref * y_ref).sum().backward();
+    expect_close(x.grad(), x_ref.grad(), "input gradient");
+    const int64_t rows = 24 / size;
+    at::Tensor want = at::cat({qkv->weight.grad().narrow(0, rank * rows, rows),
+                               qkv->weight.grad().narrow(0, 24 + rank * rows, rows),
+                               qkv->weight.grad().narrow(0, 48 + rank * rows, rows)});
+    expect_close(attn->qkv_weight.grad(), want, "qkv weight gradient");
+    expect_close(attn->proj->weight.grad(), proj->weight.grad().narrow(1, rank * rows, rows),
+                 "proj weight gradient");
   });
 }
 

@@ -11,6 +11,9 @@
 //     (all-reduce forward, identity backward), then the bias is added once.
 //   ParallelMlp: column (h -> f) -> GELU -> row (f -> h): one all-reduce
 //     forward and one backward per block.
+//   ParallelCausalSelfAttention: the heads split across ranks; the fused
+//     q/k/v projection is column-parallel (each rank keeps its heads' rows
+//     of q, k and v), the output projection row-parallel.
 // Layers are built from the unsplit torch::nn::Linear (the same on every
 // rank), so tests and checkpoints can compare against it.
 //
@@ -83,5 +86,25 @@ class ParallelMlpImpl : public torch::nn::Cloneable<ParallelMlpImpl> {
   RowParallelLinear down{nullptr};
 };
 TORCH_MODULE(ParallelMlp);
+
+class ParallelCausalSelfAttentionImpl
+    : public torch::nn::Cloneable<ParallelCausalSelfAttentionImpl> {
+ public:
+  // `qkv`: width -> 3 width (rows q, k, v), `proj`: width -> width, unsplit,
+  // as in GPT-2; `heads` must divide by the ranks (InvalidArgument).
+  ParallelCausalSelfAttentionImpl(const torch::nn::Linear& qkv, const torch::nn::Linear& proj,
+                                  int64_t heads, std::shared_ptr<Communicator> comm);
+  void reset() override {}
+  // x: [batch, time, width]; causal attention over this rank's heads.
+  at::Tensor forward(const at::Tensor& x);
+
+  at::Tensor qkv_weight, qkv_bias;  // [3 width / tp, width]: q, k, v rows of this rank's heads
+  RowParallelLinear proj{nullptr};
+
+ private:
+  std::shared_ptr<Communicator> comm_;
+  int64_t local_heads_ = 0;
+};
+TORCH_MODULE(ParallelCausalSelfAttention);
 
 }  // namespace tandem::parallel
