@@ -71,6 +71,41 @@ struct GatherFromRegion : torch::autograd::Function<GatherFromRegion> {
   }
 };
 
+// Forward: the mean over rows of log(sum_j exp(z_j)) - z_target, with the
+// max, the sum and the target logit all-reduced over the vocabulary's
+// shards. Backward: (softmax - onehot) / N on this rank's columns.
+struct VocabCrossEntropy : torch::autograd::Function<VocabCrossEntropy> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits,
+                            const at::Tensor& target, int64_t comm_handle) {
+    auto& comm = *reinterpret_cast<Communicator*>(comm_handle);
+    const int64_t width = logits.size(1), first = comm.rank() * width;
+    at::Tensor max = std::get<0>(logits.max(1)).contiguous();
+    comm.all_reduce(max, ReduceOp::kMax);
+    at::Tensor shifted = logits - max.unsqueeze(1);
+    at::Tensor exp = shifted.exp();
+    at::Tensor sum = exp.sum(1).contiguous();
+    comm.all_reduce(sum);
+    at::Tensor local = target - first;
+    at::Tensor mine = (local >= 0).logical_and(local < width);
+    at::Tensor picked =
+        shifted.gather(1, local.clamp(0, width - 1).unsqueeze(1)).squeeze(1) * mine;
+    picked = picked.contiguous();
+    comm.all_reduce(picked);
+    ctx->save_for_backward({exp / sum.unsqueeze(1), local, mine});
+    return (sum.log() - picked).mean();
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    at::Tensor grad = saved[0].clone();  // softmax over the full vocabulary, my columns
+    const at::Tensor& local = saved[1];
+    const at::Tensor& mine = saved[2];
+    const int64_t width = grad.size(1);
+    grad.scatter_add_(1, local.clamp(0, width - 1).unsqueeze(1),
+                      -mine.to(grad.scalar_type()).unsqueeze(1));
+    return {grad * (grads[0] / grad.size(0)), at::Tensor(), at::Tensor()};
+  }
+};
+
 int64_t split_size(int64_t features, Communicator& comm, const char* what) {
   TANDEM_CHECK(features % comm.size() == 0,
                "{}: {} features do not split evenly over {} tensor-parallel ranks", what,
@@ -88,6 +123,36 @@ at::Tensor reduce_from_tensor_parallel(const at::Tensor& x, Communicator& comm) 
 }
 at::Tensor gather_from_tensor_parallel(const at::Tensor& x, Communicator& comm) {
   return GatherFromRegion::apply(x, handle(comm));
+}
+
+at::Tensor vocab_parallel_cross_entropy(const at::Tensor& logits, const at::Tensor& target,
+                                        Communicator& comm) {
+  TANDEM_CHECK(logits.dim() == 2 && target.dim() == 1 && target.size(0) == logits.size(0) &&
+                   target.scalar_type() == at::kLong,
+               "vocab_parallel_cross_entropy: logits [N, vocab / tp] and int64 targets [N] "
+               "expected (got {} and {} dims)",
+               logits.dim(), target.dim());
+  return VocabCrossEntropy::apply(logits, target, handle(comm));
+}
+
+VocabParallelEmbeddingImpl::VocabParallelEmbeddingImpl(const torch::nn::Embedding& full,
+                                                       std::shared_ptr<Communicator> comm)
+    : comm_(std::move(comm)) {
+  TANDEM_CHECK(comm_ != nullptr, "VocabParallelEmbedding: the communicator is null");
+  const int64_t rows = split_size(full->weight.size(0), *comm_, "VocabParallelEmbedding");
+  first_ = comm_->rank() * rows;
+  at::NoGradGuard no_grad;
+  weight = register_parameter("weight", full->weight.narrow(0, first_, rows).clone());
+}
+
+at::Tensor VocabParallelEmbeddingImpl::forward(const at::Tensor& tokens) {
+  at::Tensor local = tokens - first_;
+  at::Tensor mine = (local >= 0).logical_and(local < weight.size(0));
+  std::vector<int64_t> shape = tokens.sizes().vec();
+  shape.push_back(weight.size(1));
+  at::Tensor rows =
+      weight.index_select(0, local.clamp(0, weight.size(0) - 1).reshape(-1)).view(shape);
+  return reduce_from_tensor_parallel(rows * mine.unsqueeze(-1).to(rows.scalar_type()), *comm_);
 }
 
 ColumnParallelLinearImpl::ColumnParallelLinearImpl(const torch::nn::Linear& full,

@@ -8,6 +8,7 @@
 #include <ATen/ops/allclose.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/gelu.h>
+#include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
 #include <gtest/gtest.h>
 #include <torch/nn/functional/loss.h>
@@ -126,6 +127,38 @@ TEST_P(TensorParallel, AttentionWithSplitHeadsIsTheFullAttention) {
     expect_close(attn->qkv_weight.grad(), want, "qkv weight gradient");
     expect_close(attn->proj->weight.grad(), proj->weight.grad().narrow(1, rank * rows, rows),
                  "proj weight gradient");
+  });
+}
+
+// A 12-token vocabulary split over the ranks: the embedding equals the full
+// one (and its weight gradient is the rows' slice), and the cross-entropy of
+// the split logits equals the full one, with each rank's columns of the
+// full logits' gradient.
+TEST_P(TensorParallel, VocabularySplitEmbeddingAndCrossEntropy) {
+  tandem::testing::expect_ranks_succeed(GetParam(), [](int rank, int size, int port) {
+    auto comm = connect(rank, size, port);
+    at::manual_seed(5);
+    torch::nn::Embedding full(12, 4);
+    full->to(at::kDouble);
+    VocabParallelEmbedding embedding(full, comm);
+    at::Tensor tokens = at::randint(0, 12, {3, 5}, at::kLong);
+    at::Tensor e = embedding(tokens), e_ref = full(tokens);
+    expect_close(e, e_ref, "embedding");
+    (e * e).sum().backward();
+    (e_ref * e_ref).sum().backward();
+    const int64_t rows = 12 / size;
+    expect_close(embedding->weight.grad(), full->weight.grad().narrow(0, rank * rows, rows),
+                 "embedding weight gradient");
+
+    at::Tensor logits = at::randn({7, 12}, at::kDouble).requires_grad_(true);
+    at::Tensor target = at::randint(0, 12, {7}, at::kLong);
+    at::Tensor mine = logits.detach().narrow(1, rank * rows, rows).clone().requires_grad_(true);
+    at::Tensor loss = vocab_parallel_cross_entropy(mine, target, *comm);
+    at::Tensor loss_ref = torch::nn::functional::cross_entropy(logits, target);
+    EXPECT_NEAR(loss.item<double>(), loss_ref.item<double>(), 1e-12);
+    loss.backward();
+    loss_ref.backward();
+    expect_close(mine.grad(), logits.grad().narrow(1, rank * rows, rows), "logits gradient");
   });
 }
 

@@ -11,6 +11,12 @@
 //     (all-reduce forward, identity backward), then the bias is added once.
 //   ParallelMlp: column (h -> f) -> GELU -> row (f -> h): one all-reduce
 //     forward and one backward per block.
+//   VocabParallelEmbedding: the vocabulary's rows split; each rank looks up
+//     the tokens in its range (zeros elsewhere) and the results are summed.
+//   vocab_parallel_cross_entropy: the mean cross-entropy of logits split
+//     over the vocabulary (a column layer's ungathered output), from the
+//     all-reduced max, sum of exponentials and target logit, never
+//     gathering the full logits.
 //   ParallelCausalSelfAttention: the heads split across ranks; the fused
 //     q/k/v projection is column-parallel (each rank keeps its heads' rows
 //     of q, k and v), the output projection row-parallel.
@@ -25,6 +31,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <torch/nn/cloneable.h>
+#include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
@@ -86,6 +93,29 @@ class ParallelMlpImpl : public torch::nn::Cloneable<ParallelMlpImpl> {
   RowParallelLinear down{nullptr};
 };
 TORCH_MODULE(ParallelMlp);
+
+// Collective. `logits`: [N, vocab / tp], this rank's columns in rank order;
+// `target`: [N] int64 token ids over the whole vocabulary. Returns the mean
+// loss (the same on every rank); backward gives each rank its columns of
+// the full gradient.
+at::Tensor vocab_parallel_cross_entropy(const at::Tensor& logits, const at::Tensor& target,
+                                        Communicator& comm);
+
+class VocabParallelEmbeddingImpl : public torch::nn::Cloneable<VocabParallelEmbeddingImpl> {
+ public:
+  // This rank's num_embeddings / size() rows of `full` (InvalidArgument
+  // unless they divide evenly).
+  VocabParallelEmbeddingImpl(const torch::nn::Embedding& full, std::shared_ptr<Communicator> comm);
+  void reset() override {}
+  at::Tensor forward(const at::Tensor& tokens);
+
+  at::Tensor weight;  // [vocab / tp, width]
+
+ private:
+  std::shared_ptr<Communicator> comm_;
+  int64_t first_ = 0;
+};
+TORCH_MODULE(VocabParallelEmbedding);
 
 class ParallelCausalSelfAttentionImpl
     : public torch::nn::Cloneable<ParallelCausalSelfAttentionImpl> {
