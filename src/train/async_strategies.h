@@ -1,13 +1,25 @@
 // Private to train/: the factory of the strategies in async_strategies.cpp
 // (ps, easgd, gossip, local-sgd, and ddp with backup workers), for
-// make_strategy().
+// make_strategy(), and the checks and report lines the trainer prints for them.
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "tandem/train/strategy.h"
 
 namespace tandem::train {
+
+// Checks the options of these strategies and of straggler injection
+// (InvalidArgument naming the flag); `world` counts every rank.
+void validate_async(const TrainerOptions& o, int world);
+
+// " (3 workers + 1 server, staleness 2)": the strategy's knobs and any
+// straggler injection, for the trainer's header line.
+std::string strategy_details(const TrainerOptions& o, int world);
+
+// Rank 0's strategy measurements, one line ending in a newline.
+std::string strategy_summary(const TrainerOptions& o, const TrainSummary& s);
 
 // True when o.strategy is built by make_async_strategy.
 bool is_async_strategy(const TrainerOptions& o);

@@ -29,13 +29,12 @@
 #include "tandem/train/sharded_checkpoint.h"
 #include "tandem/train/strategy.h"
 #include "tandem/train/straggler.h"
+#include "train/async_strategies.h"
 
 namespace tandem::train {
 namespace {
 
 using Seconds = std::chrono::duration<double>;
-
-void validate_async(const TrainerOptions& o, int world);
 
 void validate(const TrainerOptions& o, int world) {
   TANDEM_CHECK(o.batch_size >= 1, "--batch-size must be at least 1 (got {})", o.batch_size);
@@ -80,69 +79,6 @@ void validate(const TrainerOptions& o, int world) {
   parse_lr_schedule(o.schedule);
 }
 
-// The options of the asynchronous strategies and of straggler injection.
-void validate_async(const TrainerOptions& o, int world) {
-  parse_inject_delay(o.inject_delay);
-  parse_inject_slowdown(o.inject_slowdown);
-  TANDEM_CHECK(o.backup_workers >= 0, "--backup-workers must be >= 0 (got {})", o.backup_workers);
-  TANDEM_CHECK(o.backup_workers == 0 || o.strategy == "ddp",
-               "--backup-workers is for --strategy ddp (got --strategy {})", o.strategy);
-  TANDEM_CHECK(o.backup_workers == 0 || o.steps > 0,
-               "--backup-workers needs --steps: the servers end the run after that many applied "
-               "steps");
-  const int servers = servers_for(o);
-  if (servers > 0) {
-    TANDEM_CHECK(o.servers >= 1 && o.servers < world,
-                 "--strategy {} serves parameters from the last --servers ranks and trains on the "
-                 "others: --servers {} with {} rank(s) leaves {} worker(s); it needs at least one "
-                 "server and one worker (launch more ranks or change --servers)",
-                 o.strategy, o.servers, world, std::max(world - o.servers, 0));
-    TANDEM_CHECK(o.backup_workers < world - o.servers,
-                 "--backup-workers {} must be below the {} workers ({} ranks - {} servers)",
-                 o.backup_workers, world - o.servers, world, o.servers);
-  }
-  TANDEM_CHECK(o.staleness >= -1, "--staleness must be >= -1 (-1: none; got {})", o.staleness);
-  TANDEM_CHECK(o.tau >= 1, "--tau must be at least 1 (got {})", o.tau);
-  TANDEM_CHECK(o.alpha > 0 && o.alpha <= 1, "--alpha must be in (0, 1] (got {})", o.alpha);
-  TANDEM_CHECK(o.sync_every >= 1, "--sync-every must be at least 1 (got {})", o.sync_every);
-  TANDEM_CHECK(o.gossip == "push" || o.gossip == "pull", "--gossip {} is not one of push, pull",
-               o.gossip);
-  TANDEM_CHECK(o.strategy != "gossip" || world >= 2,
-               "--strategy gossip needs at least 2 ranks (got {})", world);
-  const bool async = o.strategy == "ps" || o.strategy == "easgd" || o.strategy == "gossip" ||
-                     o.strategy == "local-sgd" || o.backup_workers > 0;
-  TANDEM_CHECK(!async || (o.checkpoint_dir.empty() && !o.resume),
-               "--checkpoint-dir: --strategy {}{} does not write checkpoints yet (its workers "
-               "hold different parameters); use ddp or zero1-3 for resumable runs",
-               o.strategy, o.backup_workers > 0 ? " with --backup-workers" : "");
-  TANDEM_CHECK(!async || o.grad_compression == "none",
-               "--grad-compression needs plain --strategy ddp");
-}
-
-// " (3 workers + 1 server, staleness 2)": the strategy's knobs, for the header line.
-std::string strategy_details(const TrainerOptions& o, int world) {
-  std::string d;
-  const int servers = servers_for(o);
-  const std::string roles = fmt::format("{} workers + {} server{}", world - servers, servers,
-                                        servers == 1 ? "" : "s");
-  if (o.strategy == "ps") {
-    d = fmt::format(" ({}, staleness {})", roles,
-                    o.staleness < 0 ? std::string("unbounded") : std::to_string(o.staleness));
-  } else if (o.strategy == "easgd") {
-    d = fmt::format(" ({}, tau {}, alpha {})", roles, o.tau, o.alpha);
-  } else if (o.backup_workers > 0) {
-    d = fmt::format(" ({}, {} backup worker{})", roles, o.backup_workers,
-                    o.backup_workers == 1 ? "" : "s");
-  } else if (o.strategy == "gossip") {
-    d = fmt::format(" ({})", o.gossip);
-  } else if (o.strategy == "local-sgd") {
-    d = fmt::format(" (average every {} steps)", o.sync_every);
-  }
-  if (!o.inject_delay.empty()) d += fmt::format(", inject-delay {}", o.inject_delay);
-  if (!o.inject_slowdown.empty()) d += fmt::format(", inject-slowdown {}", o.inject_slowdown);
-  return d;
-}
-
 // --metrics FILE with {rank} expanded, for appending; closed if none.
 std::ofstream open_metrics(const TrainerOptions& o, int rank) {
   std::ofstream metrics;
@@ -172,24 +108,6 @@ void write_summary_line(std::ostream& metrics, const TrainerOptions& o, int rank
   line["staleness_histogram"] = histogram;
   if (s.consensus_distance >= 0) line["consensus_distance"] = s.consensus_distance;
   metrics << line.dump() << "\n";
-}
-
-// Rank 0's strategy measurements, one line.
-std::string strategy_summary(const TrainerOptions& o, const TrainSummary& s) {
-  std::string line = fmt::format("strategy {} on rank 0: {:.1f} ms/step, waiting {:.1f} ms/step",
-                                 o.strategy, s.mean_step_seconds * 1e3,
-                                 s.steps > 0 ? s.wait_seconds * 1e3 / s.steps : 0.0);
-  if (!s.staleness_histogram.empty()) {
-    std::vector<std::string> bins;
-    for (const auto& [k, n] : s.staleness_histogram) bins.push_back(fmt::format("{}: {}", k, n));
-    line += fmt::format("; {} histogram {{{}}}", o.strategy == "easgd" ? "delay" : "staleness",
-                        fmt::join(bins, ", "));
-  }
-  if (o.backup_workers > 0) line += fmt::format("; dropped gradients {}", s.dropped_gradients);
-  if (s.consensus_distance >= 0) {
-    line += fmt::format("; consensus distance {:.4g}", s.consensus_distance);
-  }
-  return line + "\n";
 }
 
 // The settings a resumed run must share with the run that wrote the checkpoint
