@@ -15,10 +15,10 @@
 
 #include <tuple>
 
-#include "tandem/comm/backend.h"
 #include "tandem/core/error.h"
 #include "tandem/parallel/allocator_stats.h"
 #include "tests/support/multiproc.h"
+#include "tests/support/rank_init.h"
 
 namespace tandem::parallel {
 namespace {
@@ -50,10 +50,7 @@ std::unique_ptr<torch::optim::SGD> sgd(std::vector<at::Tensor> params) {
 }
 
 std::shared_ptr<Communicator> connect(int rank, int size, int port) {
-  auto store = make_tcp_store("127.0.0.1", port, rank == 0, Millis(30'000));
-  BackendOptions o{rank, size, with_prefix(store, "pipe"), Millis(30'000),
-                   "pipe-test-" + std::to_string(port)};
-  return make_shm_communicator(o);
+  return tandem::testing::shm_rank(rank, size, port, "pipe");
 }
 
 using Case = std::tuple<int, PipelineScheduleKind, int>;  // stages, schedule, micro-batches

@@ -14,19 +14,16 @@
 #include <torch/nn/functional/loss.h>
 #include <torch/optim/sgd.h>
 
-#include "tandem/comm/backend.h"
 #include "tandem/core/error.h"
 #include "tandem/train/models/gpt_mini.h"
 #include "tests/support/multiproc.h"
+#include "tests/support/rank_init.h"
 
 namespace tandem::parallel {
 namespace {
 
 std::shared_ptr<Communicator> connect(int rank, int size, int port) {
-  auto store = make_tcp_store("127.0.0.1", port, rank == 0, Millis(30'000));
-  BackendOptions o{rank, size, with_prefix(store, "tp"), Millis(30'000),
-                   "tp-test-" + std::to_string(port)};
-  return make_shm_communicator(o);
+  return tandem::testing::shm_rank(rank, size, port, "tp");
 }
 
 torch::nn::Linear linear(int64_t in, int64_t out, int seed) {

@@ -20,6 +20,7 @@
 #include "tandem/core/error.h"
 #include "tandem/train/trainer.h"
 #include "tests/support/multiproc.h"
+#include "tests/support/rank_init.h"
 #include "tests/train/data/temp_dir.h"
 
 namespace tandem::train {
@@ -307,17 +308,7 @@ TEST_P(ResumeTwoRanks, DdpGivesTheSameParametersOnBothRanks) {
   tandem::testing::expect_ranks_succeed(
       2,
       [&](int rank, int size, int port) {
-        RendezvousInfo info;
-        info.rank = rank;
-        info.world_size = size;
-        info.local_rank = rank;
-        info.local_world_size = size;
-        info.master_port = port;
-        info.source = "torchrun";
-        InitOptions io;
-        io.backend = backend;
-        io.timeout = Millis(60'000);
-        auto comm = tandem::init(info, io);
+        auto comm = tandem::testing::init_rank(rank, size, port, backend);
         ASSERT_EQ(comm->backend(), backend);
 
         TrainerOptions o = resume_run_options(8);

@@ -154,17 +154,7 @@ TEST(ShardedTraining, WrongGlobalBatchOnResumeIsNamed) {
   second.checkpoint_dir = dir.path().string();
   second.resume = true;
   auto results = tandem::testing::run_ranks(2, [&](int rank, int size, int port) {
-    RendezvousInfo info;
-    info.rank = rank;
-    info.world_size = size;
-    info.local_rank = rank;
-    info.local_world_size = size;
-    info.master_port = port;
-    info.source = "torchrun";
-    InitOptions io;
-    io.backend = "shm";
-    io.timeout = Millis(20'000);
-    auto comm = tandem::init(info, io);
+    auto comm = tandem::testing::init_rank(rank, size, port, "shm", Millis(20'000));
     try {
       train(second, comm, nullptr);
     } catch (const CheckpointError& e) {
