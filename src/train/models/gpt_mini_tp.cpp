@@ -1,0 +1,89 @@
+#include "tandem/train/models/gpt_mini_tp.h"
+
+#include <ATen/ops/arange.h>
+
+#include "tandem/core/check.h"
+
+namespace tandem::train {
+namespace {
+
+// A child of `parent` by name, as the holder type H (the full model's
+// members are private; their names are the registered ones).
+template <typename H>
+H child(torch::nn::Module& parent, const std::string& name) {
+  auto m = std::dynamic_pointer_cast<typename H::ContainedType>(parent.named_children()[name]);
+  TANDEM_CHECK(m != nullptr, "TensorParallelGptMini: the model has no '{}' of the expected type",
+               name);
+  return H(m);
+}
+
+// A replicated copy: the same values on every rank, a parameter of its own.
+template <typename H>
+H replica(const H& full) {
+  return H(std::dynamic_pointer_cast<typename H::ContainedType>(full->clone()));
+}
+
+}  // namespace
+
+TensorParallelGptBlockImpl::TensorParallelGptBlockImpl(GptBlockImpl& full, int64_t heads,
+                                                       const std::shared_ptr<Communicator>& comm) {
+  ln1 = register_module("ln1", replica(child<torch::nn::LayerNorm>(full, "ln1")));
+  ln2 = register_module("ln2", replica(child<torch::nn::LayerNorm>(full, "ln2")));
+  auto& attention = *full.named_children()["attn"];
+  attn = register_module(
+      "attn", parallel::ParallelCausalSelfAttention(child<torch::nn::Linear>(attention, "qkv"),
+                                                    child<torch::nn::Linear>(attention, "proj"),
+                                                    heads, comm));
+  mlp = register_module("mlp", parallel::ParallelMlp(child<torch::nn::Linear>(full, "fc"),
+                                                     child<torch::nn::Linear>(full, "fc_proj"),
+                                                     comm));
+}
+
+at::Tensor TensorParallelGptBlockImpl::forward(const at::Tensor& x) {
+  at::Tensor h = x + attn(ln1(x));
+  return h + mlp(ln2(h));
+}
+
+TensorParallelGptMiniImpl::TensorParallelGptMiniImpl(GptMiniImpl& full,
+                                                     std::shared_ptr<Communicator> comm)
+    : comm_(std::move(comm)) {
+  TANDEM_CHECK(comm_ != nullptr, "TensorParallelGptMini: the communicator is null");
+  const GptMiniOptions& o = full.options();
+  TANDEM_CHECK(o.dropout == 0.0,
+               "TensorParallelGptMini: dropout must be 0 (got {}); ranks would drop different "
+               "units of the replicated activations",
+               o.dropout);
+  TANDEM_CHECK(o.heads % comm_->size() == 0 && o.vocab % comm_->size() == 0,
+               "TensorParallelGptMini: {} heads and a vocabulary of {} must divide by the {} "
+               "tensor-parallel ranks",
+               o.heads, o.vocab, comm_->size());
+  token_embedding = register_module(
+      "token_embedding",
+      parallel::VocabParallelEmbedding(child<torch::nn::Embedding>(full, "token_embedding"),
+                                       comm_));
+  position_embedding = register_module(
+      "position_embedding", replica(child<torch::nn::Embedding>(full, "position_embedding")));
+  blocks = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < o.layers; ++i) {
+    auto& block = *std::dynamic_pointer_cast<GptBlockImpl>(
+        full.named_children()["block" + std::to_string(i)]);
+    blocks->push_back(TensorParallelGptBlock(block, o.heads, comm_));
+  }
+  ln_final = register_module("ln_final", replica(child<torch::nn::LayerNorm>(full, "ln_final")));
+  lm_head = register_module(
+      "lm_head", parallel::ColumnParallelLinear(child<torch::nn::Linear>(full, "lm_head"), comm_));
+}
+
+at::Tensor TensorParallelGptMiniImpl::forward(const at::Tensor& tokens) {
+  at::Tensor positions = at::arange(tokens.size(1), tokens.options());
+  at::Tensor x = token_embedding(tokens) + position_embedding(positions);
+  for (const auto& block : *blocks) x = block->as<TensorParallelGptBlockImpl>()->forward(x);
+  return lm_head(ln_final(x));
+}
+
+at::Tensor TensorParallelGptMiniImpl::loss(const at::Tensor& logits, const at::Tensor& target) {
+  return parallel::vocab_parallel_cross_entropy(logits.reshape({-1, logits.size(-1)}),
+                                                target.reshape({-1}), *comm_);
+}
+
+}  // namespace tandem::train
