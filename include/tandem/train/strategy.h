@@ -1,8 +1,9 @@
 // Strategy: the trainer's view of a parallel strategy, what `tandem train
 // --strategy` selects (none, ddp, zero1, zero2, zero3, ps, easgd, gossip,
-// local-sgd), usable on its own (the benchmarks do). Each one owns the optimizer (a sharded strategy steps only
-// its shard) and knows how its state goes into a checkpoint: whole-model
-// files for none/ddp, one shard per rank for the ZeRO stages.
+// local-sgd), usable on its own (the benchmarks do). Each one owns the
+// optimizer (a sharded strategy steps only its shard; under ps and backup
+// workers the servers step) and knows how its state goes into a checkpoint:
+// whole-model files for none/ddp, one shard per rank for the ZeRO stages.
 // Construction and step() are collective for the synchronous strategies
 // (over the training ranks); ps, easgd and gossip talk point to point and
 // never wait for a slow worker. The trainer's call order (zero_grad,
@@ -55,8 +56,9 @@ class Strategy {
   // Model-state bytes this rank holds, measured (now and at peak).
   virtual parallel::MemoryAccounting memory() const = 0;
 
-  // False for strategies whose ranks progress on their own (ps, easgd,
-  // gossip): the trainer then logs each rank's own loss, with no collective.
+  // False for strategies whose ranks do not meet every step (ps, easgd,
+  // gossip, local-sgd, backup workers): the trainer then logs each rank's
+  // own loss, with no collective.
   virtual bool synchronous() const { return true; }
   // True once the servers said the run is over (ddp with backup workers,
   // whose slow worker's steps do not count).
