@@ -265,8 +265,7 @@ void validate_async(const TrainerOptions& o, int world) {
                o.gossip);
   TANDEM_CHECK(o.strategy != "gossip" || world >= 2,
                "--strategy gossip needs at least 2 ranks (got {})", world);
-  const bool async = o.strategy == "ps" || o.strategy == "easgd" || o.strategy == "gossip" ||
-                     o.strategy == "local-sgd" || o.backup_workers > 0;
+  const bool async = is_async_strategy(o);
   TANDEM_CHECK(!async || (o.checkpoint_dir.empty() && !o.resume),
                "--checkpoint-dir: --strategy {}{} does not write checkpoints yet (its workers "
                "hold different parameters); use ddp or zero1-3 for resumable runs",

@@ -21,6 +21,7 @@
 
 #include "tandem/core/check.h"
 #include "tandem/core/trace.h"
+#include "tandem/parallel/async/parameter_server.h"
 #include "tandem/train/checkpoint.h"
 #include "tandem/train/data/distributed_sampler.h"
 #include "tandem/train/data/make_dataset.h"
@@ -307,7 +308,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   // others train; the trainer's collectives (log, eval) run among the latter.
   std::shared_ptr<Communicator> workers = comm;
   if (servers_for(o) > 0) {
-    const bool serving = comm->rank() >= comm->size() - o.servers;
+    const bool serving = parallel::PsRoles::of(comm->size(), o.servers).is_server(comm->rank());
     workers = comm->split(serving ? 1 : 0);
     if (serving) {
       TrainSummary s = serve_parameters(o, model.ptr(), comm);

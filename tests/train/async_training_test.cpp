@@ -158,7 +158,7 @@ TEST(AsyncTraining, BackupWorkerTrainsConvNetAndDropsTheStraggler) {
 }
 
 TEST(AsyncTraining, FlagsAreChecked) {
-  auto comm_free = [](TrainerOptions o, const std::string& words) {
+  auto expect_rejected = [](TrainerOptions o, const std::string& words) {
     tandem::testing::expect_ranks_succeed(2, [&](int rank, int size, int port) {
       try {
         train(o, init_rank(rank, size, port), nullptr);
@@ -170,22 +170,22 @@ TEST(AsyncTraining, FlagsAreChecked) {
   };
   auto o = convnet("ps");
   o.servers = 2;
-  comm_free(o, "--servers 2 with 2 rank(s) leaves 0 worker(s)");
+  expect_rejected(o, "--servers 2 with 2 rank(s) leaves 0 worker(s)");
   o = convnet("gossip");
   o.gossip = "sideways";
-  comm_free(o, "--gossip sideways");
+  expect_rejected(o, "--gossip sideways");
   o = convnet("local-sgd");
   o.checkpoint_dir = "/tmp/never";
-  comm_free(o, "does not write checkpoints");
+  expect_rejected(o, "does not write checkpoints");
   o = convnet("zero2");
   o.backup_workers = 1;
-  comm_free(o, "--backup-workers is for --strategy ddp");
+  expect_rejected(o, "--backup-workers is for --strategy ddp");
   o = convnet("easgd");
   o.alpha = 1.5;
-  comm_free(o, "--alpha");
+  expect_rejected(o, "--alpha");
   o = convnet("ddp");
   o.inject_delay = "ranks=1,ms=fast";
-  comm_free(o, "ms=fast is not a number");
+  expect_rejected(o, "ms=fast is not a number");
 }
 
 }  // namespace

@@ -68,8 +68,18 @@ struct Run {
   int64_t samples = 0;          // over all workers
 };
 
-std::vector<std::string> train_args(const Options& o, const std::string& strategy,
-                                    const std::string& straggler_flags, const fs::path& dir) {
+// The straggler of each strategy's second run: --inject-delay and/or
+// --inject-slowdown as given, or kDefaultDelay when neither is.
+std::vector<std::pair<std::string, std::string>> straggler_flags(const Options& o) {
+  if (o.inject_delay.empty() && o.inject_slowdown.empty()) return {{"inject-delay", kDefaultDelay}};
+  std::vector<std::pair<std::string, std::string>> flags;
+  if (!o.inject_delay.empty()) flags.emplace_back("inject-delay", o.inject_delay);
+  if (!o.inject_slowdown.empty()) flags.emplace_back("inject-slowdown", o.inject_slowdown);
+  return flags;
+}
+
+std::vector<std::string> train_args(const Options& o, const std::string& strategy, bool slow,
+                                    const fs::path& dir) {
   std::vector<std::string> a = {"tandem", "train", "--model", o.model, "--data", o.data,
                                 "--dataset-size", std::to_string(o.dataset_size),
                                 "--data-noise", fmt::format("{}", o.data_noise),
@@ -90,12 +100,8 @@ std::vector<std::string> train_args(const Options& o, const std::string& strateg
     a.insert(a.end(), {"--tau", std::to_string(o.tau), "--alpha", fmt::format("{}", o.alpha)});
   }
   if (strategy == "local-sgd") a.insert(a.end(), {"--sync-every", std::to_string(o.sync_every)});
-  if (!straggler_flags.empty()) {
-    const std::string delay = o.inject_delay.empty() && o.inject_slowdown.empty()
-                                  ? std::string(kDefaultDelay)
-                                  : o.inject_delay;
-    if (!delay.empty()) a.insert(a.end(), {"--inject-delay", delay});
-    if (!o.inject_slowdown.empty()) a.insert(a.end(), {"--inject-slowdown", o.inject_slowdown});
+  if (slow) {
+    for (const auto& [flag, value] : straggler_flags(o)) a.insert(a.end(), {"--" + flag, value});
   }
   return a;
 }
@@ -254,11 +260,9 @@ int run(const Options& o) {
                  "gossip, gossip-pull, local-sgd",
                  s);
   }
-  const std::string straggler = o.inject_delay.empty() && o.inject_slowdown.empty()
-                                    ? fmt::format("inject-delay {}", kDefaultDelay)
-                                    : fmt::format("{}{}{}", o.inject_delay.empty() ? "" : "inject-delay " + o.inject_delay,
-                                                  !o.inject_delay.empty() && !o.inject_slowdown.empty() ? ", " : "",
-                                                  o.inject_slowdown.empty() ? "" : "inject-slowdown " + o.inject_slowdown);
+  std::vector<std::string> labels;
+  for (const auto& [flag, value] : straggler_flags(o)) labels.push_back(flag + " " + value);
+  const std::string straggler = fmt::format("{}", fmt::join(labels, ", "));
   std::ofstream json(o.out + ".jsonl");
   std::ofstream csv(o.out + ".csv");
   TANDEM_CHECK(json.good() && csv.good(), "bench strategies: cannot write {}.jsonl / {}.csv", o.out,
@@ -275,7 +279,7 @@ int run(const Options& o) {
       Run r;
       r.strategy = strategy;
       r.straggler = slow ? straggler : "none";
-      r.error = run_ranks(o, train_args(o, strategy, slow ? "yes" : "", dir), dir);
+      r.error = run_ranks(o, train_args(o, strategy, slow, dir), dir);
       r.ok = r.error.empty();
       if (r.ok) measure(o, dir, r);
       all_ok = all_ok && r.ok;

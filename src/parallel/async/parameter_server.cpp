@@ -221,15 +221,7 @@ void ParameterServer::apply_sync(int worker, int64_t step, double lr, const at::
     sum_.add_(grad);
     ++contributors_;
     sync_lr_ = lr;
-    const int active = static_cast<int>(std::count(active_.begin(), active_.end(), true));
-    const int quorum = std::min(roles_.workers - options_.backup_workers, active);
-    if (contributors_ >= quorum) {
-      optimizer_step(sum_.div(static_cast<double>(contributors_)), lr);
-      sum_.zero_();
-      contributors_ = 0;
-      ++version_;
-      changed_.notify_all();
-    } else {
+    if (!complete_sync_step_if_quorum()) {
       wait_for(lock, worker, "the other workers' gradients of this step",
                [&] { return version_ > step; });
     }
@@ -264,16 +256,22 @@ void ParameterServer::finish_worker(int worker) {
   std::lock_guard<std::mutex> lock(mutex_);
   active_[static_cast<size_t>(worker)] = false;
   // A backup quorum may now be met by the workers still running.
-  if (options_.mode == PsMode::kSync && contributors_ > 0) {
-    const int active = static_cast<int>(std::count(active_.begin(), active_.end(), true));
-    if (contributors_ >= std::min(roles_.workers - options_.backup_workers, active)) {
-      optimizer_step(sum_.div(static_cast<double>(contributors_)), sync_lr_);
-      sum_.zero_();
-      contributors_ = 0;
-      ++version_;
-    }
-  }
+  if (options_.mode == PsMode::kSync) complete_sync_step_if_quorum();
   changed_.notify_all();
+}
+
+// kSync: applies the mean of this step's gradients once the first
+// (workers - backup_workers) of them, or every still-active worker's, are in.
+bool ParameterServer::complete_sync_step_if_quorum() {
+  const int active = static_cast<int>(std::count(active_.begin(), active_.end(), true));
+  const int quorum = std::min(roles_.workers - options_.backup_workers, active);
+  if (contributors_ == 0 || contributors_ < quorum) return false;
+  optimizer_step(sum_.div(static_cast<double>(contributors_)), sync_lr_);
+  sum_.zero_();
+  contributors_ = 0;
+  ++version_;
+  changed_.notify_all();
+  return true;
 }
 
 int64_t ParameterServer::min_active_clock() const {

@@ -124,6 +124,7 @@ class ParameterServer {
   void apply_elastic(int worker, const at::Tensor& params, const at::Tensor& reply,
                      double* header);
   void fill_reply_header(double* header) const;  // mutex_ held
+  bool complete_sync_step_if_quorum();            // mutex_ held; true if it stepped
   void optimizer_step(const at::Tensor& grad, double lr);
   void finish_worker(int worker);
   int64_t min_active_clock() const;
