@@ -1,8 +1,14 @@
 #include "tandem/parallel/pipeline.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
 #include <fmt/format.h>
+
+#include <chrono>
+#include <mutex>
 
 #include "tandem/core/check.h"
 
@@ -13,6 +19,18 @@ namespace {
 constexpr int kForwardHeader = 8100, kForwardData = 8101;
 constexpr int kBackwardHeader = 8102, kBackwardData = 8103;
 constexpr int64_t kMaxDims = 8;
+
+at::Tensor cpu_rng_state() {
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+void set_cpu_rng_state(const at::Tensor& state) {
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
 
 }  // namespace
 
@@ -78,73 +96,161 @@ at::Tensor Pipeline::recv_tensor(int peer, int tag) {
   return data;
 }
 
-void Pipeline::forward(int mb, const std::vector<at::Tensor>& inputs,
-                       const std::vector<at::Tensor>& targets, const PipelineLoss& loss) {
-  const bool first = stage() == 0, last = stage() == stages() - 1;
-  at::Tensor x = first ? inputs[static_cast<size_t>(mb)]
-                       : recv_tensor(stage() - 1, kForwardHeader).requires_grad_(true);
-  stage_inputs_[static_cast<size_t>(mb)] = x;
-  at::Tensor y = stage_->forward(x);
-  if (last) {
-    at::Tensor l = loss(y, targets[static_cast<size_t>(mb)]) / options_.micro_batches;
-    loss_sum_ += l.item<double>();
-    stage_outputs_[static_cast<size_t>(mb)] = l;
-  } else {
-    send_tensor(y, stage() + 1, kForwardHeader);
-    stage_outputs_[static_cast<size_t>(mb)] = y;
-  }
+void Pipeline::span(const std::string& name, const char* lane, TraceRecorder::TimePoint start) {
+  if (options_.trace) options_.trace->span(name, lane, start, std::chrono::steady_clock::now());
 }
 
-void Pipeline::backward(int mb) {
-  const bool first = stage() == 0, last = stage() == stages() - 1;
-  at::Tensor& out = stage_outputs_[static_cast<size_t>(mb)];
-  if (last) {
-    out.backward();
+at::Tensor Pipeline::receive_input(int mb, const std::vector<at::Tensor>& inputs) {
+  if (stage() == 0) return inputs[static_cast<size_t>(mb)];
+  const auto t0 = std::chrono::steady_clock::now();
+  at::Tensor x = recv_tensor(stage() - 1, kForwardHeader);
+  span("wait", "comm", t0);
+  return x;
+}
+
+at::Tensor Pipeline::run_stage(int mb, const at::Tensor& x) {
+  at::Tensor y = stage_->forward(x);
+  if (stage() != stages() - 1) return y;
+  return (*loss_)(y, targets_[static_cast<size_t>(mb)]) / options_.micro_batches;
+}
+
+void Pipeline::forward(int mb, const std::vector<at::Tensor>& inputs) {
+  const auto i = static_cast<size_t>(mb);
+  at::Tensor x = receive_input(mb, inputs);
+  const auto t0 = std::chrono::steady_clock::now();
+  at::Tensor y;
+  if (options_.recompute) {
+    // Keep the input and the RNG state; the activations die with the guard.
+    rng_states_[i] = cpu_rng_state();
+    at::NoGradGuard no_grad;
+    y = run_stage(mb, x);
   } else {
-    at::Tensor grad = recv_tensor(stage() + 1, kBackwardHeader);
-    out.backward(grad);
+    if (stage() > 0) x.requires_grad_(true);
+    y = run_stage(mb, x);
   }
+  compute_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  span(fmt::format("F{}", mb), "stage", t0);
+  stage_inputs_[i] = x;
+  if (stage() == stages() - 1) {
+    loss_sum_ += y.item<double>();
+  } else {
+    send_tensor(y, stage() + 1, kForwardHeader);
+  }
+  if (!options_.recompute) stage_outputs_[i] = y;
+}
+
+void Pipeline::backward(int mb, bool last_backward) {
+  const auto i = static_cast<size_t>(mb);
+  const bool first = stage() == 0, last = stage() == stages() - 1;
+  at::Tensor grad;
+  if (!last) {
+    const auto t0 = std::chrono::steady_clock::now();
+    grad = recv_tensor(stage() + 1, kBackwardHeader);
+    span("wait", "comm", t0);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  at::Tensor& in = stage_inputs_[i];
+  at::Tensor& out = stage_outputs_[i];
+  if (options_.recompute) {
+    // The same forward again, now recording the graph, with the RNG as it was.
+    const at::Tensor now = cpu_rng_state();
+    set_cpu_rng_state(rng_states_[i]);
+    if (!first) in.requires_grad_(true);
+    out = run_stage(mb, in);
+    set_cpu_rng_state(now);
+    rng_states_[i] = at::Tensor();
+    span(fmt::format("R{}", mb), "stage", t0);
+  }
+  const auto t1 = std::chrono::steady_clock::now();
+  auto run = [&] {
+    if (last) {
+      out.backward();
+    } else {
+      out.backward(grad);
+    }
+  };
+  if (options_.wrap_backward) {
+    options_.wrap_backward(last_backward, run);
+  } else {
+    run();
+  }
+  compute_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  span(fmt::format("B{}", mb), "stage", t1);
   out = at::Tensor();  // frees this micro-batch's activations
-  at::Tensor& in = stage_inputs_[static_cast<size_t>(mb)];
   if (!first) send_tensor(in.grad(), stage() - 1, kBackwardHeader);
   in = at::Tensor();
 }
 
+void Pipeline::finish_sends() {
+  for (auto& s : sends_) s.work->wait(comm_->timeout());
+  sends_.clear();
+}
+
+std::vector<at::Tensor> Pipeline::split(const at::Tensor& t, bool needed, const char* what) const {
+  if (!needed) return {};
+  const int m = options_.micro_batches;
+  TANDEM_CHECK(t.defined() && t.size(0) % m == 0,
+               "Pipeline: the {} ({} samples) do not split into {} micro-batches", what,
+               t.defined() ? t.size(0) : 0, m);
+  return t.chunk(m);
+}
+
 PipelineStepStats Pipeline::train_step(const at::Tensor& input, const at::Tensor& target,
                                        const PipelineLoss& loss) {
+  const auto start = std::chrono::steady_clock::now();
   const int m = options_.micro_batches;
-  const bool first = stage() == 0, last = stage() == stages() - 1;
-  std::vector<at::Tensor> inputs, targets;
-  if (first) {
-    TANDEM_CHECK(input.defined() && input.size(0) % m == 0,
-                 "Pipeline: the batch of {} samples does not split into {} micro-batches",
-                 input.defined() ? input.size(0) : 0, m);
-    inputs = input.chunk(m);
-  }
-  if (last) {
-    TANDEM_CHECK(target.defined() && target.size(0) % m == 0,
-                 "Pipeline: the targets ({} samples) do not split into {} micro-batches",
-                 target.defined() ? target.size(0) : 0, m);
-    targets = target.chunk(m);
-  }
+  std::vector<at::Tensor> inputs = split(input, stage() == 0, "inputs");
+  targets_ = split(target, stage() == stages() - 1, "targets");
+  loss_ = &loss;
   stage_inputs_.assign(static_cast<size_t>(m), at::Tensor());
   stage_outputs_.assign(static_cast<size_t>(m), at::Tensor());
+  rng_states_.assign(static_cast<size_t>(m), at::Tensor());
   loss_sum_ = 0;
+  compute_seconds_ = 0;
   const auto actions = pipeline_schedule(options_.schedule, stage(), stages(), m);
-  for (const auto& a : actions) {
-    if (a.forward) {
-      forward(a.micro_batch, inputs, targets, loss);
+  for (size_t a = 0; a < actions.size(); ++a) {
+    if (actions[a].forward) {
+      forward(actions[a].micro_batch, inputs);
     } else {
-      backward(a.micro_batch);
+      backward(actions[a].micro_batch, a + 1 == actions.size());
     }
     release_sent();
   }
-  for (auto& s : sends_) s.work->wait(comm_->timeout());
-  sends_.clear();
+  finish_sends();
+  targets_.clear();
+  loss_ = nullptr;
   // Every stage learns the loss (the last stage's sum) by one broadcast.
   at::Tensor l = at::tensor({loss_sum_}, at::kDouble);
   comm_->broadcast(l, stages() - 1);
-  return PipelineStepStats{l.item<double>(), max_in_flight(actions)};
+  PipelineStepStats stats{l.item<double>(), max_in_flight(actions)};
+  stats.step_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  stats.compute_seconds = compute_seconds_;
+  return stats;
+}
+
+at::Tensor Pipeline::forward_only(const at::Tensor& input, const at::Tensor& target,
+                                  const PipelineMetric& metric) {
+  TANDEM_CHECK(metric.size >= 1 && metric.fn, "Pipeline::forward_only: give a metric of size >= 1");
+  const bool last = stage() == stages() - 1;
+  std::vector<at::Tensor> inputs = split(input, stage() == 0, "inputs");
+  std::vector<at::Tensor> targets = split(target, last, "targets");
+  at::Tensor sums = at::zeros({metric.size}, at::kDouble);
+  {
+    at::NoGradGuard no_grad;
+    for (int mb = 0; mb < options_.micro_batches; ++mb) {
+      at::Tensor y = stage_->forward(receive_input(mb, inputs));
+      if (last) {
+        sums += metric.fn(y, targets[static_cast<size_t>(mb)]).to(at::kDouble).reshape({-1});
+      } else {
+        send_tensor(y, stage() + 1, kForwardHeader);
+      }
+      release_sent();
+    }
+  }
+  finish_sends();
+  comm_->broadcast(sums, stages() - 1);
+  return sums;
 }
 
 }  // namespace tandem::parallel

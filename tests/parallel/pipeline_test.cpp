@@ -1,15 +1,21 @@
 // Pipeline against the computation it replaces: one process training the
 // whole Sequential on the same global batch. 2 and 4 stages, GPipe and 1F1B,
 // 4 and 8 micro-batches, SGD with Nesterov momentum, float64, rtol 1e-9 after
-// 5 steps. Also: 1F1B's peak activation memory is below GPipe's at 8
-// micro-batches (counted by the CPU allocator), and bad cut points are named.
+// 5 steps, and with activation recomputation. Also: 1F1B's peak activation
+// memory is below GPipe's at 8 micro-batches (counted by the CPU allocator),
+// recomputation's below storing, recomputation redraws the same dropout
+// masks, forward_only evaluates like the whole model, and bad cut points are
+// named.
 #include "tandem/parallel/pipeline.h"
 
 #include <ATen/ops/allclose.h>
 #include <ATen/ops/randn.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/zeros.h>
 #include <gtest/gtest.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/sgd.h>
 
@@ -53,16 +59,25 @@ std::shared_ptr<Communicator> connect(int rank, int size, int port) {
   return tandem::testing::shm_rank(rank, size, port, "pipe");
 }
 
-using Case = std::tuple<int, PipelineScheduleKind, int>;  // stages, schedule, micro-batches
+// stages, schedule, micro-batches, recompute
+using Case = std::tuple<int, PipelineScheduleKind, int, bool>;
 class PipelineEquivalence : public ::testing::TestWithParam<Case> {};
 
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  return fmt::format("{}stages_{}_{}micro{}", std::get<0>(info.param),
+                     std::get<1>(info.param) == PipelineScheduleKind::kGPipe ? "gpipe" : "1f1b",
+                     std::get<2>(info.param), std::get<3>(info.param) ? "_recompute" : "");
+}
+
 TEST_P(PipelineEquivalence, MatchesOneProcessAfterFiveSteps) {
-  const auto [stages, kind, m] = GetParam();
-  tandem::testing::expect_ranks_succeed(stages, [kind = kind, m = m](int rank, int size, int port) {
+  const auto [stages, kind, m, recompute] = GetParam();
+  tandem::testing::expect_ranks_succeed(stages, [kind = kind, m = m, recompute = recompute](
+                                                    int rank, int size, int port) {
     auto comm = connect(rank, size, port);
     PipelineOptions po;
     po.schedule = kind;
     po.micro_batches = m;
+    po.recompute = recompute;
     Pipeline pipe(make_mlp(), comm, po);
     auto opt = sgd(pipe.parameters());
     auto ref = make_mlp();
@@ -96,12 +111,106 @@ INSTANTIATE_TEST_SUITE_P(
     StagesSchedulesMicroBatches, PipelineEquivalence,
     ::testing::Combine(::testing::Values(2, 4),
                        ::testing::Values(PipelineScheduleKind::kGPipe, PipelineScheduleKind::k1F1B),
-                       ::testing::Values(4, 8)),
-    [](const auto& info) {
-      return fmt::format("{}stages_{}_{}micro", std::get<0>(info.param),
-                         std::get<1>(info.param) == PipelineScheduleKind::kGPipe ? "gpipe" : "1f1b",
-                         std::get<2>(info.param));
-    });
+                       ::testing::Values(4, 8), ::testing::Values(false)),
+    case_name);
+INSTANTIATE_TEST_SUITE_P(Recompute, PipelineEquivalence,
+                         ::testing::Values(Case{2, PipelineScheduleKind::k1F1B, 4, true},
+                                           Case{4, PipelineScheduleKind::kGPipe, 8, true}),
+                         case_name);
+
+// With dropout the single process draws other masks, so recomputation is
+// checked against the same pipeline storing its activations: the
+// recomputed forward must draw the masks the first one drew.
+TEST(Pipeline, RecomputationRedrawsTheSameDropoutMasks) {
+  tandem::testing::expect_ranks_succeed(2, [](int rank, int size, int port) {
+    auto comm = connect(rank, size, port);
+    auto train = [&](bool recompute) {
+      at::manual_seed(0);
+      torch::nn::Sequential m(torch::nn::Linear(6, 32), torch::nn::Dropout(0.5),
+                              torch::nn::Linear(32, 32), torch::nn::Dropout(0.5),
+                              torch::nn::Linear(32, 3));
+      m->to(at::kDouble);
+      PipelineOptions po;
+      po.micro_batches = 4;
+      po.recompute = recompute;
+      Pipeline pipe(m, comm, po);
+      auto opt = sgd(pipe.parameters());
+      at::manual_seed(1000 + rank);  // each stage draws its own masks
+      std::vector<double> losses;
+      for (int s = 0; s < 3; ++s) {
+        auto [x, t] = batch(s);
+        opt->zero_grad();
+        losses.push_back(pipe.train_step(x, t, mse).loss);
+        opt->step();
+      }
+      return std::make_pair(losses, pipe.parameters());
+    };
+    const auto [stored_losses, stored] = train(false);
+    const auto [recomputed_losses, recomputed] = train(true);
+    EXPECT_EQ(stored_losses, recomputed_losses);
+    ASSERT_EQ(stored.size(), recomputed.size());
+    for (size_t i = 0; i < stored.size(); ++i) {
+      EXPECT_TRUE(at::allclose(stored[i], recomputed[i], 1e-12, 1e-14))
+          << "parameter " << i << " on stage " << rank;
+    }
+  });
+}
+
+// Stage 0 of 2 under GPipe at 8 micro-batches holds every micro-batch's
+// activations; with recomputation only their inputs.
+TEST(Pipeline, RecomputationHoldsLessActivationMemory) {
+  tandem::testing::expect_ranks_succeed(2, [](int rank, int size, int port) {
+    install_counting_cpu_allocator();
+    auto comm = connect(rank, size, port);
+    auto peak_of = [&](bool recompute) {
+      PipelineOptions po;
+      po.schedule = PipelineScheduleKind::kGPipe;
+      po.micro_batches = 8;
+      po.recompute = recompute;
+      Pipeline pipe(make_mlp(256), comm, po);
+      auto [x, t] = batch(0, 512);
+      comm->barrier();
+      reset_cpu_allocator_peak();
+      const int64_t before = cpu_allocator_stats().current_bytes;
+      const auto stats = pipe.train_step(x, t, mse);
+      EXPECT_GT(stats.compute_seconds, 0);
+      EXPECT_LE(stats.compute_seconds, stats.step_seconds);
+      return cpu_allocator_stats().peak_bytes - before;
+    };
+    const int64_t stored = peak_of(false);
+    const int64_t recomputed = peak_of(true);
+    if (rank == 0) {
+      EXPECT_LT(recomputed, 0.75 * stored)
+          << "recomputed " << recomputed << " B, stored " << stored << " B";
+    }
+  });
+}
+
+// forward_only sums a metric over the micro-batches on the last stage and
+// hands it to every stage: the same as the whole model's forward.
+TEST(Pipeline, ForwardOnlyMatchesTheWholeModel) {
+  tandem::testing::expect_ranks_succeed(2, [](int rank, int size, int port) {
+    auto comm = connect(rank, size, port);
+    PipelineOptions po;
+    po.micro_batches = 4;
+    Pipeline pipe(make_mlp(), comm, po);
+    auto [x, t] = batch(3);
+    PipelineMetric metric{2, [](const at::Tensor& y, const at::Tensor& target) {
+                            return at::stack({mse(y, target), y.sum()});
+                          }};
+    at::Tensor sums = pipe.forward_only(x, t, metric);
+    auto ref = make_mlp();
+    at::NoGradGuard no_grad;
+    at::Tensor want = at::zeros({2}, at::kDouble);
+    auto xs = x.chunk(4), ts = t.chunk(4);
+    for (size_t i = 0; i < 4; ++i) {
+      at::Tensor y = ref->forward(xs[i]);
+      want += at::stack({mse(y, ts[i]), y.sum()});
+    }
+    EXPECT_TRUE(at::allclose(sums, want, 1e-9, 1e-12)) << sums << want;
+    for (const auto& p : pipe.parameters()) EXPECT_FALSE(p.grad().defined());
+  });
+}
 
 // Stage 0 of 2, 8 micro-batches of 64 samples through 256-wide layers: the
 // peak of CPU tensor bytes during a step, above what was alive before it.

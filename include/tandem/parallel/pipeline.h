@@ -10,6 +10,18 @@
 // train_step() every stage's parameters hold the gradients of the mean loss
 // over the whole batch, as one process would compute them.
 //
+// Activation recomputation (PipelineOptions::recompute): a stage runs each
+// micro-batch's forward without autograd, keeps only its input (and the RNG
+// state, so dropout draws the same units), and runs the forward again with
+// autograd just before that micro-batch's backward. A stage then holds one
+// micro-batch's activations at a time plus the inputs of those in flight,
+// for one extra forward per micro-batch.
+//
+// The data dimension: wrap_backward runs each backward, told whether it is
+// the stage's last of the step, so DDP's or ZeRO's no_sync can hold the
+// gradients back until the last one, which then averages them over the
+// data-parallel ranks while it runs.
+//
 // Collective over `comm`: every stage calls train_step() with the same
 // micro-batch count. Not thread-safe. Each receive is bounded by the
 // communicator's timeout (TimeoutError naming the neighbour stage).
@@ -24,6 +36,7 @@
 
 #include "tandem/comm/communicator.h"
 #include "tandem/comm/work.h"
+#include "tandem/core/trace.h"
 #include "tandem/parallel/pipeline_schedule.h"
 
 namespace tandem::parallel {
@@ -35,6 +48,15 @@ struct PipelineOptions {
   // First layer of each stage (cut_points[0] == 0, increasing, one per
   // stage); empty: balanced_cut_points by parameter count.
   std::vector<int> cut_points;
+  // Recompute each micro-batch's activations in its backward (see above).
+  bool recompute = false;
+  // Runs `backward` (one micro-batch's), `last` true for the stage's final
+  // backward of the step; null: runs it.
+  std::function<void(bool last, const std::function<void()>& backward)> wrap_backward;
+  // When set, each forward and backward is a span "F<mb>" / "B<mb>" (lane
+  // "stage"; "R<mb>" for a recomputed forward), and each wait for a
+  // neighbour's tensor a span "wait" (lane "comm").
+  std::shared_ptr<TraceRecorder> trace;
 };
 
 // The loss of a micro-batch on the last stage: (output, target) -> scalar.
@@ -44,6 +66,19 @@ using PipelineLoss = std::function<at::Tensor(const at::Tensor&, const at::Tenso
 struct PipelineStepStats {
   double loss = 0;      // the batch's mean loss, on every stage
   int max_in_flight = 0;  // micro-batches forwarded, not yet backwarded, at most
+  // This stage's wall time in train_step, and the part of it spent
+  // computing forwards and backwards (recomputation included); the rest is
+  // the bubble and communication: 1 - compute / step.
+  double step_seconds = 0;
+  double compute_seconds = 0;
+};
+
+// Per micro-batch statistics for forward_only on the last stage: (output,
+// target) -> a float64 tensor of `PipelineMetric::size` sums (e.g. loss sum,
+// correct predictions, count).
+struct PipelineMetric {
+  int64_t size = 1;
+  std::function<at::Tensor(const at::Tensor&, const at::Tensor&)> fn;
 };
 
 class Pipeline {
@@ -60,6 +95,12 @@ class Pipeline {
   PipelineStepStats train_step(const at::Tensor& input, const at::Tensor& target,
                                const PipelineLoss& loss);
 
+  // Collective. Forwards every micro-batch without autograd and returns the
+  // sum over micro-batches of metric.fn on every stage (the last stage
+  // computes it, then broadcasts).
+  at::Tensor forward_only(const at::Tensor& input, const at::Tensor& target,
+                          const PipelineMetric& metric);
+
   int stage() const { return comm_->rank(); }
   int stages() const { return comm_->size(); }
   // This stage's layers and their parameters.
@@ -69,11 +110,17 @@ class Pipeline {
   std::pair<int, int> layer_range() const { return {first_layer_, last_layer_}; }
 
  private:
-  void forward(int micro_batch, const std::vector<at::Tensor>& inputs,
-               const std::vector<at::Tensor>& targets, const PipelineLoss& loss);
-  void backward(int micro_batch);
+  void forward(int micro_batch, const std::vector<at::Tensor>& inputs);
+  void backward(int micro_batch, bool last);
+  at::Tensor receive_input(int micro_batch, const std::vector<at::Tensor>& inputs);
+  // Runs the stage (and the loss on the last stage) on micro-batch mb's input.
+  at::Tensor run_stage(int micro_batch, const at::Tensor& x);
+  void span(const std::string& name, const char* lane, TraceRecorder::TimePoint start);
   void send_tensor(const at::Tensor& t, int peer, int tag);
   void release_sent();
+  void finish_sends();
+  // `t` cut into the micro-batches (`needed` on this stage; else empty).
+  std::vector<at::Tensor> split(const at::Tensor& t, bool needed, const char* what) const;
   at::Tensor recv_tensor(int peer, int tag);
 
   std::shared_ptr<Communicator> comm_;
@@ -84,6 +131,10 @@ class Pipeline {
   // Per micro-batch of the step in progress.
   std::vector<at::Tensor> stage_inputs_;   // received activations (requires grad)
   std::vector<at::Tensor> stage_outputs_;  // outputs, or the loss on the last stage
+  std::vector<at::Tensor> rng_states_;     // with recompute: the CPU RNG before each forward
+  std::vector<at::Tensor> targets_;        // last stage: the micro-batches' targets
+  const PipelineLoss* loss_ = nullptr;     // during train_step
+  double compute_seconds_ = 0;
   struct PendingSend {
     std::shared_ptr<Work> work;
     at::Tensor buffer;  // alive until the send completes
