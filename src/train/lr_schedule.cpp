@@ -11,7 +11,7 @@ LrSchedule parse_lr_schedule(const std::string& name) {
   if (name == "constant") return LrSchedule::kConstant;
   if (name == "cosine") return LrSchedule::kCosine;
   if (name == "step") return LrSchedule::kStep;
-  TANDEM_CHECK(false, "--schedule {} is not one of constant, cosine, step", name);
+  TANDEM_CHECK(false, "--lr-schedule {} is not one of constant, cosine, step", name);
   return LrSchedule::kConstant;
 }
 

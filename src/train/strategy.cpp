@@ -94,6 +94,10 @@ class Replicated final : public Strategy {
       sample();
     }
   }
+  std::shared_ptr<void> accumulate_locally() override {
+    if (!ddp_) return nullptr;
+    return std::make_shared<parallel::DistributedDataParallel::NoSyncGuard>(*ddp_);
+  }
   int64_t gradient_bytes() const override {
     return ddp_ ? ddp_->last_stats().all_reduce_bytes : 0;
   }
@@ -138,6 +142,9 @@ class Zero final : public Strategy {
   void set_lr(double lr) override { train::set_lr(zero_->optimizer(), lr); }
   void zero_grad() override { zero_->zero_grad(); }
   void clip_grad_norm(double max_norm) override { zero_->clip_grad_norm(max_norm); }
+  std::shared_ptr<void> accumulate_locally() override {
+    return std::make_shared<parallel::ZeroRedundancyOptimizer::NoSyncGuard>(*zero_);
+  }
   void step() override { zero_->step(); }
   parallel::MemoryAccounting memory() const override { return zero_->memory(); }
   bool sharded() const override { return true; }

@@ -4,11 +4,6 @@
 #include <ATen/ops/tensor.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <torch/nn/functional/loss.h>
-#include <torch/nn/utils/clip_grad.h>
-#include <torch/optim/adamw.h>
-#include <torch/optim/sgd.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -24,13 +19,14 @@
 #include "tandem/parallel/async/parameter_server.h"
 #include "tandem/train/checkpoint.h"
 #include "tandem/train/data/distributed_sampler.h"
-#include "tandem/train/data/make_dataset.h"
 #include "tandem/train/lr_schedule.h"
+#include "tandem/train/mesh_model.h"
 #include "tandem/train/models/models.h"
 #include "tandem/train/sharded_checkpoint.h"
 #include "tandem/train/strategy.h"
 #include "tandem/train/straggler.h"
 #include "train/async_strategies.h"
+#include "train/trainer_support.h"
 
 namespace tandem::train {
 namespace {
@@ -77,20 +73,18 @@ void validate(const TrainerOptions& o, int world) {
                o.checkpoint_every, o.stop_at_step);
   TANDEM_CHECK(!o.checkpoint_dir.empty() || (o.checkpoint_every == 0 && !o.resume),
                "--checkpoint-every and --resume need --checkpoint-dir");
-  parse_lr_schedule(o.schedule);
-}
-
-// --metrics FILE with {rank} expanded, for appending; closed if none.
-std::ofstream open_metrics(const TrainerOptions& o, int rank) {
-  std::ofstream metrics;
-  if (o.metrics_file.empty()) return metrics;
-  std::string path = o.metrics_file;
-  if (auto pos = path.find("{rank}"); pos != std::string::npos) {
-    path.replace(pos, 6, std::to_string(rank));
-  }
-  metrics.open(path, std::ios::app);
-  TANDEM_CHECK(metrics.good(), "--metrics: cannot write '{}'", path);
-  return metrics;
+  parse_lr_schedule(o.lr_schedule);
+  const bool lr_name = o.pipeline_schedule == "constant" || o.pipeline_schedule == "cosine" ||
+                       o.pipeline_schedule == "step";
+  TANDEM_CHECK(!lr_name,
+               "--schedule {} names a learning-rate schedule; --schedule picks the pipeline "
+               "schedule (gpipe, 1f1b), the learning-rate schedule is --lr-schedule",
+               o.pipeline_schedule);
+  TANDEM_CHECK(o.pipeline_schedule == "gpipe" || o.pipeline_schedule == "1f1b",
+               "--schedule {} is not one of gpipe, 1f1b", o.pipeline_schedule);
+  TANDEM_CHECK(o.micro_batches >= 1, "--micro-batches must be at least 1 (got {})",
+               o.micro_batches);
+  if (!o.mesh.empty()) validate_mesh(o, world);
 }
 
 // The last metrics line of the strategies of docs/strategies.md (servers too).
@@ -186,63 +180,6 @@ void rescale_sampler_position(Checkpoint& ckpt, int saved_world, int world) {
   ckpt.world_size = world;
 }
 
-// The batch as the model wants it: the model's sample shape, its dtype.
-at::Tensor model_input(const at::Tensor& input, const ModelInput& spec, const TrainerOptions& o) {
-  int64_t want = 1;
-  for (int64_t d : spec.sample_shape) want *= d;
-  const int64_t have = input.numel() / std::max<int64_t>(input.size(0), 1);
-  TANDEM_CHECK(have == want,
-               "--model {} takes samples of shape [{}] but --data {} gives [{}]; pick matching "
-               "data (e.g. synthetic-cifar for resnet18, synthetic-tokens for gpt-mini)",
-               o.model, fmt::join(spec.sample_shape, ", "), o.data,
-               fmt::join(input.sizes().slice(1), ", "));
-  auto shape = spec.input_shape(input.size(0));
-  const bool real = at::isFloatingType(spec.dtype);
-  return input.reshape(shape).to(real && o.dtype == "float64" ? at::kDouble : spec.dtype);
-}
-
-at::Tensor loss_of(const at::Tensor& logits, const at::Tensor& target) {
-  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
-                                              target.reshape({-1}));
-}
-
-// Rank 0's progress: a redrawn bar on a terminal, a line per log step otherwise.
-class Progress {
- public:
-  Progress(std::ostream* out, int64_t total) : out_(out), total_(total) {
-    tty_ = out_ != nullptr && isatty(STDOUT_FILENO);
-  }
-  void update(int64_t step, int64_t epoch, double loss, double samples_per_s, double eta_s) {
-    if (out_ == nullptr) return;
-    const int width = 30;
-    int filled = static_cast<int>(width * step / std::max<int64_t>(total_, 1));
-    std::string bar = std::string(filled, '#') + std::string(width - filled, '.');
-    std::string text =
-        fmt::format("epoch {} step {}/{} [{}] loss {:.4f} | {:.0f} samples/s | ETA {:.0f} s", epoch,
-                    step, total_, bar, loss, samples_per_s, eta_s);
-    if (tty_) {
-      *out_ << "\r" << text << std::flush;
-    } else {
-      *out_ << text << "\n" << std::flush;
-    }
-  }
-  void done() {
-    if (out_ != nullptr && tty_) *out_ << "\n";
-  }
-
- private:
-  std::ostream* out_;
-  int64_t total_;
-  bool tty_ = false;
-};
-
-// Mean of `values` over the ranks (a collective).
-std::vector<double> average_over_ranks(Communicator& comm, std::vector<double> values) {
-  at::Tensor t = at::tensor(values, at::kDouble);
-  comm.all_reduce(t, ReduceOp::kAvg);
-  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
-}
-
 struct EvalResult {
   double loss = 0;
   double accuracy = 0;
@@ -281,25 +218,12 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   validate(o, comm->size());
   const bool lead = comm->rank() == 0;
   if (!lead) out = nullptr;
+  if (!o.mesh.empty()) return train_on_mesh(o, comm, out);
 
   ModelOptions mo;
   ModelInput spec = input_spec(o.model, mo);
-  DatasetOptions dopts;
-  dopts.synthetic_size = o.dataset_size;
-  dopts.noise = o.data_noise;
-  dopts.seed = o.seed;
-  if (spec.dtype == at::kLong) {
-    dopts.context = spec.sample_shape.at(0);
-    dopts.vocab_size = spec.token_range;
-  }
-  auto data = make_dataset(o.data, dopts);
-  dopts.split = DataSplit::kTest;
-  std::unique_ptr<Dataset> test_data;
-  try {
-    test_data = make_dataset(o.data, dopts);
-  } catch (const InvalidArgument&) {
-    test_data = nullptr;  // a path without a test split: evaluate on training data
-  }
+  Datasets sets = make_datasets(o, spec);
+  auto& data = sets.train;
 
   at::manual_seed(o.seed);
   torch::nn::AnyModule model = make_model(o.model, mo);
@@ -350,7 +274,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
     strategy->restore(*resumed);
   }
   const double base_lr = o.scale_lr ? o.lr * workers->size() : o.lr;
-  auto sched = parse_lr_schedule(o.schedule);
+  auto sched = parse_lr_schedule(o.lr_schedule);
 
   SamplerOptions so{data->size(), workers->size(), workers->rank(), true, o.seed, false, 0, 0};
   DistributedSampler sampler(so);
@@ -495,7 +419,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
       window_steps = 0;
     }
     if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && !last) {
-      auto e = evaluate(model, test_data ? *test_data : *data, spec, o, *workers);
+      auto e = evaluate(model, sets.eval(), spec, o, *workers);
       strategy->end_forward_only();
       if (out)
         *out << fmt::format("eval at step {}: loss {:.4f}, accuracy {:.3f}\n", step + 1, e.loss,
@@ -530,7 +454,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   // The strategies of docs/strategies.md end their metrics with what they measured.
   const bool async_summary = servers_for(o) > 0 || !synchronous;
   if (metrics.is_open() && async_summary) write_summary_line(metrics, o, comm->rank(), s);
-  auto e = evaluate(model, test_data ? *test_data : *data, spec, o, *workers);
+  auto e = evaluate(model, sets.eval(), spec, o, *workers);
   strategy->end_forward_only();
   s.eval_loss = e.loss;
   s.eval_accuracy = e.accuracy;

@@ -318,3 +318,43 @@ TEST(TandemTrain, BadCompressionFlagsAreNamed) {
 }
 
 }  // namespace
+
+namespace {
+
+// The commands, shortened to 20 steps: GPT-mini on 4 ranks as
+// dp=2 x pp=2 and dp=2 x tp=2 learns (the train loss falls).
+TEST(TandemTrain, MeshRunsLearnOnFourRanks) {
+  for (const std::string mesh : {"dp=2,pp=2", "dp=2,tp=2"}) {
+    CommandResult r = run(kRun + " --nproc-per-node 4 -- " + kTandem +
+                          " train --model gpt-mini --data synthetic-tokens --mesh " + mesh +
+                          " --steps 20 --batch-size 16 --log-every 10");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("mesh " + mesh), std::string::npos) << r.output;
+    const auto at = r.output.find("train loss");
+    ASSERT_NE(at, std::string::npos) << r.output;
+    double first = 0, last = 0;
+    ASSERT_EQ(std::sscanf(r.output.c_str() + at, "train loss %lf -> %lf", &first, &last), 2)
+        << r.output;
+    EXPECT_LT(last, 0.95 * first) << mesh << "\n" << r.output;
+  }
+}
+
+TEST(TandemTrain, BadMeshFlagsAreNamed) {
+  struct Case {
+    std::string args;
+    std::string words;
+  };
+  for (const auto& c : std::vector<Case>{
+           {"--schedule cosine", "the learning-rate schedule is --lr-schedule"},
+           {"--schedule zigzag", "--schedule zigzag is not one of gpipe, 1f1b"},
+           {"--mesh dp=2,pp=2", "--mesh dp=2,pp=2 needs 4 ranks"},
+           {"--mesh pp=2,tp=2", "pipeline and tensor parallelism do not combine yet"},
+           {"--mesh dp=1 --micro-batches 0", "--micro-batches must be at least 1"},
+       }) {
+    CommandResult r = run(kTandem + " train --model mlp --steps 3 --dataset-size 256 " + c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.words), std::string::npos) << c.args << "\n" << r.output;
+  }
+}
+
+}  // namespace

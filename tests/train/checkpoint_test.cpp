@@ -219,7 +219,7 @@ TrainerOptions resume_run_options(int64_t batch_size) {
   o.momentum = 0.9;
   o.nesterov = true;
   o.warmup_steps = 3;
-  o.schedule = "cosine";
+  o.lr_schedule = "cosine";
   o.seed = 5;
   o.eval_batches = 1;
   return o;

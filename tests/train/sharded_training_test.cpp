@@ -40,7 +40,7 @@ TrainerOptions base_options(const std::string& strategy, int64_t batch) {
   o.nesterov = true;
   o.weight_decay = 1e-3;
   o.warmup_steps = 2;
-  o.schedule = "cosine";
+  o.lr_schedule = "cosine";
   o.seed = 11;
   o.dtype = "float64";
   o.strategy = strategy;

@@ -46,6 +46,10 @@ class Strategy {
   virtual void clip_grad_norm(double max_norm) = 0;
   // Collective for the sharded strategies.
   virtual void step() = 0;
+  // While the returned guard lives, backward passes accumulate gradients
+  // without communicating (DDP's and ZeRO's no_sync); the next backward
+  // outside it averages the sums. Null where nothing is held back.
+  virtual std::shared_ptr<void> accumulate_locally() { return nullptr; }
   // After a forward pass without backward (evaluation): release what the
   // forward gathered.
   virtual void end_forward_only() {}

@@ -3,7 +3,8 @@
 // a strategy (none: one process; ddp: DistributedDataParallel; zero1-3;
 // the asynchronous ps, easgd, gossip and local-sgd), on the communicator it
 // is given. Under ps, easgd and ddp with backup workers the last --servers
-// ranks serve parameters instead of training. Rank 0 reports progress (a bar on a terminal,
+// ranks serve parameters instead of training. With --mesh the ranks form a
+// data x pipeline or data x tensor grid (mesh_model.h). Rank 0 reports progress (a bar on a terminal,
 // plain lines otherwise) and every rank can append JSON lines of metrics.
 // Every rank calls train() with the same options. Not thread-safe.
 #pragma once
@@ -32,7 +33,7 @@ struct TrainerOptions {
   bool nesterov = false;  // sgd
   double weight_decay = 0.0;
   int64_t warmup_steps = 0;
-  std::string schedule = "constant";  // constant | cosine | step
+  std::string lr_schedule = "constant";  // constant | cosine | step
   bool scale_lr = false;              // lr x world size (linear scaling rule)
   double clip_grad_norm = 0.0;        // 0: off
   uint64_t seed = 0;
@@ -76,6 +77,13 @@ struct TrainerOptions {
   // ddp: each step applies the first (workers - backup_workers) gradients
   // through the servers and drops the late ones (Chen et al. 2016).
   int backup_workers = 0;
+  // Model parallelism (mesh_model.h): "dp=2,pp=2" or "dp=2,tp=2" ("" = the
+  // strategy alone); the pipeline's micro-batches per step, its schedule
+  // (gpipe | 1f1b) and activation recomputation.
+  std::string mesh;
+  int micro_batches = 4;
+  std::string pipeline_schedule = "1f1b";
+  bool recompute = false;
   // Straggler injection (train/straggler.h): "ranks=1,ms=200,prob=0.2" and
   // "ranks=1,factor=2"; "" = none.
   std::string inject_delay;

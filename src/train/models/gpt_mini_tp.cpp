@@ -1,6 +1,10 @@
 #include "tandem/train/models/gpt_mini_tp.h"
 
+#include <ATen/core/grad_mode.h>
 #include <ATen/ops/arange.h>
+#include <ATen/ops/empty.h>
+
+#include <vector>
 
 #include "tandem/core/check.h"
 
@@ -21,6 +25,16 @@ H child(torch::nn::Module& parent, const std::string& name) {
 template <typename H>
 H replica(const H& full) {
   return H(std::dynamic_pointer_cast<typename H::ContainedType>(full->clone()));
+}
+
+// Every rank's `local` stacked along dimension `dim` in rank order.
+at::Tensor gathered(const at::Tensor& local, int64_t dim, Communicator& comm) {
+  at::Tensor moved = local.detach().movedim(dim, 0).contiguous();
+  std::vector<int64_t> sizes = moved.sizes().vec();
+  sizes[0] *= comm.size();
+  at::Tensor out = at::empty(sizes, moved.options());
+  comm.all_gather(out, moved);
+  return out.movedim(0, dim).contiguous();
 }
 
 }  // namespace
@@ -79,6 +93,48 @@ at::Tensor TensorParallelGptMiniImpl::forward(const at::Tensor& tokens) {
   at::Tensor x = token_embedding(tokens) + position_embedding(positions);
   for (const auto& block : *blocks) x = block->as<TensorParallelGptBlockImpl>()->forward(x);
   return lm_head(ln_final(x));
+}
+
+torch::OrderedDict<std::string, at::Tensor> TensorParallelGptMiniImpl::full_parameters() {
+  at::NoGradGuard no_grad;
+  Communicator& comm = *comm_;
+  torch::OrderedDict<std::string, at::Tensor> out;
+  auto whole = [&](const std::string& name, const at::Tensor& t) { out.insert(name, t.detach().clone()); };
+  auto rows = [&](const std::string& name, const at::Tensor& t) { out.insert(name, gathered(t, 0, comm)); };
+  auto columns = [&](const std::string& name, const at::Tensor& t) { out.insert(name, gathered(t, 1, comm)); };
+  auto norm = [&](const std::string& name, const torch::nn::LayerNorm& ln) {
+    whole(name + ".weight", ln->weight);
+    whole(name + ".bias", ln->bias);
+  };
+  // q, k and v: each rank holds its heads' rows of all three, [q_r; k_r; v_r].
+  auto qkv = [&](const std::string& name, const at::Tensor& t) {
+    at::Tensor all = gathered(t, 0, comm);  // [tp x 3 x rows, ...]
+    std::vector<int64_t> shape = {comm.size(), 3, t.size(0) / 3};
+    for (int64_t d = 1; d < t.dim(); ++d) shape.push_back(t.size(d));
+    std::vector<int64_t> merged = {3 * comm.size() * (t.size(0) / 3)};
+    for (int64_t d = 1; d < t.dim(); ++d) merged.push_back(t.size(d));
+    out.insert(name, all.view(shape).transpose(0, 1).reshape(merged));
+  };
+  rows("token_embedding.weight", token_embedding->weight);
+  whole("position_embedding.weight", position_embedding->weight);
+  for (size_t i = 0; i < blocks->size(); ++i) {
+    const std::string b = "block" + std::to_string(i) + ".";
+    auto& block = *blocks[i]->as<TensorParallelGptBlockImpl>();
+    norm(b + "ln1", block.ln1);
+    qkv(b + "attn.qkv.weight", block.attn->qkv_weight);
+    if (block.attn->qkv_bias.defined()) qkv(b + "attn.qkv.bias", block.attn->qkv_bias);
+    columns(b + "attn.proj.weight", block.attn->proj->weight);
+    whole(b + "attn.proj.bias", block.attn->proj->bias);
+    norm(b + "ln2", block.ln2);
+    rows(b + "fc.weight", block.mlp->up->weight);
+    rows(b + "fc.bias", block.mlp->up->bias);
+    columns(b + "fc_proj.weight", block.mlp->down->weight);
+    whole(b + "fc_proj.bias", block.mlp->down->bias);
+  }
+  norm("ln_final", ln_final);
+  rows("lm_head.weight", lm_head->weight);
+  rows("lm_head.bias", lm_head->bias);
+  return out;
 }
 
 at::Tensor TensorParallelGptMiniImpl::loss(const at::Tensor& logits, const at::Tensor& target) {

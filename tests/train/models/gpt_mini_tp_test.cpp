@@ -1,7 +1,7 @@
 // GPT-mini with tensor parallelism against the whole model: at tp = 2 and 4
 // the loss of every step and, after 5 SGD steps with Nesterov momentum, the
 // parameters (as slices of the whole model's) are the same (float64, rtol
-// 1e-9).
+// 1e-9), and full_parameters() reassembles the whole model.
 #include "tandem/train/models/gpt_mini_tp.h"
 
 #include <ATen/ops/allclose.h>
@@ -84,6 +84,10 @@ TEST_P(GptMiniTensorParallel, TrainsLikeTheWholeModel) {
     expect_close(block->mlp->up->weight, want["block1.fc.weight"].narrow(0, rank * f, f),
                  "block1.fc.weight");
     expect_close(block->ln2->bias, want["block1.ln2.bias"], "block1.ln2.bias");
+    // Every parameter, assembled from the slices, under the whole model's names.
+    auto full = tp->full_parameters();
+    ASSERT_EQ(full.keys(), want.keys());
+    for (const auto& item : want) expect_close(full[item.key()], item.value(), item.key());
   });
 }
 

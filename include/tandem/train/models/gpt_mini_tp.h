@@ -17,7 +17,10 @@
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/normalization.h>
 
+#include <torch/ordered_dict.h>
+
 #include <memory>
+#include <string>
 
 #include "tandem/comm/communicator.h"
 #include "tandem/parallel/tensor_parallel.h"
@@ -48,6 +51,9 @@ class TensorParallelGptMiniImpl : public torch::nn::Cloneable<TensorParallelGptM
   at::Tensor forward(const at::Tensor& tokens);
   // Collective. Mean cross-entropy of forward(tokens) against `target`.
   at::Tensor loss(const at::Tensor& logits, const at::Tensor& target);
+  // Collective. The whole GptMini's parameters under its names and in its
+  // order, assembled from every rank's slices (copies, without autograd).
+  torch::OrderedDict<std::string, at::Tensor> full_parameters();
 
   parallel::VocabParallelEmbedding token_embedding{nullptr};
   torch::nn::Embedding position_embedding{nullptr};

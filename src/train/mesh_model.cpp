@@ -1,0 +1,276 @@
+#include "tandem/train/mesh_model.h"
+
+#include <ATen/ops/argmax.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <ATen/ops/zeros.h>
+#include <fmt/format.h>
+#include <torch/nn/functional/loss.h>
+
+#include <map>
+#include <sstream>
+
+#include "tandem/core/check.h"
+#include "tandem/parallel/pipeline.h"
+#include "tandem/parallel/tensor_parallel.h"
+#include "tandem/train/models/gpt_mini_tp.h"
+#include "tandem/train/models/models.h"
+#include "tandem/train/models/sequential.h"
+#include "tandem/train/strategy.h"
+#include "train/trainer_support.h"
+
+namespace tandem::train {
+
+std::string MeshShape::describe() const {
+  std::string s = fmt::format("dp={}", dp);
+  if (pp > 1) s += fmt::format(",pp={}", pp);
+  if (tp > 1) s += fmt::format(",tp={}", tp);
+  return s;
+}
+
+MeshShape parse_mesh(const std::string& text) {
+  MeshShape shape;
+  std::map<std::string, int*> dims = {{"dp", &shape.dp}, {"pp", &shape.pp}, {"tp", &shape.tp}};
+  std::map<std::string, bool> seen;
+  std::stringstream in(text);
+  std::string item;
+  TANDEM_CHECK(!text.empty(), "--mesh is empty; give e.g. dp=2,pp=2 or dp=2,tp=2");
+  while (std::getline(in, item, ',')) {
+    const auto eq = item.find('=');
+    const std::string name = item.substr(0, eq);
+    TANDEM_CHECK(eq != std::string::npos && dims.count(name) == 1,
+                 "--mesh {}: '{}' is not DIM=N with DIM one of dp, pp, tp", text, item);
+    TANDEM_CHECK(!seen[name], "--mesh {}: {} is given twice", text, name);
+    seen[name] = true;
+    const std::string value = item.substr(eq + 1);
+    size_t used = 0;
+    int n = 0;
+    try {
+      n = std::stoi(value, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    TANDEM_CHECK(used == value.size() && !value.empty() && n >= 1,
+                 "--mesh {}: {}={} is not a positive integer", text, name, value);
+    *dims[name] = n;
+  }
+  TANDEM_CHECK(shape.pp == 1 || shape.tp == 1,
+               "--mesh {}: pipeline and tensor parallelism do not combine yet; use dp with pp or "
+               "with tp",
+               text);
+  return shape;
+}
+
+void validate_mesh(const TrainerOptions& o, int world_size) {
+  const MeshShape m = parse_mesh(o.mesh);
+  TANDEM_CHECK(m.size() == world_size,
+               "--mesh {} needs {} ranks ({}) but {} were started; launch that many, or change "
+               "the mesh",
+               o.mesh, m.size(), m.describe(), world_size);
+  TANDEM_CHECK(o.strategy == "ddp" || o.strategy == "zero1",
+               "--mesh averages the data dimension with --strategy ddp or zero1, not {}",
+               o.strategy);
+  TANDEM_CHECK(m.pp == 1 || has_sequential_layers(o.model),
+               "--mesh {}: pipeline parallelism splits --model mlp or gpt-mini into layers, not {}",
+               o.mesh, o.model);
+  TANDEM_CHECK(m.tp == 1 || o.model == "gpt-mini",
+               "--mesh {}: tensor parallelism splits --model gpt-mini, not {}", o.mesh, o.model);
+  TANDEM_CHECK(m.pp == 1 || o.batch_size % o.micro_batches == 0,
+               "--batch-size {} does not split into --micro-batches {}", o.batch_size,
+               o.micro_batches);
+  TANDEM_CHECK(m.pp > 1 || !o.recompute, "--recompute recomputes pipeline stages; it needs pp > 1 "
+               "in --mesh");
+  TANDEM_CHECK(o.checkpoint_dir.empty() && !o.resume,
+               "--mesh does not write or resume checkpoints yet; drop --checkpoint-dir");
+  TANDEM_CHECK(o.clip_grad_norm == 0,
+               "--mesh does not clip gradients yet (the norm spans stages and slices); drop "
+               "--clip-grad-norm");
+  TANDEM_CHECK(o.grad_compression == "none", "--mesh does not compress gradients yet; drop "
+               "--grad-compression");
+  TANDEM_CHECK(o.inject_delay.empty() && o.inject_slowdown.empty(),
+               "--mesh does not inject stragglers yet; drop --inject-delay/--inject-slowdown");
+}
+
+namespace {
+
+// Sums of cross-entropy, correct predictions and predictions of `logits`
+// [..., classes] (the whole vocabulary) against `target`.
+at::Tensor eval_sums(const at::Tensor& logits, const at::Tensor& target) {
+  at::Tensor flat = logits.reshape({-1, logits.size(-1)});
+  at::Tensor t = target.reshape({-1});
+  at::Tensor loss = torch::nn::functional::cross_entropy(
+      flat, t, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+  at::Tensor correct = at::argmax(flat, -1).eq(t).sum();
+  return at::stack({loss.to(at::kDouble), correct.to(at::kDouble),
+                    at::scalar_tensor(static_cast<double>(t.numel()), at::kDouble)});
+}
+
+}  // namespace
+
+struct MeshModel::Impl {
+  TrainerOptions options;
+  MeshShape shape;
+  std::unique_ptr<DeviceMesh> mesh;
+  std::shared_ptr<Communicator> data, model_dim;  // model_dim: pp or tp (or null)
+  std::unique_ptr<parallel::Pipeline> pipeline;
+  TensorParallelGptMini tensor_parallel{nullptr};
+  torch::nn::AnyModule whole;           // dp only
+  std::shared_ptr<torch::nn::Module> local;  // what this rank trains
+  std::unique_ptr<Strategy> strategy;
+  // The whole model's parameters, in order: name, shape, dtype, and this
+  // rank's tensor when it holds it whole (pipeline).
+  struct Entry {
+    std::string name;
+    std::vector<int64_t> shape;
+    at::ScalarType dtype;
+    at::Tensor mine;
+  };
+  std::vector<Entry> entries;
+  parallel::PipelineStepStats last;
+};
+
+MeshModel::MeshModel(const TrainerOptions& o, std::shared_ptr<Communicator> world,
+                     std::shared_ptr<TraceRecorder> trace)
+    : impl_(std::make_unique<Impl>()) {
+  TANDEM_CHECK(world != nullptr, "MeshModel: the communicator is null");
+  validate_mesh(o, world->size());
+  Impl& m = *impl_;
+  m.options = o;
+  m.shape = parse_mesh(o.mesh);
+  const char* model_dim = m.shape.pp > 1 ? "pp" : "tp";
+  const int extent = m.shape.pp > 1 ? m.shape.pp : m.shape.tp;
+  m.mesh = std::make_unique<DeviceMesh>(world, std::vector<int>{m.shape.dp, extent},
+                                        std::vector<std::string>{"dp", model_dim});
+  m.data = m.mesh->get("dp");
+  m.model_dim = m.mesh->get(model_dim);
+
+  at::manual_seed(o.seed);  // every rank builds the same whole model
+  torch::nn::AnyModule model = make_model(o.model, ModelOptions{});
+  if (o.dtype == "float64") model.ptr()->to(at::kDouble);
+  if (m.shape.pp > 1) {
+    parallel::PipelineOptions po;
+    po.micro_batches = o.micro_batches;
+    po.schedule = parallel::parse_pipeline_schedule(o.pipeline_schedule);
+    po.recompute = o.recompute;
+    po.trace = trace;
+    po.wrap_backward = [this](bool last, const std::function<void()>& backward) {
+      std::shared_ptr<void> hold = last ? nullptr : impl_->strategy->accumulate_locally();
+      backward();
+    };
+    m.pipeline = std::make_unique<parallel::Pipeline>(sequential_layers(o.model, model),
+                                                      m.model_dim, po);
+    m.local = m.pipeline->stage_module().ptr();
+  } else if (m.shape.tp > 1) {
+    m.tensor_parallel = TensorParallelGptMini(*model.get<GptMini>(), m.model_dim);
+    m.local = m.tensor_parallel.ptr();
+  } else {
+    m.whole = model;
+    m.local = model.ptr();
+  }
+  std::map<const void*, at::Tensor> local_params;
+  for (const auto& p : m.local->parameters()) local_params[p.unsafeGetTensorImpl()] = p;
+  for (const auto& item : model.ptr()->named_parameters()) {
+    auto it = local_params.find(item.value().unsafeGetTensorImpl());
+    m.entries.push_back({item.key(), item.value().sizes().vec(), item.value().scalar_type(),
+                         it == local_params.end() ? at::Tensor() : it->second});
+  }
+  TrainerOptions dp = o;
+  if (m.shape.dp == 1) dp.strategy = "none";
+  m.strategy = make_strategy(dp, m.local, m.data, trace);
+}
+
+MeshModel::~MeshModel() = default;
+
+const DeviceMesh& MeshModel::mesh() const { return *impl_->mesh; }
+const std::shared_ptr<Communicator>& MeshModel::data() const { return impl_->data; }
+
+double MeshModel::train_step(const at::Tensor& input, const at::Tensor& target, double lr) {
+  Impl& m = *impl_;
+  m.strategy->set_lr(lr);
+  m.strategy->zero_grad();
+  double loss = 0;
+  if (m.pipeline) {
+    m.last = m.pipeline->train_step(input, target, loss_of);
+    loss = m.last.loss;
+  } else {
+    at::Tensor logits = m.tensor_parallel ? m.tensor_parallel(input) : m.whole.forward(input);
+    at::Tensor l = m.tensor_parallel ? m.tensor_parallel->loss(logits, target)
+                                     : loss_of(logits, target);
+    l.backward();
+    loss = l.item<double>();
+  }
+  m.strategy->step();
+  return average_over_ranks(*m.data, {loss})[0];
+}
+
+MeshModel::EvalSums MeshModel::evaluate(const at::Tensor& input, const at::Tensor& target) {
+  Impl& m = *impl_;
+  m.local->eval();
+  at::Tensor sums;
+  if (m.pipeline) {
+    sums = m.pipeline->forward_only(input, target, parallel::PipelineMetric{3, eval_sums});
+  } else {
+    at::NoGradGuard no_grad;
+    if (m.tensor_parallel) {
+      at::Tensor logits = m.tensor_parallel(input);
+      sums = eval_sums(parallel::gather_from_tensor_parallel(logits, *m.model_dim), target);
+    } else {
+      sums = eval_sums(m.whole.forward(input), target);
+    }
+  }
+  m.local->train();
+  m.data->all_reduce(sums);
+  const double* v = sums.data_ptr<double>();
+  return EvalSums{v[0], v[1], v[2]};
+}
+
+torch::OrderedDict<std::string, at::Tensor> MeshModel::full_parameters() {
+  Impl& m = *impl_;
+  if (m.tensor_parallel) return m.tensor_parallel->full_parameters();
+  torch::OrderedDict<std::string, at::Tensor> out;
+  if (!m.pipeline) {
+    for (const auto& item : m.local->named_parameters()) out.insert(item.key(), item.value().detach().clone());
+    return out;
+  }
+  // Each stage contributes the parameters it holds; zeros elsewhere; one sum.
+  std::vector<at::Tensor> flat;
+  for (const auto& e : m.entries) {
+    flat.push_back(e.mine.defined() ? e.mine.detach().reshape({-1}).to(at::kDouble)
+                                    : at::zeros({c10::multiply_integers(e.shape)}, at::kDouble));
+  }
+  at::Tensor all = at::cat(flat);
+  m.model_dim->all_reduce(all);
+  int64_t offset = 0;
+  for (const auto& e : m.entries) {
+    const int64_t n = c10::multiply_integers(e.shape);
+    out.insert(e.name, all.narrow(0, offset, n).view(e.shape).to(e.dtype));
+    offset += n;
+  }
+  return out;
+}
+
+parallel::MemoryAccounting MeshModel::memory() const { return impl_->strategy->memory(); }
+
+int MeshModel::max_in_flight() const { return impl_->last.max_in_flight; }
+
+double MeshModel::bubble() const {
+  const auto& s = impl_->last;
+  return s.step_seconds > 0 ? 1.0 - s.compute_seconds / s.step_seconds : 0.0;
+}
+
+std::string MeshModel::describe() const {
+  const Impl& m = *impl_;
+  std::string s = m.shape.describe();
+  if (m.pipeline) {
+    const auto [first, last] = m.pipeline->layer_range();
+    s += fmt::format(" ({}, {} micro-batches{}); stage 0 holds layers [{}, {})",
+                     m.options.pipeline_schedule, m.options.micro_batches,
+                     m.options.recompute ? ", recomputed" : "", first, last);
+  } else if (m.tensor_parallel) {
+    s += fmt::format(" (gpt-mini split {} ways: heads, MLP features, vocabulary)", m.shape.tp);
+  }
+  return s;
+}
+
+}  // namespace tandem::train

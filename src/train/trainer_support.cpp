@@ -1,0 +1,100 @@
+#include "train/trainer_support.h"
+
+#include <ATen/ops/tensor.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/nn/functional/loss.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <string>
+
+#include "tandem/core/check.h"
+#include "tandem/train/data/make_dataset.h"
+
+namespace tandem::train {
+
+Datasets make_datasets(const TrainerOptions& o, const ModelInput& spec) {
+  DatasetOptions dopts;
+  dopts.synthetic_size = o.dataset_size;
+  dopts.noise = o.data_noise;
+  dopts.seed = o.seed;
+  if (spec.dtype == at::kLong) {
+    dopts.context = spec.sample_shape.at(0);
+    dopts.vocab_size = spec.token_range;
+  }
+  Datasets sets;
+  sets.train = make_dataset(o.data, dopts);
+  dopts.split = DataSplit::kTest;
+  try {
+    sets.test = make_dataset(o.data, dopts);
+  } catch (const InvalidArgument&) {
+    sets.test = nullptr;  // a path without a test split: evaluate on training data
+  }
+  return sets;
+}
+
+// --metrics FILE with {rank} expanded, for appending; closed if none.
+std::ofstream open_metrics(const TrainerOptions& o, int rank) {
+  std::ofstream metrics;
+  if (o.metrics_file.empty()) return metrics;
+  std::string path = o.metrics_file;
+  if (auto pos = path.find("{rank}"); pos != std::string::npos) {
+    path.replace(pos, 6, std::to_string(rank));
+  }
+  metrics.open(path, std::ios::app);
+  TANDEM_CHECK(metrics.good(), "--metrics: cannot write '{}'", path);
+  return metrics;
+}
+
+// The batch as the model wants it: the model's sample shape, its dtype.
+at::Tensor model_input(const at::Tensor& input, const ModelInput& spec, const TrainerOptions& o) {
+  int64_t want = 1;
+  for (int64_t d : spec.sample_shape) want *= d;
+  const int64_t have = input.numel() / std::max<int64_t>(input.size(0), 1);
+  TANDEM_CHECK(have == want,
+               "--model {} takes samples of shape [{}] but --data {} gives [{}]; pick matching "
+               "data (e.g. synthetic-cifar for resnet18, synthetic-tokens for gpt-mini)",
+               o.model, fmt::join(spec.sample_shape, ", "), o.data,
+               fmt::join(input.sizes().slice(1), ", "));
+  auto shape = spec.input_shape(input.size(0));
+  const bool real = at::isFloatingType(spec.dtype);
+  return input.reshape(shape).to(real && o.dtype == "float64" ? at::kDouble : spec.dtype);
+}
+
+at::Tensor loss_of(const at::Tensor& logits, const at::Tensor& target) {
+  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
+                                              target.reshape({-1}));
+}
+
+Progress::Progress(std::ostream* out, int64_t total) : out_(out), total_(total) {
+  tty_ = out_ != nullptr && isatty(STDOUT_FILENO);
+}
+
+void Progress::update(int64_t step, int64_t epoch, double loss, double samples_per_s,
+                      double eta_s) {
+  if (out_ == nullptr) return;
+  const int width = 30;
+  int filled = static_cast<int>(width * step / std::max<int64_t>(total_, 1));
+  std::string bar = std::string(filled, '#') + std::string(width - filled, '.');
+  std::string text =
+      fmt::format("epoch {} step {}/{} [{}] loss {:.4f} | {:.0f} samples/s | ETA {:.0f} s", epoch,
+                  step, total_, bar, loss, samples_per_s, eta_s);
+  if (tty_) {
+    *out_ << "\r" << text << std::flush;
+  } else {
+    *out_ << text << "\n" << std::flush;
+  }
+}
+
+void Progress::done() {
+  if (out_ != nullptr && tty_) *out_ << "\n";
+}
+
+std::vector<double> average_over_ranks(Communicator& comm, std::vector<double> values) {
+  at::Tensor t = at::tensor(values, at::kDouble);
+  comm.all_reduce(t, ReduceOp::kAvg);
+  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+}
+
+}  // namespace tandem::train

@@ -1,0 +1,58 @@
+// Private to train/: the pieces of the training loop that trainer.cpp and
+// the mesh loop (mesh_trainer.cpp) share: data sets, the batch as the model
+// takes it, the loss, rank 0's progress bar, metrics files and a mean over
+// ranks.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <fstream>
+#include <memory>
+#include <ostream>
+#include <vector>
+
+#include "tandem/comm/communicator.h"
+#include "tandem/train/data/dataset.h"
+#include "tandem/train/models/models.h"
+#include "tandem/train/trainer.h"
+
+namespace tandem::train {
+
+// The training set of --data and its test split (null for a path without one).
+struct Datasets {
+  std::unique_ptr<Dataset> train, test;
+  const Dataset& eval() const { return test ? *test : *train; }
+};
+Datasets make_datasets(const TrainerOptions& o, const ModelInput& spec);
+
+// --metrics FILE with {rank} expanded, for appending; closed if none.
+std::ofstream open_metrics(const TrainerOptions& o, int rank);
+
+// The batch as the model wants it: the model's sample shape, its dtype.
+at::Tensor model_input(const at::Tensor& input, const ModelInput& spec, const TrainerOptions& o);
+
+// Mean cross-entropy of logits [..., classes] against int64 targets [...].
+at::Tensor loss_of(const at::Tensor& logits, const at::Tensor& target);
+
+// Mean of `values` over the ranks (a collective).
+std::vector<double> average_over_ranks(Communicator& comm, std::vector<double> values);
+
+// Rank 0's progress: a redrawn bar on a terminal, a line per log step otherwise.
+class Progress {
+ public:
+  Progress(std::ostream* out, int64_t total);
+  void update(int64_t step, int64_t epoch, double loss, double samples_per_s, double eta_s);
+  void done();
+
+ private:
+  std::ostream* out_;
+  int64_t total_;
+  bool tty_ = false;
+};
+
+// train() under --mesh (mesh_model.h); o is validated.
+TrainSummary train_on_mesh(const TrainerOptions& o, const std::shared_ptr<Communicator>& comm,
+                           std::ostream* out);
+
+}  // namespace tandem::train
