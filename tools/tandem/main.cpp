@@ -8,6 +8,7 @@
 #include "bench_comm.h"
 #include "bench_ddp.h"
 #include "bench_memory.h"
+#include "bench_pipeline.h"
 #include "bench_strategies.h"
 #include "checkpoint_cmd.h"
 #include "bench_fsdp.h"
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   tandem::tools::add_bench_memory(*bench, exit_code);
   tandem::tools::add_bench_fsdp(*bench, exit_code);
   tandem::tools::add_bench_strategies(*bench, exit_code);
+  tandem::tools::add_bench_pipeline(*bench, exit_code);
   tandem::tools::add_train(app, exit_code);
   tandem::tools::add_checkpoint(app, exit_code);
   try {
