@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
@@ -66,16 +67,27 @@ Pipeline::Pipeline(torch::nn::Sequential model, std::shared_ptr<Communicator> co
   for (int l = first_layer_; l < last_layer_; ++l) stage_->push_back(*(model->begin() + l));
 }
 
+// The first tensor of a step in each direction is preceded by a header
+// (ndim, dtype, sizes); the micro-batches are equal chunks, so the rest of
+// the step's tensors that way have its shape and go without one.
 void Pipeline::send_tensor(const at::Tensor& t, int peer, int tag) {
   TANDEM_CHECK(t.dim() <= kMaxDims, "Pipeline: activations of {} dimensions (at most {})",
                t.dim(), kMaxDims);
-  at::Tensor header = at::empty({kMaxDims + 2}, at::kLong);
+  at::Tensor header = at::zeros({kMaxDims + 2}, at::kLong);
   auto* h = header.data_ptr<int64_t>();
   h[0] = t.dim();
   h[1] = static_cast<int64_t>(t.scalar_type());
   for (int64_t d = 0; d < t.dim(); ++d) h[2 + d] = t.size(d);
+  auto [sent, first] = sent_headers_.emplace(tag, header);
+  if (first) {
+    sends_.push_back({comm_->send_async(header, peer, tag), header});
+  } else {
+    TANDEM_CHECK(at::equal(sent->second, header),
+                 "Pipeline: stage {} sent tensors of different shapes or dtypes in one step; "
+                 "every micro-batch must give its stage's output the same shape",
+                 stage());
+  }
   at::Tensor data = t.detach().contiguous();
-  sends_.push_back({comm_->send_async(header, peer, tag), header});
   sends_.push_back({comm_->send_async(data, peer, tag + 1), data});
 }
 
@@ -87,8 +99,11 @@ void Pipeline::release_sent() {
 }
 
 at::Tensor Pipeline::recv_tensor(int peer, int tag) {
-  at::Tensor header = at::empty({kMaxDims + 2}, at::kLong);
-  comm_->recv(header, peer, tag);
+  at::Tensor& header = received_headers_[tag];
+  if (!header.defined()) {
+    header = at::empty({kMaxDims + 2}, at::kLong);
+    comm_->recv(header, peer, tag);
+  }
   const auto* h = header.data_ptr<int64_t>();
   std::vector<int64_t> sizes(h + 2, h + 2 + h[0]);
   at::Tensor data = at::empty(sizes, at::TensorOptions().dtype(static_cast<at::ScalarType>(h[1])));
@@ -207,6 +222,8 @@ PipelineStepStats Pipeline::train_step(const at::Tensor& input, const at::Tensor
   rng_states_.assign(static_cast<size_t>(m), at::Tensor());
   loss_sum_ = 0;
   compute_seconds_ = 0;
+  sent_headers_.clear();
+  received_headers_.clear();
   const auto actions = pipeline_schedule(options_.schedule, stage(), stages(), m);
   for (size_t a = 0; a < actions.size(); ++a) {
     if (actions[a].forward) {
@@ -236,6 +253,8 @@ at::Tensor Pipeline::forward_only(const at::Tensor& input, const at::Tensor& tar
   std::vector<at::Tensor> inputs = split(input, stage() == 0, "inputs");
   std::vector<at::Tensor> targets = split(target, last, "targets");
   at::Tensor sums = at::zeros({metric.size}, at::kDouble);
+  sent_headers_.clear();
+  received_headers_.clear();
   {
     at::NoGradGuard no_grad;
     for (int mb = 0; mb < options_.micro_batches; ++mb) {

@@ -25,7 +25,7 @@ TEST(TandemBenchPipeline, WritesBubblesAndTracesThatFollowTheSchedule) {
   const std::string traces = (dir / "traces").string();
   auto r = testing::run_command(std::string(TANDEM_BINARY_DIR) +
                                     "/tools/tandem bench pipeline --stages 2 --micro-batches 4 "
-                                    "--forward-ms 1 --backward-ms 2 --steps 1 --out " +
+                                    "--forward-ms 1 --backward-ms 2 --steps 1 --rounds 1 --out " +
                                     out + " --trace-dir " + traces,
                                 120);
   ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -9,10 +9,12 @@
 #include <torch/nn/modules/linear.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 #include <tuple>
@@ -32,12 +34,17 @@ struct Options {
   std::vector<int> micro_batches = {4, 8, 16};
   std::vector<std::string> schedules = {"gpipe", "1f1b"};
   std::string work = "sleep";  // sleep | compute
-  double forward_ms = 4;       // per stage and micro-batch (sleep)
-  double backward_ms = 8;
+  // Per stage and micro-batch (sleep): a GPU stage's tens of milliseconds,
+  // so that this host's ~0.25 ms per point-to-point message is as small a
+  // share of a step as NCCL's tens of microseconds are of a GPU's.
+  double forward_ms = 20;
+  double backward_ms = 40;
   int64_t width = 256;        // compute: features of each stage's Linear layers
   int64_t layers = 4;         // compute: Linear layers per stage
   int64_t micro_batch_size = 16;
-  int steps = 5;  // measured steps per configuration, after one warm-up step
+  int steps = 2;   // measured steps per configuration and round, after a warm-up step
+  int rounds = 3;  // passes over every configuration; the bubble is the median step's
+  std::string backend = "shm";
   std::string trace_dir;
   std::string out = "bench_pipeline";
   int timeout_s = 600;
@@ -92,67 +99,95 @@ torch::nn::Sequential make_model(const Options& o, int stages) {
   return model;
 }
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 std::string config_name(int stages, const std::string& schedule, int m) {
   return fmt::format("p{}_{}_m{}", stages, schedule, m);
 }
 
-// This process is one stage: every schedule and micro-batch count, rank 0
-// appending a JSON line per configuration to o.results.
-int run_worker(const Options& o) {
-  auto comm = init({.backend = "auto", .timeout = Millis(120'000),
-                    .rendezvous_timeout = Millis(60'000)});
+// What one stage measured of one configuration over every round.
+struct Measured {
+  std::vector<double> bubbles, step_seconds;
+  int max_in_flight = 0;
+};
+
+// Runs o.steps steps of one configuration (after a warm-up step) and adds
+// them to `into`; with `trace`, records them.
+void measure(const Options& o, const std::shared_ptr<Communicator>& comm,
+             const std::string& schedule, int m, const std::shared_ptr<TraceRecorder>& trace,
+             Measured& into) {
   const int p = comm->size();
-  std::ofstream results;
-  if (comm->rank() == 0) results.open(o.results, std::ios::app);
+  parallel::PipelineOptions po;
+  po.schedule = parallel::parse_pipeline_schedule(schedule);
+  po.micro_batches = m;
+  if (o.work == "compute") {
+    for (int s = 0; s < p; ++s) po.cut_points.push_back(static_cast<int>(s * o.layers));
+  }
   auto mse = [](const at::Tensor& y, const at::Tensor& t) {
     return torch::nn::functional::mse_loss(y, t);
   };
+  at::manual_seed(0);
+  at::Tensor x = at::randn({m * o.micro_batch_size, o.width});
+  at::Tensor t = at::randn({m * o.micro_batch_size, o.width});
+  parallel::Pipeline(make_model(o, p), comm, po).train_step(x, t, mse);  // warm-up
+  po.trace = trace;
+  parallel::Pipeline pipe(make_model(o, p), comm, po);
+  for (int s = 0; s < o.steps; ++s) {
+    const auto stats = pipe.train_step(x, t, mse);
+    into.bubbles.push_back(1.0 - stats.compute_seconds / stats.step_seconds);
+    into.step_seconds.push_back(stats.step_seconds);
+    into.max_in_flight = std::max(into.max_in_flight, stats.max_in_flight);
+  }
+}
+
+// This process is one stage. Rounds of every schedule and micro-batch
+// count, so that a slow spell of the machine hits one round of a few
+// configurations, not all steps of one; then rank 0 appends a JSON line per
+// configuration to o.results.
+int run_worker(const Options& o) {
+  auto comm = init({.backend = o.backend, .timeout = Millis(120'000),
+                    .rendezvous_timeout = Millis(60'000)});
+  const int p = comm->size();
+  std::map<std::pair<std::string, int>, Measured> measured;
+  for (int round = 0; round < o.rounds; ++round) {
+    for (const auto& schedule : o.schedules) {
+      for (int m : o.micro_batches) {
+        std::shared_ptr<TraceRecorder> trace;
+        if (!o.trace_dir.empty() && round == 0) {
+          comm->barrier();  // the recorders' origins agree to a barrier's skew
+          trace = std::make_shared<TraceRecorder>(comm->rank());
+        }
+        measure(o, comm, schedule, m, trace, measured[{schedule, m}]);
+        if (trace) {
+          const fs::path dir = fs::path(o.trace_dir) / config_name(p, schedule, m);
+          fs::create_directories(dir);
+          trace->write((dir / fmt::format("rank-{}.json", comm->rank())).string());
+        }
+      }
+    }
+  }
+  std::ofstream results;
+  if (comm->rank() == 0) results.open(o.results, std::ios::app);
   for (const auto& schedule : o.schedules) {
     for (int m : o.micro_batches) {
-      parallel::PipelineOptions po;
-      po.schedule = parallel::parse_pipeline_schedule(schedule);
-      po.micro_batches = m;
-      if (o.work == "compute") {
-        std::vector<int> cuts;
-        for (int s = 0; s < p; ++s) cuts.push_back(static_cast<int>(s * o.layers));
-        po.cut_points = cuts;
-      }
-      at::manual_seed(0);
-      parallel::Pipeline pipe(make_model(o, p), comm, po);
-      at::Tensor x = at::randn({m * o.micro_batch_size, o.width});
-      at::Tensor t = at::randn({m * o.micro_batch_size, o.width});
-      pipe.train_step(x, t, mse);  // warm-up
-      comm->barrier();             // the recorders' origins agree to a barrier's skew
-      std::shared_ptr<TraceRecorder> trace;
-      if (!o.trace_dir.empty()) trace = std::make_shared<TraceRecorder>(comm->rank());
-      po.trace = trace;
-      parallel::Pipeline traced(make_model(o, p), comm, po);
-      double bubble = 0, step_s = 0;
-      int in_flight = 0;
-      for (int s = 0; s < o.steps; ++s) {
-        const auto stats = traced.train_step(x, t, mse);
-        bubble += 1.0 - stats.compute_seconds / stats.step_seconds;
-        step_s += stats.step_seconds;
-        in_flight = std::max(in_flight, stats.max_in_flight);
-      }
-      if (trace) {
-        const fs::path dir = fs::path(o.trace_dir) / config_name(p, schedule, m);
-        fs::create_directories(dir);
-        trace->write((dir / fmt::format("rank-{}.json", comm->rank())).string());
-      }
-      // Every stage's mean bubble and step time, and its peak in flight.
-      at::Tensor mine = at::tensor(std::vector<double>{bubble / o.steps, step_s / o.steps,
-                                                       static_cast<double>(in_flight)},
-                                   at::kDouble);
+      const Measured& mine = measured[{schedule, m}];
+      // Every stage's median bubble and step time, and its peak in flight.
+      at::Tensor local = at::tensor(
+          std::vector<double>{median(mine.bubbles), median(mine.step_seconds),
+                              static_cast<double>(mine.max_in_flight)},
+          at::kDouble);
       at::Tensor all = at::empty({3 * p}, at::kDouble);
-      comm->all_gather(all, mine);
+      comm->all_gather(all, local);
       if (comm->rank() != 0) continue;
-      nlohmann::json j = {{"bench", "pipeline"},
-                          {"work", o.work},
-                          {"stages", p},
-                          {"schedule", schedule},
-                          {"micro_batches", m},
-                          {"theoretical_bubble", parallel::theoretical_bubble_fraction(p, m)}};
+      const double theory = parallel::theoretical_bubble_fraction(p, m);
+      nlohmann::json j = {{"bench", "pipeline"},       {"work", o.work}, {"backend", comm->backend()},
+                          {"stages", p},               {"schedule", schedule},
+                          {"micro_batches", m},        {"theoretical_bubble", theory},
+                          {"steps", o.steps * o.rounds}};
       double mean = 0;
       std::vector<double> per_stage, flight;
       for (int s = 0; s < p; ++s) {
@@ -164,7 +199,10 @@ int run_worker(const Options& o) {
       j["bubble_per_stage"] = per_stage;
       j["max_in_flight_per_stage"] = flight;
       j["step_ms"] = all[1].item<double>() * 1e3;
-      j["relative_error"] = std::abs(mean / parallel::theoretical_bubble_fraction(p, m) - 1.0);
+      j["relative_error"] = std::abs(mean / theory - 1.0);
+      // The step time beyond the schedule's, per micro-batch: what each
+      // micro-batch's messages and waits cost.
+      j["overhead_ms_per_micro_batch"] = (mean - theory) * j["step_ms"].get<double>() / m;
       if (o.work == "sleep") {
         j["forward_ms"] = o.forward_ms;
         j["backward_ms"] = o.backward_ms;
@@ -181,9 +219,9 @@ int run(const Options& o, const std::vector<std::string>& self) {
   for (const auto& s : o.schedules) parallel::parse_pipeline_schedule(s);
   for (int p : o.stages) TANDEM_CHECK(p >= 2, "--stages {}: a pipeline has at least 2", p);
   for (int m : o.micro_batches) TANDEM_CHECK(m >= 1, "--micro-batches {} must be >= 1", m);
-  TANDEM_CHECK(o.steps >= 1 && o.forward_ms >= 0 && o.backward_ms >= 0 && o.width >= 1 &&
+  TANDEM_CHECK(o.steps >= 1 && o.rounds >= 1 && o.forward_ms >= 0 && o.backward_ms >= 0 && o.width >= 1 &&
                    o.layers >= 1 && o.micro_batch_size >= 1,
-               "--steps, --width, --layers and --micro-batch-size must be >= 1, the times >= 0");
+               "--steps, --rounds, --width, --layers and --micro-batch-size must be >= 1, the times >= 0");
   const fs::path scratch = fs::temp_directory_path() / fmt::format("tandem-bench-pipeline-{}",
                                                                    getpid());
   fs::create_directories(scratch);
@@ -221,7 +259,7 @@ int run(const Options& o, const std::vector<std::string>& self) {
     std::cout << fmt::format("{:>6} {:>8} {:>5} {:>12.3f} {:>10.3f} {:>8.1f}% {:>9.1f}\n", p,
                              schedule, m, theory, measured, 100 * error, step_ms);
   }
-  std::cout << fmt::format("(bubble: 1 - compute / step time per stage, mean over stages; work: "
+  std::cout << fmt::format("(bubble: 1 - compute / step time per stage, median over steps, mean over stages; work: "
                            "{}; written: {}.jsonl, {}.csv{})\n",
                            o.work, o.out, o.out,
                            o.trace_dir.empty() ? "" : ", traces under " + o.trace_dir);
@@ -251,7 +289,13 @@ void add_bench_pipeline(CLI::App& bench, int& exit_code) {
   cmd->add_option("--layers", o->layers, "compute: Linear layers per stage")->capture_default_str();
   cmd->add_option("--micro-batch-size", o->micro_batch_size, "samples per micro-batch")
       ->capture_default_str();
-  cmd->add_option("--steps", o->steps, "measured steps per configuration")->capture_default_str();
+  cmd->add_option("--steps", o->steps, "measured steps per configuration and round")
+      ->capture_default_str();
+  cmd->add_option("--rounds", o->rounds, "passes over all configurations (median of all steps)")
+      ->capture_default_str();
+  cmd->add_option("--backend", o->backend,
+                  "shm | gloo | mpi | auto")
+      ->capture_default_str();
   cmd->add_option("--trace-dir", o->trace_dir,
                   "write DIR/p<P>_<schedule>_m<M>/rank-<r>.json (Chrome traces)");
   cmd->add_option("--out", o->out, "writes OUT.jsonl and OUT.csv")->capture_default_str();

@@ -4,8 +4,10 @@
 // by parameter count, or at given cut points); rank s keeps stage s. A step
 // splits the batch into micro-batches and runs them through the stages in
 // the order of a schedule (pipeline_schedule.h): activations go forward and
-// their gradients backward as tagged point-to-point messages, each preceded
-// by its shape and dtype, so stages need not declare them. The last stage
+// their gradients backward as tagged point-to-point messages; the first of
+// a step in each direction is preceded by its shape and dtype (the
+// micro-batches are equal chunks, so the others share it), so stages need
+// not declare them. The last stage
 // computes the loss; gradients accumulate over the micro-batches, so after
 // train_step() every stage's parameters hold the gradients of the mean loss
 // over the whole batch, as one process would compute them.
@@ -31,6 +33,7 @@
 #include <torch/nn/modules/container/sequential.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -140,6 +143,8 @@ class Pipeline {
     at::Tensor buffer;  // alive until the send completes
   };
   std::vector<PendingSend> sends_;
+  // This step's shape headers by tag, sent and received (see send_tensor).
+  std::map<int, at::Tensor> sent_headers_, received_headers_;
   double loss_sum_ = 0;
 };
 

@@ -39,7 +39,7 @@ void ShmWaiter::rest(Clock::duration waited, std::chrono::microseconds& sleep) c
     sched_yield();
     return;
   }
-  sleep = std::clamp(sleep * 2, std::chrono::microseconds(50), std::chrono::microseconds(1000));
+  sleep = std::clamp(sleep * 2, std::chrono::microseconds(50), std::chrono::microseconds(200));
   std::this_thread::sleep_for(sleep);
 }
 
