@@ -134,28 +134,15 @@ TrainSummary train_on_mesh(const TrainerOptions& o, const std::shared_ptr<Commun
   const auto e = evaluate(model, sets.eval(), spec, o);
   s.eval_loss = e.count > 0 ? e.loss / e.count : 0.0;
   s.eval_accuracy = e.count > 0 ? e.correct / e.count : 0.0;
-  const parallel::MemoryAccounting memory = model.memory();
-  s.parameter_bytes = memory.now().parameters;
-  s.gradient_bytes = memory.now().gradients;
-  s.optimizer_bytes = memory.now().optimizer_state;
-  s.peak_model_state_bytes = memory.peak_total();
+  record_memory(s, model.memory());
   if (out) {
-    constexpr double kMiB = 1024.0 * 1024.0;
-    *out << fmt::format(
-        "model state on rank 0 (its {}): parameters {:.2f} MiB, gradients {:.2f} MiB, "
-        "optimizer {:.2f} MiB; peak {:.2f} MiB\n",
-        o.mesh, s.parameter_bytes / kMiB, s.gradient_bytes / kMiB, s.optimizer_bytes / kMiB,
-        s.peak_model_state_bytes / kMiB);
+    *out << memory_line(s, "its part of " + o.mesh);
     if (model.max_in_flight() > 0) {
       *out << fmt::format("pipeline: at most {} micro-batches in flight on stage 0; bubble {:.3f} "
                           "in the last step\n",
                           model.max_in_flight(), model.bubble());
     }
-    *out << fmt::format(
-        "summary: {} steps, {} samples in {:.1f} s ({:.0f} samples/s); train loss {:.4f} -> "
-        "{:.4f}; eval loss {:.4f}, accuracy {:.3f}\n",
-        s.steps, s.samples, s.wall_seconds, s.samples_per_second, s.first_loss, s.final_loss,
-        s.eval_loss, s.eval_accuracy);
+    *out << summary_line(s);
   }
   return s;
 }

@@ -458,29 +458,10 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   strategy->end_forward_only();
   s.eval_loss = e.loss;
   s.eval_accuracy = e.accuracy;
-  const parallel::MemoryAccounting memory = strategy->memory();
-  s.parameter_bytes = memory.now().parameters;
-  s.gradient_bytes = memory.now().gradients;
-  s.optimizer_bytes = memory.now().optimizer_state;
-  s.peak_model_state_bytes = memory.peak_total();
-  if (out) {
-    constexpr double kMiB = 1024.0 * 1024.0;
-    *out << fmt::format(
-        "model state on rank 0 ({}): parameters {:.2f} MiB, gradients {:.2f} MiB, optimizer "
-        "{:.2f} MiB; peak {:.2f} MiB\n",
-        o.strategy, s.parameter_bytes / kMiB, s.gradient_bytes / kMiB, s.optimizer_bytes / kMiB,
-        s.peak_model_state_bytes / kMiB);
-  }
-  if (out && async_summary) {
-    *out << strategy_summary(o, s);
-  }
-  if (out) {
-    *out << fmt::format(
-        "summary: {} steps, {} samples in {:.1f} s ({:.0f} samples/s); train loss {:.4f} -> "
-        "{:.4f}; eval loss {:.4f}, accuracy {:.3f}\n",
-        s.steps, s.samples, s.wall_seconds, s.samples_per_second, s.first_loss, s.final_loss,
-        s.eval_loss, s.eval_accuracy);
-  }
+  record_memory(s, strategy->memory());
+  if (out) *out << memory_line(s, o.strategy);
+  if (out && async_summary) *out << strategy_summary(o, s);
+  if (out) *out << summary_line(s);
   return s;
 }
 

@@ -97,4 +97,28 @@ std::vector<double> average_over_ranks(Communicator& comm, std::vector<double> v
   return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
 }
 
+void record_memory(TrainSummary& s, const parallel::MemoryAccounting& memory) {
+  s.parameter_bytes = memory.now().parameters;
+  s.gradient_bytes = memory.now().gradients;
+  s.optimizer_bytes = memory.now().optimizer_state;
+  s.peak_model_state_bytes = memory.peak_total();
+}
+
+std::string memory_line(const TrainSummary& s, const std::string& what) {
+  constexpr double kMiB = 1024.0 * 1024.0;
+  return fmt::format(
+      "model state on rank 0 ({}): parameters {:.2f} MiB, gradients {:.2f} MiB, optimizer "
+      "{:.2f} MiB; peak {:.2f} MiB\n",
+      what, s.parameter_bytes / kMiB, s.gradient_bytes / kMiB, s.optimizer_bytes / kMiB,
+      s.peak_model_state_bytes / kMiB);
+}
+
+std::string summary_line(const TrainSummary& s) {
+  return fmt::format(
+      "summary: {} steps, {} samples in {:.1f} s ({:.0f} samples/s); train loss {:.4f} -> "
+      "{:.4f}; eval loss {:.4f}, accuracy {:.3f}\n",
+      s.steps, s.samples, s.wall_seconds, s.samples_per_second, s.first_loss, s.final_loss,
+      s.eval_loss, s.eval_accuracy);
+}
+
 }  // namespace tandem::train

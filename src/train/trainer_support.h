@@ -10,9 +10,11 @@
 #include <fstream>
 #include <memory>
 #include <ostream>
+#include <string>
 #include <vector>
 
 #include "tandem/comm/communicator.h"
+#include "tandem/parallel/memory_accounting.h"
 #include "tandem/train/data/dataset.h"
 #include "tandem/train/models/models.h"
 #include "tandem/train/trainer.h"
@@ -50,6 +52,12 @@ class Progress {
   int64_t total_;
   bool tty_ = false;
 };
+
+// Fills s's model-state bytes from what a strategy measured.
+void record_memory(TrainSummary& s, const parallel::MemoryAccounting& memory);
+// Rank 0's closing lines: "model state on rank 0 (WHAT): ..." and "summary: ...".
+std::string memory_line(const TrainSummary& s, const std::string& what);
+std::string summary_line(const TrainSummary& s);
 
 // train() under --mesh (mesh_model.h); o is validated.
 TrainSummary train_on_mesh(const TrainerOptions& o, const std::shared_ptr<Communicator>& comm,

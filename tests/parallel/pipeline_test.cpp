@@ -157,6 +157,24 @@ TEST(Pipeline, RecomputationRedrawsTheSameDropoutMasks) {
   });
 }
 
+// One step of 8 micro-batches of 64 samples through 256-wide layers: the
+// peak of CPU tensor bytes during it (counting allocator), above what was
+// alive before it, and the step's stats.
+std::pair<int64_t, PipelineStepStats> step_peak(const std::shared_ptr<Communicator>& comm,
+                                                PipelineScheduleKind kind, bool recompute) {
+  PipelineOptions po;
+  po.schedule = kind;
+  po.micro_batches = 8;
+  po.recompute = recompute;
+  Pipeline pipe(make_mlp(256), comm, po);
+  auto [x, t] = batch(0, 512);
+  comm->barrier();
+  reset_cpu_allocator_peak();
+  const int64_t before = cpu_allocator_stats().current_bytes;
+  const auto stats = pipe.train_step(x, t, mse);
+  return {cpu_allocator_stats().peak_bytes - before, stats};
+}
+
 // Stage 0 of 2 under GPipe at 8 micro-batches holds every micro-batch's
 // activations; with recomputation only their inputs.
 TEST(Pipeline, RecomputationHoldsLessActivationMemory) {
@@ -164,19 +182,10 @@ TEST(Pipeline, RecomputationHoldsLessActivationMemory) {
     install_counting_cpu_allocator();
     auto comm = connect(rank, size, port);
     auto peak_of = [&](bool recompute) {
-      PipelineOptions po;
-      po.schedule = PipelineScheduleKind::kGPipe;
-      po.micro_batches = 8;
-      po.recompute = recompute;
-      Pipeline pipe(make_mlp(256), comm, po);
-      auto [x, t] = batch(0, 512);
-      comm->barrier();
-      reset_cpu_allocator_peak();
-      const int64_t before = cpu_allocator_stats().current_bytes;
-      const auto stats = pipe.train_step(x, t, mse);
+      const auto [peak, stats] = step_peak(comm, PipelineScheduleKind::kGPipe, recompute);
       EXPECT_GT(stats.compute_seconds, 0);
       EXPECT_LE(stats.compute_seconds, stats.step_seconds);
-      return cpu_allocator_stats().peak_bytes - before;
+      return peak;
     };
     const int64_t stored = peak_of(false);
     const int64_t recomputed = peak_of(true);
@@ -215,23 +224,14 @@ TEST(Pipeline, ForwardOnlyMatchesTheWholeModel) {
   });
 }
 
-// Stage 0 of 2, 8 micro-batches of 64 samples through 256-wide layers: the
-// peak of CPU tensor bytes during a step, above what was alive before it.
+// Stage 0 of 2 (step_peak).
 TEST(Pipeline, OneFOneBHoldsLessActivationMemoryThanGPipe) {
   tandem::testing::expect_ranks_succeed(2, [](int rank, int size, int port) {
     install_counting_cpu_allocator();
     auto comm = connect(rank, size, port);
     auto peak_of = [&](PipelineScheduleKind kind) {
-      PipelineOptions po;
-      po.schedule = kind;
-      po.micro_batches = 8;
-      Pipeline pipe(make_mlp(256), comm, po);
-      auto [x, t] = batch(0, 512);
-      comm->barrier();
-      reset_cpu_allocator_peak();
-      const int64_t before = cpu_allocator_stats().current_bytes;
-      const auto stats = pipe.train_step(x, t, mse);
-      return std::make_pair(cpu_allocator_stats().peak_bytes - before, stats.max_in_flight);
+      const auto [peak, stats] = step_peak(comm, kind, false);
+      return std::make_pair(peak, stats.max_in_flight);
     };
     const auto [gpipe, gpipe_flight] = peak_of(PipelineScheduleKind::kGPipe);
     const auto [one_f_one_b, flight] = peak_of(PipelineScheduleKind::k1F1B);
