@@ -71,7 +71,7 @@ const ConfigKey kKeys[] = {
     {"gossip", "gossip: push|pull", &trainer<&T::gossip>},
     {"backup-workers", "ddp: apply the first workers-N gradients, drop the late ones",
      &trainer<&T::backup_workers>},
-    {"mesh", "model parallelism: dp=N,pp=P or dp=N,tp=T (ranks = product)", &trainer<&T::mesh>},
+    {"mesh", "model parallelism: dp=N,pp=P,tp=T (any of them; ranks = product)", &trainer<&T::mesh>},
     {"micro-batches", "pipeline: micro-batches per step", &trainer<&T::micro_batches>},
     {"schedule", "pipeline: gpipe|1f1b", &trainer<&T::pipeline_schedule>},
     {"recompute", "pipeline: recompute activations in backward", &trainer<&T::recompute>},

@@ -8,7 +8,9 @@
 #include <fmt/format.h>
 #include <torch/nn/functional/loss.h>
 
+#include <cmath>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "tandem/core/check.h"
@@ -55,19 +57,11 @@ MeshShape parse_mesh(const std::string& text) {
                  "--mesh {}: {}={} is not a positive integer", text, name, value);
     *dims[name] = n;
   }
-  TANDEM_CHECK(shape.pp == 1 || shape.tp == 1,
-               "--mesh {}: pipeline and tensor parallelism do not combine yet; use dp with pp or "
-               "with tp",
-               text);
   return shape;
 }
 
 void validate_mesh(const TrainerOptions& o, int world_size) {
   const MeshShape m = parse_mesh(o.mesh);
-  TANDEM_CHECK(m.size() == world_size,
-               "--mesh {} needs {} ranks ({}) but {} were started; launch that many, or change "
-               "the mesh",
-               o.mesh, m.size(), m.describe(), world_size);
   TANDEM_CHECK(o.strategy == "ddp" || o.strategy == "zero1",
                "--mesh averages the data dimension with --strategy ddp or zero1, not {}",
                o.strategy);
@@ -76,6 +70,10 @@ void validate_mesh(const TrainerOptions& o, int world_size) {
                o.mesh, o.model);
   TANDEM_CHECK(m.tp == 1 || o.model == "gpt-mini",
                "--mesh {}: tensor parallelism splits --model gpt-mini, not {}", o.mesh, o.model);
+  TANDEM_CHECK(m.size() == world_size,
+               "--mesh {} needs {} ranks ({}) but {} were started; launch that many, or change "
+               "the mesh",
+               o.mesh, m.size(), m.describe(), world_size);
   TANDEM_CHECK(m.pp == 1 || o.batch_size % o.micro_batches == 0,
                "--batch-size {} does not split into --micro-batches {}", o.batch_size,
                o.micro_batches);
@@ -83,9 +81,6 @@ void validate_mesh(const TrainerOptions& o, int world_size) {
                "in --mesh");
   TANDEM_CHECK(o.checkpoint_dir.empty() && !o.resume,
                "--mesh does not write or resume checkpoints yet; drop --checkpoint-dir");
-  TANDEM_CHECK(o.clip_grad_norm == 0,
-               "--mesh does not clip gradients yet (the norm spans stages and slices); drop "
-               "--clip-grad-norm");
   TANDEM_CHECK(o.grad_compression == "none", "--mesh does not compress gradients yet; drop "
                "--grad-compression");
   TANDEM_CHECK(o.inject_delay.empty() && o.inject_slowdown.empty(),
@@ -112,23 +107,77 @@ struct MeshModel::Impl {
   TrainerOptions options;
   MeshShape shape;
   std::unique_ptr<DeviceMesh> mesh;
-  std::shared_ptr<Communicator> data, model_dim;  // model_dim: pp or tp (or null)
+  std::shared_ptr<Communicator> data, pipe, tensor;  // the dp, pp and tp communicators
   std::unique_ptr<parallel::Pipeline> pipeline;
   TensorParallelGptMini tensor_parallel{nullptr};
-  torch::nn::AnyModule whole;           // dp only
+  torch::nn::AnyModule whole;                // neither pp nor tp
   std::shared_ptr<torch::nn::Module> local;  // what this rank trains
   std::unique_ptr<Strategy> strategy;
-  // The whole model's parameters, in order: name, shape, dtype, and this
-  // rank's tensor when it holds it whole (pipeline).
+  // Parameters every tensor-parallel rank holds whole, by TensorImpl.
+  std::set<const void*> replicated;
+  // pp: the whole model's parameter names, shapes and dtypes in order, the
+  // layer of the Sequential each belongs to, and without tp this rank's
+  // tensor of it if its stage holds it.
   struct Entry {
     std::string name;
     std::vector<int64_t> shape;
     at::ScalarType dtype;
+    int layer = 0;
     at::Tensor mine;
   };
   std::vector<Entry> entries;
   parallel::PipelineStepStats last;
+
+  // The loss of logits (this tp rank's vocabulary slice under tp).
+  at::Tensor loss(const at::Tensor& logits, const at::Tensor& target) {
+    return tensor_parallel ? tensor_parallel->loss(logits, target) : loss_of(logits, target);
+  }
+  // Evaluation sums of logits (gathered over tp first).
+  at::Tensor eval(const at::Tensor& logits, const at::Tensor& target) {
+    return eval_sums(tensor_parallel ? parallel::gather_from_tensor_parallel(logits, *tensor)
+                                     : logits,
+                     target);
+  }
+  void clip_grad_norm(double max_norm);
 };
+
+namespace {
+
+// The layer of a gpt-mini Sequential (embeddings, blocks, head) or an mlp
+// Sequential (Flatten, fc0, ReLU, fc1, ...) a whole-model parameter name
+// belongs to.
+int layer_of(const std::string& model, const std::string& name, int64_t blocks) {
+  const std::string module = name.substr(0, name.find('.'));
+  if (model == "mlp") return 1 + 2 * std::stoi(module.substr(2));  // "fc<i>"
+  if (module == "token_embedding" || module == "position_embedding") return 0;
+  if (module.rfind("block", 0) == 0) return 1 + std::stoi(module.substr(5));
+  return static_cast<int>(blocks) + 1;  // ln_final, lm_head
+}
+
+}  // namespace
+
+// Scales the gradients to a global 2-norm of at most max_norm, as
+// torch::nn::utils::clip_grad_norm_ does for the whole model: squares are
+// summed over the stages and slices (a replicated parameter once), not over
+// the data dimension, whose ranks hold the same averaged gradients.
+void MeshModel::Impl::clip_grad_norm(double max_norm) {
+  std::vector<at::Tensor> grads;
+  double local = 0;
+  for (const auto& p : this->local->parameters()) {
+    if (!p.grad().defined()) continue;
+    const double sq = p.grad().pow(2).sum().item<double>();
+    local += replicated.count(p.unsafeGetTensorImpl()) ? sq / shape.tp : sq;
+    grads.push_back(p.grad());
+  }
+  at::Tensor total = at::tensor({local}, at::kDouble);
+  pipe->all_reduce(total);
+  tensor->all_reduce(total);
+  const double norm = std::sqrt(total.item<double>());
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef >= 1) return;
+  at::NoGradGuard no_grad;
+  for (auto& g : grads) g.mul_(coef);
+}
 
 MeshModel::MeshModel(const TrainerOptions& o, std::shared_ptr<Communicator> world,
                      std::shared_ptr<TraceRecorder> trace)
@@ -138,16 +187,26 @@ MeshModel::MeshModel(const TrainerOptions& o, std::shared_ptr<Communicator> worl
   Impl& m = *impl_;
   m.options = o;
   m.shape = parse_mesh(o.mesh);
-  const char* model_dim = m.shape.pp > 1 ? "pp" : "tp";
-  const int extent = m.shape.pp > 1 ? m.shape.pp : m.shape.tp;
-  m.mesh = std::make_unique<DeviceMesh>(world, std::vector<int>{m.shape.dp, extent},
-                                        std::vector<std::string>{"dp", model_dim});
+  m.mesh = std::make_unique<DeviceMesh>(
+      world, std::vector<int>{m.shape.dp, m.shape.pp, m.shape.tp},
+      std::vector<std::string>{"dp", "pp", "tp"});
   m.data = m.mesh->get("dp");
-  m.model_dim = m.mesh->get(model_dim);
+  m.pipe = m.mesh->get("pp");
+  m.tensor = m.mesh->get("tp");
 
   at::manual_seed(o.seed);  // every rank builds the same whole model
   torch::nn::AnyModule model = make_model(o.model, ModelOptions{});
   if (o.dtype == "float64") model.ptr()->to(at::kDouble);
+  torch::nn::Sequential layers{nullptr};
+  if (m.shape.tp > 1) {
+    m.tensor_parallel = TensorParallelGptMini(*model.get<GptMini>(), m.tensor);
+    for (const auto& p : m.tensor_parallel->replicated_parameters()) {
+      m.replicated.insert(p.unsafeGetTensorImpl());
+    }
+    if (m.shape.pp > 1) layers = m.tensor_parallel->layers();
+  } else if (m.shape.pp > 1) {
+    layers = sequential_layers(o.model, model);
+  }
   if (m.shape.pp > 1) {
     parallel::PipelineOptions po;
     po.micro_batches = o.micro_batches;
@@ -158,22 +217,22 @@ MeshModel::MeshModel(const TrainerOptions& o, std::shared_ptr<Communicator> worl
       std::shared_ptr<void> hold = last ? nullptr : impl_->strategy->accumulate_locally();
       backward();
     };
-    m.pipeline = std::make_unique<parallel::Pipeline>(sequential_layers(o.model, model),
-                                                      m.model_dim, po);
+    m.pipeline = std::make_unique<parallel::Pipeline>(layers, m.pipe, po);
     m.local = m.pipeline->stage_module().ptr();
-  } else if (m.shape.tp > 1) {
-    m.tensor_parallel = TensorParallelGptMini(*model.get<GptMini>(), m.model_dim);
+    const int64_t blocks = o.model == "gpt-mini" ? model.get<GptMini>()->options().layers : 0;
+    std::map<const void*, at::Tensor> held;
+    for (const auto& p : m.local->parameters()) held[p.unsafeGetTensorImpl()] = p;
+    for (const auto& item : model.ptr()->named_parameters()) {
+      auto it = held.find(item.value().unsafeGetTensorImpl());
+      m.entries.push_back({item.key(), item.value().sizes().vec(), item.value().scalar_type(),
+                           layer_of(o.model, item.key(), blocks),
+                           it == held.end() ? at::Tensor() : it->second});
+    }
+  } else if (m.tensor_parallel) {
     m.local = m.tensor_parallel.ptr();
   } else {
     m.whole = model;
     m.local = model.ptr();
-  }
-  std::map<const void*, at::Tensor> local_params;
-  for (const auto& p : m.local->parameters()) local_params[p.unsafeGetTensorImpl()] = p;
-  for (const auto& item : model.ptr()->named_parameters()) {
-    auto it = local_params.find(item.value().unsafeGetTensorImpl());
-    m.entries.push_back({item.key(), item.value().sizes().vec(), item.value().scalar_type(),
-                         it == local_params.end() ? at::Tensor() : it->second});
   }
   TrainerOptions dp = o;
   if (m.shape.dp == 1) dp.strategy = "none";
@@ -191,15 +250,16 @@ double MeshModel::train_step(const at::Tensor& input, const at::Tensor& target, 
   m.strategy->zero_grad();
   double loss = 0;
   if (m.pipeline) {
-    m.last = m.pipeline->train_step(input, target, loss_of);
+    m.last = m.pipeline->train_step(
+        input, target, [&m](const at::Tensor& y, const at::Tensor& t) { return m.loss(y, t); });
     loss = m.last.loss;
   } else {
     at::Tensor logits = m.tensor_parallel ? m.tensor_parallel(input) : m.whole.forward(input);
-    at::Tensor l = m.tensor_parallel ? m.tensor_parallel->loss(logits, target)
-                                     : loss_of(logits, target);
+    at::Tensor l = m.loss(logits, target);
     l.backward();
     loss = l.item<double>();
   }
+  if (m.options.clip_grad_norm > 0) m.clip_grad_norm(m.options.clip_grad_norm);
   m.strategy->step();
   return average_over_ranks(*m.data, {loss})[0];
 }
@@ -209,15 +269,13 @@ MeshModel::EvalSums MeshModel::evaluate(const at::Tensor& input, const at::Tenso
   m.local->eval();
   at::Tensor sums;
   if (m.pipeline) {
-    sums = m.pipeline->forward_only(input, target, parallel::PipelineMetric{3, eval_sums});
+    sums = m.pipeline->forward_only(
+        input, target,
+        parallel::PipelineMetric{
+            3, [&m](const at::Tensor& y, const at::Tensor& t) { return m.eval(y, t); }});
   } else {
     at::NoGradGuard no_grad;
-    if (m.tensor_parallel) {
-      at::Tensor logits = m.tensor_parallel(input);
-      sums = eval_sums(parallel::gather_from_tensor_parallel(logits, *m.model_dim), target);
-    } else {
-      sums = eval_sums(m.whole.forward(input), target);
-    }
+    sums = m.eval(m.tensor_parallel ? m.tensor_parallel(input) : m.whole.forward(input), target);
   }
   m.local->train();
   m.data->all_reduce(sums);
@@ -227,27 +285,37 @@ MeshModel::EvalSums MeshModel::evaluate(const at::Tensor& input, const at::Tenso
 
 torch::OrderedDict<std::string, at::Tensor> MeshModel::full_parameters() {
   Impl& m = *impl_;
-  if (m.tensor_parallel) return m.tensor_parallel->full_parameters();
   torch::OrderedDict<std::string, at::Tensor> out;
+  // Under tp every layer's slices are gathered, stale where another stage trains.
+  if (m.tensor_parallel) out = m.tensor_parallel->full_parameters();
   if (!m.pipeline) {
-    for (const auto& item : m.local->named_parameters()) out.insert(item.key(), item.value().detach().clone());
+    if (m.tensor_parallel) return out;
+    for (const auto& item : m.local->named_parameters()) {
+      out.insert(item.key(), item.value().detach().clone());
+    }
     return out;
   }
-  // Each stage contributes the parameters it holds; zeros elsewhere; one sum.
+  // Each stage contributes the layers it trains; zeros elsewhere; one sum.
+  const auto [first, last] = m.pipeline->layer_range();
   std::vector<at::Tensor> flat;
   for (const auto& e : m.entries) {
-    flat.push_back(e.mine.defined() ? e.mine.detach().reshape({-1}).to(at::kDouble)
-                                    : at::zeros({c10::multiply_integers(e.shape)}, at::kDouble));
+    const bool mine = e.layer >= first && e.layer < last;
+    const at::Tensor t = m.tensor_parallel ? out[e.name] : e.mine;
+    TANDEM_CHECK(!mine || t.defined(), "MeshModel: stage {} holds no '{}'", m.pipe->rank(),
+                 e.name);
+    flat.push_back(mine ? t.detach().reshape({-1}).to(at::kDouble)
+                        : at::zeros({c10::multiply_integers(e.shape)}, at::kDouble));
   }
   at::Tensor all = at::cat(flat);
-  m.model_dim->all_reduce(all);
+  m.pipe->all_reduce(all);
+  torch::OrderedDict<std::string, at::Tensor> whole;
   int64_t offset = 0;
   for (const auto& e : m.entries) {
     const int64_t n = c10::multiply_integers(e.shape);
-    out.insert(e.name, all.narrow(0, offset, n).view(e.shape).to(e.dtype));
+    whole.insert(e.name, all.narrow(0, offset, n).view(e.shape).to(e.dtype));
     offset += n;
   }
-  return out;
+  return whole;
 }
 
 parallel::MemoryAccounting MeshModel::memory() const { return impl_->strategy->memory(); }
@@ -269,6 +337,9 @@ std::string MeshModel::describe() const {
                      m.options.recompute ? ", recomputed" : "", first, last);
   } else if (m.tensor_parallel) {
     s += fmt::format(" (gpt-mini split {} ways: heads, MLP features, vocabulary)", m.shape.tp);
+  }
+  if (m.pipeline && m.tensor_parallel) {
+    s += fmt::format(", each stage split {} ways", m.shape.tp);
   }
   return s;
 }

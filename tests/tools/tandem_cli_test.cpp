@@ -348,7 +348,8 @@ TEST(TandemTrain, BadMeshFlagsAreNamed) {
            {"--schedule cosine", "the learning-rate schedule is --lr-schedule"},
            {"--schedule zigzag", "--schedule zigzag is not one of gpipe, 1f1b"},
            {"--mesh dp=2,pp=2", "--mesh dp=2,pp=2 needs 4 ranks"},
-           {"--mesh pp=2,tp=2", "pipeline and tensor parallelism do not combine yet"},
+           {"--mesh dp=2,ep=2", "'ep=2' is not DIM=N with DIM one of dp, pp, tp"},
+           {"--mesh tp=2", "tensor parallelism splits --model gpt-mini, not mlp"},
            {"--mesh dp=1 --micro-batches 0", "--micro-batches must be at least 1"},
        }) {
     CommandResult r = run(kTandem + " train --model mlp --steps 3 --dataset-size 256 " + c.args);

@@ -1,6 +1,7 @@
 // Model parallelism against the computation it replaces. MeshModel on 4
-// ranks (dp=2 x pp=2 with GPipe, 1F1B, ZeRO-1 and recomputation; dp=2 x
-// tp=2; pp=4) trains 5 steps like one process on the same global batch:
+// ranks (dp=2 x pp=2 with GPipe, 1F1B, ZeRO-1, recomputation and gradient
+// clipping; dp=2 x tp=2; pp=4; pp=2 x tp=2 with clipping) trains 5 steps
+// like one process on the same global batch:
 // the loss of every step and the whole model's parameters afterwards agree
 // (float64, rtol 1e-9). `tandem train --mesh` logs the same losses as DDP on
 // 2 ranks with the same global batch. Bad meshes and flags are named.
@@ -11,6 +12,7 @@
 #include <ATen/ops/randn.h>
 #include <gtest/gtest.h>
 #include <torch/nn/functional/loss.h>
+#include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/optimizer.h>
 
 #include <fstream>
@@ -30,6 +32,7 @@ struct MeshCase {
   std::string name, mesh, model, schedule = "1f1b", strategy = "ddp";
   int micro_batches = 4;
   bool recompute = false;
+  double clip = 0;  // --clip-grad-norm
 };
 
 void PrintTo(const MeshCase& c, std::ostream* os) { *os << c.name; }
@@ -41,6 +44,7 @@ TrainerOptions options_of(const MeshCase& c) {
   o.pipeline_schedule = c.schedule;
   o.micro_batches = c.micro_batches;
   o.recompute = c.recompute;
+  o.clip_grad_norm = c.clip;
   o.strategy = c.strategy;
   o.dtype = "float64";
   o.lr = 0.05;
@@ -90,6 +94,11 @@ TEST_P(MeshEquivalence, TrainsLikeOneProcessOnTheGlobalBatch) {
           at::Tensor loss = torch::nn::functional::cross_entropy(
               logits.reshape({-1, logits.size(-1)}), t.reshape({-1}));
           loss.backward();
+          if (o.clip_grad_norm > 0) {
+            const double norm =
+                torch::nn::utils::clip_grad_norm_(ref.ptr()->parameters(), o.clip_grad_norm);
+            EXPECT_GT(norm, o.clip_grad_norm) << "step " << s << ": the clip did not act";
+          }
           opt->step();
           EXPECT_NEAR(losses[static_cast<size_t>(s)], loss.item<double>(),
                       1e-9 * loss.item<double>())
@@ -121,7 +130,17 @@ INSTANTIATE_TEST_SUITE_P(
                                .recompute = true},
                       MeshCase{.name = "dp2_tp2_gpt", .mesh = "dp=2,tp=2", .model = "gpt-mini"},
                       MeshCase{.name = "pp4_mlp_1f1b", .mesh = "pp=4", .model = "mlp",
-                               .micro_batches = 8}),
+                               .micro_batches = 8},
+                      MeshCase{.name = "dp2_pp2_mlp_clip",
+                               .mesh = "dp=2,pp=2",
+                               .model = "mlp",
+                               .clip = 0.05},
+                      MeshCase{.name = "pp2_tp2_gpt_gpipe_clip",
+                               .mesh = "pp=2,tp=2",
+                               .model = "gpt-mini",
+                               .schedule = "gpipe",
+                               .micro_batches = 2,
+                               .clip = 0.05}),
     [](const auto& info) { return info.param.name; });
 
 // The trainer's per-step losses (rank 0's metrics) for `o` on `world` ranks.
@@ -173,7 +192,8 @@ TEST(MeshOptions, ShapesParseAndBadOnesAreNamed) {
   EXPECT_EQ(m.pp, 4);
   EXPECT_EQ(m.tp, 1);
   EXPECT_EQ(parse_mesh("tp=2").size(), 2);
-  for (const std::string bad : {"", "dp=2,dp=2", "dp=0", "dp=x", "ep=2", "dp2", "dp=2,pp=2,tp=2"}) {
+  EXPECT_EQ(parse_mesh("dp=2,pp=2,tp=2").size(), 8);
+  for (const std::string bad : {"", "dp=2,dp=2", "dp=0", "dp=x", "ep=2", "dp2", "dp=2,,tp=2"}) {
     EXPECT_THROW(parse_mesh(bad), InvalidArgument) << bad;
   }
   auto message = [](const TrainerOptions& o, int world) {

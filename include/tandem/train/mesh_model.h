@@ -1,16 +1,20 @@
 // MeshModel: a zoo model trained over a device mesh, what `tandem train
-// --mesh` runs. The world's ranks form a grid, data x pipeline ("dp=2,pp=2")
-// or data x tensor ("dp=2,tp=2"), with the model dimension varying fastest,
-// so a pipeline's stages or a layer's slices sit on neighbouring ranks:
+// --mesh` runs. The world's ranks form a data x pipeline x tensor grid
+// ("dp=2,pp=2", "dp=2,tp=2", "pp=2,tp=2"), tp varying fastest, then pp, so
+// a layer's slices and then a pipeline's stages sit on neighbouring ranks:
 //   pp: the model's layers (models/sequential.h) cut into balanced stages,
 //       run by parallel::Pipeline with micro-batches and a schedule;
-//   tp: GPT-mini split Megatron-style (models/gpt_mini_tp.h);
+//   tp: GPT-mini split Megatron-style (models/gpt_mini_tp.h); with pp too,
+//       each stage's layers are split, and the last stage computes the
+//       vocabulary-parallel loss;
 //   dp: the data; the trainer's strategy (ddp or zero1) averages each
 //       stage's or slice's gradients over the ranks of the data dimension,
 //       once per step (the pipeline's earlier micro-batches accumulate
 //       under no_sync).
 // Every rank builds the whole model from the same seed, keeps its part and
 // drops the rest, so a mesh run starts from the weights one process would.
+// Gradient clipping takes the whole model's norm: squares summed over
+// stages and slices, a replicated parameter once.
 // Batches are sharded over the data dimension only: the ranks of one
 // pipeline or tensor group read the same batch.
 //
@@ -38,9 +42,9 @@ struct MeshShape {
   std::string describe() const;  // "dp=2,pp=2"
 };
 
-// "dp=2,pp=2", "tp=4", ...: names dp, pp, tp, each at most once, extents
-// >= 1, the missing ones 1. Pipeline and tensor parallelism do not combine
-// yet. Throws InvalidArgument naming the problem.
+// "dp=2,pp=2", "tp=4", "dp=2,pp=2,tp=2", ...: names dp, pp, tp, each at
+// most once, extents >= 1, the missing ones 1. Throws InvalidArgument
+// naming the problem.
 MeshShape parse_mesh(const std::string& text);
 
 // Checks the --mesh options against the world size (InvalidArgument naming
@@ -88,7 +92,7 @@ class MeshModel {
   // compute / step time) of this stage, in the last step; 0 otherwise.
   int max_in_flight() const;
   double bubble() const;
-  // "dp=2,pp=2 (1f1b, 4 micro-batches)" and this rank's place in it.
+  // "dp=2,pp=2 (1f1b, 4 micro-batches), stage 0 holds layers [0, 3)".
   std::string describe() const;
 
  private:

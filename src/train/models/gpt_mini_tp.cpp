@@ -37,6 +37,38 @@ at::Tensor gathered(const at::Tensor& local, int64_t dim, Communicator& comm) {
   return out.movedim(0, dim).contiguous();
 }
 
+// The pipeline's first layer: the vocabulary-split token embedding plus
+// the replicated position embedding.
+class TensorParallelGptEmbeddingImpl : public torch::nn::Module {
+ public:
+  TensorParallelGptEmbeddingImpl(parallel::VocabParallelEmbedding tokens,
+                                 torch::nn::Embedding positions)
+      : tokens_(register_module("token_embedding", std::move(tokens))),
+        positions_(register_module("position_embedding", std::move(positions))) {}
+  at::Tensor forward(const at::Tensor& tokens) {
+    return tokens_(tokens) + positions_(at::arange(tokens.size(1), tokens.options()));
+  }
+
+ private:
+  parallel::VocabParallelEmbedding tokens_;
+  torch::nn::Embedding positions_;
+};
+TORCH_MODULE(TensorParallelGptEmbedding);
+
+// The pipeline's last layer: the final LayerNorm and the vocabulary-split head.
+class TensorParallelGptHeadImpl : public torch::nn::Module {
+ public:
+  TensorParallelGptHeadImpl(torch::nn::LayerNorm ln, parallel::ColumnParallelLinear head)
+      : ln_(register_module("ln_final", std::move(ln))),
+        head_(register_module("lm_head", std::move(head))) {}
+  at::Tensor forward(const at::Tensor& x) { return head_(ln_(x)); }
+
+ private:
+  torch::nn::LayerNorm ln_;
+  parallel::ColumnParallelLinear head_;
+};
+TORCH_MODULE(TensorParallelGptHead);
+
 }  // namespace
 
 TensorParallelGptBlockImpl::TensorParallelGptBlockImpl(GptBlockImpl& full, int64_t heads,
@@ -134,6 +166,31 @@ torch::OrderedDict<std::string, at::Tensor> TensorParallelGptMiniImpl::full_para
   norm("ln_final", ln_final);
   rows("lm_head.weight", lm_head->weight);
   rows("lm_head.bias", lm_head->bias);
+  return out;
+}
+
+std::vector<at::Tensor> TensorParallelGptMiniImpl::replicated_parameters() const {
+  std::vector<at::Tensor> out = {position_embedding->weight, ln_final->weight, ln_final->bias};
+  for (const auto& b : *blocks) {
+    const auto& block = *b->as<TensorParallelGptBlockImpl>();
+    for (const auto& ln : {block.ln1, block.ln2}) {
+      out.push_back(ln->weight);
+      out.push_back(ln->bias);
+    }
+    out.push_back(block.attn->proj->bias);
+    out.push_back(block.mlp->down->bias);
+  }
+  return out;
+}
+
+torch::nn::Sequential TensorParallelGptMiniImpl::layers() {
+  torch::nn::Sequential out;
+  out->push_back(TensorParallelGptEmbedding(token_embedding, position_embedding));
+  for (const auto& block : *blocks) {
+    out->push_back(TensorParallelGptBlock(
+        std::dynamic_pointer_cast<TensorParallelGptBlockImpl>(block)));
+  }
+  out->push_back(TensorParallelGptHead(ln_final, lm_head));
   return out;
 }
 

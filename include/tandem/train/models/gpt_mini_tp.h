@@ -14,6 +14,7 @@
 #pragma once
 
 #include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/normalization.h>
 
@@ -21,6 +22,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "tandem/comm/communicator.h"
 #include "tandem/parallel/tensor_parallel.h"
@@ -54,6 +56,13 @@ class TensorParallelGptMiniImpl : public torch::nn::Cloneable<TensorParallelGptM
   // Collective. The whole GptMini's parameters under its names and in its
   // order, assembled from every rank's slices (copies, without autograd).
   torch::OrderedDict<std::string, at::Tensor> full_parameters();
+  // The parameters every rank holds whole (LayerNorms, the position
+  // embedding, the row-parallel biases): a gradient norm counts them once.
+  std::vector<at::Tensor> replicated_parameters() const;
+  // The model as layers for a pipeline, sharing these modules: the
+  // embeddings, each block, the head (final LayerNorm, LM head); the output
+  // is forward()'s, this rank's vocabulary slice of the logits.
+  torch::nn::Sequential layers();
 
   parallel::VocabParallelEmbedding token_embedding{nullptr};
   torch::nn::Embedding position_embedding{nullptr};
