@@ -2,6 +2,7 @@
 
 #include <ATen/ops/argmax.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros.h>
@@ -219,6 +220,15 @@ MeshModel::MeshModel(const TrainerOptions& o, std::shared_ptr<Communicator> worl
     };
     m.pipeline = std::make_unique<parallel::Pipeline>(layers, m.pipe, po);
     m.local = m.pipeline->stage_module().ptr();
+    if (m.tensor_parallel) {
+      // The split model's other stages' slices are not this rank's to keep.
+      std::set<const void*> stage;
+      for (const auto& p : m.local->parameters()) stage.insert(p.unsafeGetTensorImpl());
+      at::NoGradGuard no_grad;
+      for (auto& p : m.tensor_parallel->parameters()) {
+        if (stage.count(p.unsafeGetTensorImpl()) == 0) p.set_data(at::empty({0}, p.options()));
+      }
+    }
     const int64_t blocks = o.model == "gpt-mini" ? model.get<GptMini>()->options().layers : 0;
     std::map<const void*, at::Tensor> held;
     for (const auto& p : m.local->parameters()) held[p.unsafeGetTensorImpl()] = p;
@@ -286,21 +296,27 @@ MeshModel::EvalSums MeshModel::evaluate(const at::Tensor& input, const at::Tenso
 torch::OrderedDict<std::string, at::Tensor> MeshModel::full_parameters() {
   Impl& m = *impl_;
   torch::OrderedDict<std::string, at::Tensor> out;
-  // Under tp every layer's slices are gathered, stale where another stage trains.
-  if (m.tensor_parallel) out = m.tensor_parallel->full_parameters();
   if (!m.pipeline) {
-    if (m.tensor_parallel) return out;
+    if (m.tensor_parallel) return m.tensor_parallel->full_parameters();
     for (const auto& item : m.local->named_parameters()) {
       out.insert(item.key(), item.value().detach().clone());
     }
     return out;
   }
-  // Each stage contributes the layers it trains; zeros elsewhere; one sum.
   const auto [first, last] = m.pipeline->layer_range();
+  if (m.tensor_parallel) {  // this stage's layers, gathered over tp
+    std::map<std::string, int> layer;
+    for (const auto& e : m.entries) layer[e.name] = e.layer;
+    out = m.tensor_parallel->full_parameters([&, first = first, last = last](const std::string& n) {
+      return layer.at(n) >= first && layer.at(n) < last;
+    });
+  }
+  // Each stage contributes the layers it trains; zeros elsewhere; one sum.
   std::vector<at::Tensor> flat;
   for (const auto& e : m.entries) {
     const bool mine = e.layer >= first && e.layer < last;
-    const at::Tensor t = m.tensor_parallel ? out[e.name] : e.mine;
+    const at::Tensor* found = out.find(e.name);
+    const at::Tensor t = m.tensor_parallel ? (found ? *found : at::Tensor()) : e.mine;
     TANDEM_CHECK(!mine || t.defined(), "MeshModel: stage {} holds no '{}'", m.pipe->rank(),
                  e.name);
     flat.push_back(mine ? t.detach().reshape({-1}).to(at::kDouble)

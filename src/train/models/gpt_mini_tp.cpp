@@ -127,19 +127,28 @@ at::Tensor TensorParallelGptMiniImpl::forward(const at::Tensor& tokens) {
   return lm_head(ln_final(x));
 }
 
-torch::OrderedDict<std::string, at::Tensor> TensorParallelGptMiniImpl::full_parameters() {
+torch::OrderedDict<std::string, at::Tensor> TensorParallelGptMiniImpl::full_parameters(
+    const std::function<bool(const std::string&)>& keep) {
   at::NoGradGuard no_grad;
   Communicator& comm = *comm_;
   torch::OrderedDict<std::string, at::Tensor> out;
-  auto whole = [&](const std::string& name, const at::Tensor& t) { out.insert(name, t.detach().clone()); };
-  auto rows = [&](const std::string& name, const at::Tensor& t) { out.insert(name, gathered(t, 0, comm)); };
-  auto columns = [&](const std::string& name, const at::Tensor& t) { out.insert(name, gathered(t, 1, comm)); };
+  auto wanted = [&](const std::string& name) { return !keep || keep(name); };
+  auto whole = [&](const std::string& name, const at::Tensor& t) {
+    if (wanted(name)) out.insert(name, t.detach().clone());
+  };
+  auto rows = [&](const std::string& name, const at::Tensor& t) {
+    if (wanted(name)) out.insert(name, gathered(t, 0, comm));
+  };
+  auto columns = [&](const std::string& name, const at::Tensor& t) {
+    if (wanted(name)) out.insert(name, gathered(t, 1, comm));
+  };
   auto norm = [&](const std::string& name, const torch::nn::LayerNorm& ln) {
     whole(name + ".weight", ln->weight);
     whole(name + ".bias", ln->bias);
   };
   // q, k and v: each rank holds its heads' rows of all three, [q_r; k_r; v_r].
   auto qkv = [&](const std::string& name, const at::Tensor& t) {
+    if (!wanted(name)) return;
     at::Tensor all = gathered(t, 0, comm);  // [tp x 3 x rows, ...]
     std::vector<int64_t> shape = {comm.size(), 3, t.size(0) / 3};
     for (int64_t d = 1; d < t.dim(); ++d) shape.push_back(t.size(d));

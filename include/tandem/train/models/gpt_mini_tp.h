@@ -20,6 +20,7 @@
 
 #include <torch/ordered_dict.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -54,8 +55,10 @@ class TensorParallelGptMiniImpl : public torch::nn::Cloneable<TensorParallelGptM
   // Collective. Mean cross-entropy of forward(tokens) against `target`.
   at::Tensor loss(const at::Tensor& logits, const at::Tensor& target);
   // Collective. The whole GptMini's parameters under its names and in its
-  // order, assembled from every rank's slices (copies, without autograd).
-  torch::OrderedDict<std::string, at::Tensor> full_parameters();
+  // order, assembled from every rank's slices (copies, without autograd);
+  // only those `keep` accepts, when given (the same on every rank).
+  torch::OrderedDict<std::string, at::Tensor> full_parameters(
+      const std::function<bool(const std::string&)>& keep = {});
   // The parameters every rank holds whole (LayerNorms, the position
   // embedding, the row-parallel biases): a gradient norm counts them once.
   std::vector<at::Tensor> replicated_parameters() const;
