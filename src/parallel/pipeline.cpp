@@ -67,12 +67,61 @@ Pipeline::Pipeline(torch::nn::Sequential model, std::shared_ptr<Communicator> co
   for (int l = first_layer_; l < last_layer_; ++l) stage_->push_back(*(model->begin() + l));
 }
 
+Pipeline::Pipeline(torch::nn::Sequential stage, const std::vector<int64_t>& stage_layers,
+                   std::shared_ptr<Communicator> comm, PipelineOptions options)
+    : comm_(std::move(comm)), options_(std::move(options)), stage_(std::move(stage)) {
+  TANDEM_CHECK(options_.micro_batches >= 1, "Pipeline: micro_batches must be >= 1 (got {})",
+               options_.micro_batches);
+  TANDEM_CHECK(options_.cut_points.empty(),
+               "Pipeline: cut_points cut a whole model; stages given one by one are the cut");
+  TANDEM_CHECK(static_cast<int>(stage_layers.size()) == comm_->size(),
+               "Pipeline: {} stages for {} ranks; give one stage per rank", stage_layers.size(),
+               comm_->size());
+  for (size_t s = 0; s < stage_layers.size(); ++s) {
+    TANDEM_CHECK(stage_layers[s] >= 1, "Pipeline: stage {} has no layers", s);
+    if (static_cast<int>(s) < comm_->rank()) first_layer_ += static_cast<int>(stage_layers[s]);
+  }
+  last_layer_ = first_layer_ + static_cast<int>(stage_->size());
+}
+
+namespace {
+
+std::shared_ptr<Communicator> checked(std::shared_ptr<Communicator> comm) {
+  TANDEM_CHECK(comm != nullptr, "Pipeline: the communicator is null");
+  return comm;
+}
+
+}  // namespace
+
+Pipeline::Pipeline(std::vector<torch::nn::Sequential> stages, std::shared_ptr<Communicator> comm,
+                   PipelineOptions options)
+    : Pipeline(
+          static_cast<int>(stages.size()) == checked(comm)->size()
+              ? stages[static_cast<size_t>(comm->rank())]
+              : torch::nn::Sequential(),
+          [&] {
+            std::vector<int64_t> sizes;
+            for (const auto& s : stages) sizes.push_back(static_cast<int64_t>(s->size()));
+            return sizes;
+          }(),
+          comm, std::move(options)) {}
+
+Pipeline Pipeline::from_stage(torch::nn::Sequential stage, std::shared_ptr<Communicator> comm,
+                              PipelineOptions options) {
+  checked(comm);
+  at::Tensor mine = at::tensor({static_cast<int64_t>(stage->size())}, at::kLong);
+  at::Tensor all = at::empty({comm->size()}, at::kLong);
+  comm->all_gather(all, mine);
+  std::vector<int64_t> sizes(all.data_ptr<int64_t>(), all.data_ptr<int64_t>() + comm->size());
+  return Pipeline(std::move(stage), sizes, std::move(comm), std::move(options));
+}
+
 // The first tensor of a step in each direction is preceded by a header
 // (ndim, dtype, sizes); the micro-batches are equal chunks, so the rest of
 // the step's tensors that way have its shape and go without one.
 void Pipeline::send_tensor(const at::Tensor& t, int peer, int tag) {
-  TANDEM_CHECK(t.dim() <= kMaxDims, "Pipeline: activations of {} dimensions (at most {})",
-               t.dim(), kMaxDims);
+  TANDEM_CHECK(t.dim() <= kMaxDims, "Pipeline: activations of {} dimensions (at most {})", t.dim(),
+               kMaxDims);
   at::Tensor header = at::zeros({kMaxDims + 2}, at::kLong);
   auto* h = header.data_ptr<int64_t>();
   h[0] = t.dim();

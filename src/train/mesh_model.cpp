@@ -3,8 +3,8 @@
 #include <ATen/ops/argmax.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/stack.h>
 #include <ATen/ops/scalar_tensor.h>
+#include <ATen/ops/stack.h>
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
 #include <torch/nn/functional/loss.h>
@@ -78,11 +78,13 @@ void validate_mesh(const TrainerOptions& o, int world_size) {
   TANDEM_CHECK(m.pp == 1 || o.batch_size % o.micro_batches == 0,
                "--batch-size {} does not split into --micro-batches {}", o.batch_size,
                o.micro_batches);
-  TANDEM_CHECK(m.pp > 1 || !o.recompute, "--recompute recomputes pipeline stages; it needs pp > 1 "
+  TANDEM_CHECK(m.pp > 1 || !o.recompute,
+               "--recompute recomputes pipeline stages; it needs pp > 1 "
                "in --mesh");
   TANDEM_CHECK(o.checkpoint_dir.empty() && !o.resume,
                "--mesh does not write or resume checkpoints yet; drop --checkpoint-dir");
-  TANDEM_CHECK(o.grad_compression == "none", "--mesh does not compress gradients yet; drop "
+  TANDEM_CHECK(o.grad_compression == "none",
+               "--mesh does not compress gradients yet; drop "
                "--grad-compression");
   TANDEM_CHECK(o.inject_delay.empty() && o.inject_slowdown.empty(),
                "--mesh does not inject stragglers yet; drop --inject-delay/--inject-slowdown");
@@ -135,9 +137,8 @@ struct MeshModel::Impl {
   }
   // Evaluation sums of logits (gathered over tp first).
   at::Tensor eval(const at::Tensor& logits, const at::Tensor& target) {
-    return eval_sums(tensor_parallel ? parallel::gather_from_tensor_parallel(logits, *tensor)
-                                     : logits,
-                     target);
+    return eval_sums(
+        tensor_parallel ? parallel::gather_from_tensor_parallel(logits, *tensor) : logits, target);
   }
   void clip_grad_norm(double max_norm);
 };
@@ -188,9 +189,8 @@ MeshModel::MeshModel(const TrainerOptions& o, std::shared_ptr<Communicator> worl
   Impl& m = *impl_;
   m.options = o;
   m.shape = parse_mesh(o.mesh);
-  m.mesh = std::make_unique<DeviceMesh>(
-      world, std::vector<int>{m.shape.dp, m.shape.pp, m.shape.tp},
-      std::vector<std::string>{"dp", "pp", "tp"});
+  m.mesh = std::make_unique<DeviceMesh>(world, std::vector<int>{m.shape.dp, m.shape.pp, m.shape.tp},
+                                        std::vector<std::string>{"dp", "pp", "tp"});
   m.data = m.mesh->get("dp");
   m.pipe = m.mesh->get("pp");
   m.tensor = m.mesh->get("tp");
@@ -280,9 +280,9 @@ MeshModel::EvalSums MeshModel::evaluate(const at::Tensor& input, const at::Tenso
   at::Tensor sums;
   if (m.pipeline) {
     sums = m.pipeline->forward_only(
-        input, target,
-        parallel::PipelineMetric{
-            3, [&m](const at::Tensor& y, const at::Tensor& t) { return m.eval(y, t); }});
+        input, target, parallel::PipelineMetric{3, [&m](const at::Tensor& y, const at::Tensor& t) {
+                                                  return m.eval(y, t);
+                                                }});
   } else {
     at::NoGradGuard no_grad;
     sums = m.eval(m.tensor_parallel ? m.tensor_parallel(input) : m.whole.forward(input), target);
@@ -317,8 +317,7 @@ torch::OrderedDict<std::string, at::Tensor> MeshModel::full_parameters() {
     const bool mine = e.layer >= first && e.layer < last;
     const at::Tensor* found = out.find(e.name);
     const at::Tensor t = m.tensor_parallel ? (found ? *found : at::Tensor()) : e.mine;
-    TANDEM_CHECK(!mine || t.defined(), "MeshModel: stage {} holds no '{}'", m.pipe->rank(),
-                 e.name);
+    TANDEM_CHECK(!mine || t.defined(), "MeshModel: stage {} holds no '{}'", m.pipe->rank(), e.name);
     flat.push_back(mine ? t.detach().reshape({-1}).to(at::kDouble)
                         : at::zeros({c10::multiply_integers(e.shape)}, at::kDouble));
   }

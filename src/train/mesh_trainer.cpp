@@ -26,7 +26,8 @@ MeshModel::EvalSums evaluate(MeshModel& model, const Dataset& data, const ModelI
   SamplerOptions so{data.size(), dp->size(), dp->rank(), false, o.seed, true, 0, 0};
   auto idx = DistributedSampler(so).indices();
   MeshModel::EvalSums total;
-  for (size_t start = 0, b = 0; start + o.batch_size <= idx.size() && b < static_cast<size_t>(o.eval_batches);
+  for (size_t start = 0, b = 0;
+       start + o.batch_size <= idx.size() && b < static_cast<size_t>(o.eval_batches);
        start += o.batch_size, ++b) {
     Example ex = data.batch(std::span<const int64_t>(idx.data() + start, o.batch_size));
     auto sums = model.evaluate(model_input(ex.input, spec, o), ex.target);
@@ -98,11 +99,16 @@ TrainSummary train_on_mesh(const TrainerOptions& o, const std::shared_ptr<Commun
       const double sps = static_cast<double>((step + 1) * o.batch_size * dp->size()) / elapsed;
       progress.update(step + 1, epoch, mean, sps, elapsed / (step + 1) * (total - step - 1));
       if (metrics.is_open()) {
-        nlohmann::json line = {{"step", step + 1},         {"epoch", epoch},
-                               {"rank", comm->rank()},     {"loss", mean},
-                               {"loss_all_ranks", mean},   {"samples_per_s", sps},
-                               {"elapsed_s", elapsed},     {"strategy", o.strategy},
-                               {"mesh", o.mesh},           {"bubble", model.bubble()},
+        nlohmann::json line = {{"step", step + 1},
+                               {"epoch", epoch},
+                               {"rank", comm->rank()},
+                               {"loss", mean},
+                               {"loss_all_ranks", mean},
+                               {"samples_per_s", sps},
+                               {"elapsed_s", elapsed},
+                               {"strategy", o.strategy},
+                               {"mesh", o.mesh},
+                               {"bubble", model.bubble()},
                                {"max_in_flight", model.max_in_flight()}};
         metrics << line.dump() << "\n";
       }
@@ -121,7 +127,8 @@ TrainSummary train_on_mesh(const TrainerOptions& o, const std::shared_ptr<Commun
   if (trace) {
     auto path = std::filesystem::path(o.trace_dir) / fmt::format("rank-{}.json", comm->rank());
     trace->write(path.string());
-    if (out) *out << fmt::format("trace: {} (one file per rank; open in Perfetto)\n", path.string());
+    if (out)
+      *out << fmt::format("trace: {} (one file per rank; open in Perfetto)\n", path.string());
   }
   s.steps = total;
   s.samples = total * o.batch_size * dp->size();
@@ -138,9 +145,10 @@ TrainSummary train_on_mesh(const TrainerOptions& o, const std::shared_ptr<Commun
   if (out) {
     *out << memory_line(s, "its part of " + o.mesh);
     if (model.max_in_flight() > 0) {
-      *out << fmt::format("pipeline: at most {} micro-batches in flight on stage 0; bubble {:.3f} "
-                          "in the last step\n",
-                          model.max_in_flight(), model.bubble());
+      *out << fmt::format(
+          "pipeline: at most {} micro-batches in flight on stage 0; bubble {:.3f} "
+          "in the last step\n",
+          model.max_in_flight(), model.bubble());
     }
     *out << summary_line(s);
   }

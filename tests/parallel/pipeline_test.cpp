@@ -108,12 +108,12 @@ TEST_P(PipelineEquivalence, MatchesOneProcessAfterFiveSteps) {
   });
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    StagesSchedulesMicroBatches, PipelineEquivalence,
-    ::testing::Combine(::testing::Values(2, 4),
-                       ::testing::Values(PipelineScheduleKind::kGPipe, PipelineScheduleKind::k1F1B),
-                       ::testing::Values(4, 8), ::testing::Values(false)),
-    case_name);
+INSTANTIATE_TEST_SUITE_P(StagesSchedulesMicroBatches, PipelineEquivalence,
+                         ::testing::Combine(::testing::Values(2, 4),
+                                            ::testing::Values(PipelineScheduleKind::kGPipe,
+                                                              PipelineScheduleKind::k1F1B),
+                                            ::testing::Values(4, 8), ::testing::Values(false)),
+                         case_name);
 INSTANTIATE_TEST_SUITE_P(Recompute, PipelineEquivalence,
                          ::testing::Values(Case{2, PipelineScheduleKind::k1F1B, 4, true},
                                            Case{4, PipelineScheduleKind::kGPipe, 8, true}),
@@ -190,8 +190,8 @@ TEST(Pipeline, RecomputationHoldsLessActivationMemory) {
     const int64_t stored = peak_of(false);
     const int64_t recomputed = peak_of(true);
     if (rank == 0) {
-      std::cout << "[ measured ] stage 0 peak: stored " << stored << " B, recomputed "
-                << recomputed << " B\n";
+      std::cout << "[ measured ] stage 0 peak: stored " << stored << " B, recomputed " << recomputed
+                << " B\n";
       EXPECT_LT(recomputed, 0.75 * stored)
           << "recomputed " << recomputed << " B, stored " << stored << " B";
     }
@@ -268,6 +268,69 @@ TEST(Pipeline, BadCutsAndBatchesAreNamed) {
       EXPECT_NE(std::string(e.what()).find("split into 5 micro-batches"), std::string::npos)
           << e.what();
     }
+  });
+}
+
+}  // namespace
+}  // namespace tandem::parallel
+
+namespace tandem::parallel {
+namespace {
+
+// Stages given one by one, each rank building only its own (seeded by its
+// stage), train like one process running the stages in a row.
+TEST(Pipeline, StagesGivenOneByOneTrainLikeOneProcess) {
+  auto build = [](int s) {
+    at::manual_seed(40 + s);
+    torch::nn::Sequential stage(torch::nn::Linear(s == 0 ? 6 : 12, 12), torch::nn::Tanh());
+    if (s == 1) stage->push_back(torch::nn::Linear(12, 3));
+    stage->to(at::kDouble);
+    return stage;
+  };
+  for (const bool list : {false, true}) {
+    tandem::testing::expect_ranks_succeed(2, [&](int rank, int size, int port) {
+      auto comm = connect(rank, size, port);
+      PipelineOptions po;
+      po.micro_batches = 4;
+      const std::vector<torch::nn::Sequential> stages = {build(0), build(1)};
+      Pipeline pipe =
+          list ? Pipeline(stages, comm, po) : Pipeline::from_stage(build(rank), comm, po);
+      EXPECT_EQ(pipe.layer_range(), rank == 0 ? std::make_pair(0, 2) : std::make_pair(2, 5));
+      auto opt = sgd(pipe.parameters());
+      torch::nn::Sequential ref;
+      for (int s = 0; s < 2; ++s) {
+        const auto stage = build(s);
+        for (const auto& layer : *stage) ref->push_back(layer);
+      }
+      auto ref_opt = sgd(ref->parameters());
+      for (int s = 0; s < 5; ++s) {
+        auto [x, t] = batch(s);
+        opt->zero_grad();
+        const double loss = pipe.train_step(x, t, mse).loss;
+        opt->step();
+        ref_opt->zero_grad();
+        at::Tensor ref_loss = mse(ref->forward(x), t);
+        ref_loss.backward();
+        ref_opt->step();
+        EXPECT_NEAR(loss, ref_loss.item<double>(), 1e-9 * std::abs(loss)) << "step " << s;
+      }
+      auto mine = pipe.parameters();
+      ASSERT_EQ(mine.size(), rank == 0 ? 2u : 4u);
+      const size_t offset = rank == 0 ? 0 : 2;  // stage 0 holds ref's first 2 parameters
+      auto ref_params = ref->parameters();
+      for (size_t i = 0; i < mine.size(); ++i) {
+        EXPECT_TRUE(at::allclose(mine[i], ref_params[offset + i], 1e-9, 1e-12)) << i;
+      }
+    });
+  }
+  tandem::testing::expect_ranks_succeed(2, [&](int rank, int size, int port) {
+    auto comm = connect(rank, size, port);
+    PipelineOptions po;
+    const std::vector<torch::nn::Sequential> one = {build(0)}, two = {build(0), build(1)};
+    EXPECT_THROW(Pipeline(one, comm, po), InvalidArgument);  // 1 stage for 2 ranks
+    po.cut_points = {0, 1};
+    EXPECT_THROW(Pipeline(two, comm, po), InvalidArgument);
+    (void)rank;
   });
 }
 

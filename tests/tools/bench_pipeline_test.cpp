@@ -57,8 +57,8 @@ TEST(TandemBenchPipeline, WritesBubblesAndTracesThatFollowTheSchedule) {
         if (name[0] == 'F' || name[0] == 'B') order.push_back(name);
       }
       std::vector<std::string> want;
-      for (const auto& a : parallel::pipeline_schedule(parallel::parse_pipeline_schedule(schedule),
-                                                       stage, 2, 4)) {
+      for (const auto& a :
+           parallel::pipeline_schedule(parallel::parse_pipeline_schedule(schedule), stage, 2, 4)) {
         want.push_back(fmt::format("{}{}", a.forward ? 'F' : 'B', a.micro_batch));
       }
       EXPECT_EQ(order, want) << schedule << " stage " << stage;

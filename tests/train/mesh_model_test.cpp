@@ -117,42 +117,39 @@ TEST_P(MeshEquivalence, TrainsLikeOneProcessOnTheGlobalBatch) {
 
 INSTANTIATE_TEST_SUITE_P(
     Meshes, MeshEquivalence,
-    ::testing::Values(MeshCase{.name = "dp2_pp2_mlp_gpipe", .mesh = "dp=2,pp=2", .model = "mlp",
-                               .schedule = "gpipe"},
-                      MeshCase{.name = "dp2_pp2_mlp_1f1b_zero1",
-                               .mesh = "dp=2,pp=2",
-                               .model = "mlp",
-                               .strategy = "zero1"},
-                      MeshCase{.name = "dp2_pp2_gpt_1f1b_recompute",
-                               .mesh = "dp=2,pp=2",
-                               .model = "gpt-mini",
-                               .micro_batches = 2,
-                               .recompute = true},
-                      MeshCase{.name = "dp2_tp2_gpt", .mesh = "dp=2,tp=2", .model = "gpt-mini"},
-                      MeshCase{.name = "pp4_mlp_1f1b", .mesh = "pp=4", .model = "mlp",
-                               .micro_batches = 8},
-                      MeshCase{.name = "dp2_pp2_mlp_clip",
-                               .mesh = "dp=2,pp=2",
-                               .model = "mlp",
-                               .clip = 0.05},
-                      MeshCase{.name = "pp2_tp2_gpt_gpipe_clip",
-                               .mesh = "pp=2,tp=2",
-                               .model = "gpt-mini",
-                               .schedule = "gpipe",
-                               .micro_batches = 2,
-                               .clip = 0.05}),
+    ::testing::Values(
+        MeshCase{
+            .name = "dp2_pp2_mlp_gpipe", .mesh = "dp=2,pp=2", .model = "mlp", .schedule = "gpipe"},
+        MeshCase{.name = "dp2_pp2_mlp_1f1b_zero1",
+                 .mesh = "dp=2,pp=2",
+                 .model = "mlp",
+                 .strategy = "zero1"},
+        MeshCase{.name = "dp2_pp2_gpt_1f1b_recompute",
+                 .mesh = "dp=2,pp=2",
+                 .model = "gpt-mini",
+                 .micro_batches = 2,
+                 .recompute = true},
+        MeshCase{.name = "dp2_tp2_gpt", .mesh = "dp=2,tp=2", .model = "gpt-mini"},
+        MeshCase{.name = "pp4_mlp_1f1b", .mesh = "pp=4", .model = "mlp", .micro_batches = 8},
+        MeshCase{.name = "dp2_pp2_mlp_clip", .mesh = "dp=2,pp=2", .model = "mlp", .clip = 0.05},
+        MeshCase{.name = "pp2_tp2_gpt_gpipe_clip",
+                 .mesh = "pp=2,tp=2",
+                 .model = "gpt-mini",
+                 .schedule = "gpipe",
+                 .micro_batches = 2,
+                 .clip = 0.05}),
     [](const auto& info) { return info.param.name; });
 
 // The trainer's per-step losses (rank 0's metrics) for `o` on `world` ranks.
 std::vector<double> logged_losses(int world, TrainerOptions o, const std::string& file) {
   o.metrics_file = file;
   o.log_every = 1;
-  tandem::testing::expect_ranks_succeed(
-      world,
-      [&](int rank, int size, int port) {
-        train(o, tandem::testing::init_rank(rank, size, port), nullptr);
-      },
-      {.timeout = std::chrono::milliseconds(150'000), .env = {}});
+  tandem::testing::expect_ranks_succeed(world,
+                                        [&](int rank, int size, int port) {
+                                          train(o, tandem::testing::init_rank(rank, size, port),
+                                                nullptr);
+                                        },
+                                        {.timeout = std::chrono::milliseconds(150'000), .env = {}});
   std::vector<double> losses;
   std::ifstream in(file);
   for (std::string line; std::getline(in, line);) {

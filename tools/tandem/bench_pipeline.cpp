@@ -39,8 +39,8 @@ struct Options {
   // share of a step as NCCL's tens of microseconds are of a GPU's.
   double forward_ms = 20;
   double backward_ms = 40;
-  int64_t width = 256;        // compute: features of each stage's Linear layers
-  int64_t layers = 4;         // compute: Linear layers per stage
+  int64_t width = 256;  // compute: features of each stage's Linear layers
+  int64_t layers = 4;   // compute: Linear layers per stage
   int64_t micro_batch_size = 16;
   int steps = 2;   // measured steps per configuration and round, after a warm-up step
   int rounds = 3;  // passes over every configuration; the bubble is the median step's
@@ -48,8 +48,8 @@ struct Options {
   std::string trace_dir;
   std::string out = "bench_pipeline";
   int timeout_s = 600;
-  bool worker = false;       // internal: this process is one stage
-  std::string results;       // internal: where rank 0 appends JSON lines
+  bool worker = false;  // internal: this process is one stage
+  std::string results;  // internal: where rank 0 appends JSON lines
 };
 
 // Stands for a layer's kernels on a device: sleeps `forward` seconds in
@@ -149,8 +149,8 @@ void measure(const Options& o, const std::shared_ptr<Communicator>& comm,
 // configurations, not all steps of one; then rank 0 appends a JSON line per
 // configuration to o.results.
 int run_worker(const Options& o) {
-  auto comm = init({.backend = o.backend, .timeout = Millis(120'000),
-                    .rendezvous_timeout = Millis(60'000)});
+  auto comm = init(
+      {.backend = o.backend, .timeout = Millis(120'000), .rendezvous_timeout = Millis(60'000)});
   const int p = comm->size();
   std::map<std::pair<std::string, int>, Measured> measured;
   for (int round = 0; round < o.rounds; ++round) {
@@ -176,18 +176,18 @@ int run_worker(const Options& o) {
     for (int m : o.micro_batches) {
       const Measured& mine = measured[{schedule, m}];
       // Every stage's median bubble and step time, and its peak in flight.
-      at::Tensor local = at::tensor(
-          std::vector<double>{median(mine.bubbles), median(mine.step_seconds),
-                              static_cast<double>(mine.max_in_flight)},
-          at::kDouble);
+      at::Tensor local =
+          at::tensor(std::vector<double>{median(mine.bubbles), median(mine.step_seconds),
+                                         static_cast<double>(mine.max_in_flight)},
+                     at::kDouble);
       at::Tensor all = at::empty({3 * p}, at::kDouble);
       comm->all_gather(all, local);
       if (comm->rank() != 0) continue;
       const double theory = parallel::theoretical_bubble_fraction(p, m);
-      nlohmann::json j = {{"bench", "pipeline"},       {"work", o.work}, {"backend", comm->backend()},
-                          {"stages", p},               {"schedule", schedule},
-                          {"micro_batches", m},        {"theoretical_bubble", theory},
-                          {"steps", o.steps * o.rounds}};
+      nlohmann::json j = {{"bench", "pipeline"},          {"work", o.work},
+                          {"backend", comm->backend()},   {"stages", p},
+                          {"schedule", schedule},         {"micro_batches", m},
+                          {"theoretical_bubble", theory}, {"steps", o.steps * o.rounds}};
       double mean = 0;
       std::vector<double> per_stage, flight;
       for (int s = 0; s < p; ++s) {
@@ -219,11 +219,12 @@ int run(const Options& o, const std::vector<std::string>& self) {
   for (const auto& s : o.schedules) parallel::parse_pipeline_schedule(s);
   for (int p : o.stages) TANDEM_CHECK(p >= 2, "--stages {}: a pipeline has at least 2", p);
   for (int m : o.micro_batches) TANDEM_CHECK(m >= 1, "--micro-batches {} must be >= 1", m);
-  TANDEM_CHECK(o.steps >= 1 && o.rounds >= 1 && o.forward_ms >= 0 && o.backward_ms >= 0 && o.width >= 1 &&
-                   o.layers >= 1 && o.micro_batch_size >= 1,
-               "--steps, --rounds, --width, --layers and --micro-batch-size must be >= 1, the times >= 0");
-  const fs::path scratch = fs::temp_directory_path() / fmt::format("tandem-bench-pipeline-{}",
-                                                                   getpid());
+  TANDEM_CHECK(
+      o.steps >= 1 && o.rounds >= 1 && o.forward_ms >= 0 && o.backward_ms >= 0 && o.width >= 1 &&
+          o.layers >= 1 && o.micro_batch_size >= 1,
+      "--steps, --rounds, --width, --layers and --micro-batch-size must be >= 1, the times >= 0");
+  const fs::path scratch =
+      fs::temp_directory_path() / fmt::format("tandem-bench-pipeline-{}", getpid());
   fs::create_directories(scratch);
   const std::string results = (scratch / "results.jsonl").string();
   bool ok = true;
@@ -246,8 +247,8 @@ int run(const Options& o, const std::vector<std::string>& self) {
     json << line << "\n";
     std::cout << line << "\n";
   }
-  std::cout << fmt::format("{:>6} {:>8} {:>5} {:>12} {:>10} {:>9} {:>9}\n", "stages",
-                           "schedule", "m", "theoretical", "measured", "error", "step ms");
+  std::cout << fmt::format("{:>6} {:>8} {:>5} {:>12} {:>10} {:>9} {:>9}\n", "stages", "schedule",
+                           "m", "theoretical", "measured", "error", "step ms");
   for (const auto& j : rows) {
     const auto cells = std::make_tuple(
         j["stages"].get<int>(), j["schedule"].get<std::string>(), j["micro_batches"].get<int>(),
@@ -259,10 +260,10 @@ int run(const Options& o, const std::vector<std::string>& self) {
     std::cout << fmt::format("{:>6} {:>8} {:>5} {:>12.3f} {:>10.3f} {:>8.1f}% {:>9.1f}\n", p,
                              schedule, m, theory, measured, 100 * error, step_ms);
   }
-  std::cout << fmt::format("(bubble: 1 - compute / step time per stage, median over steps, mean over stages; work: "
-                           "{}; written: {}.jsonl, {}.csv{})\n",
-                           o.work, o.out, o.out,
-                           o.trace_dir.empty() ? "" : ", traces under " + o.trace_dir);
+  std::cout << fmt::format(
+      "(bubble: 1 - compute / step time per stage, median over steps, mean over stages; work: "
+      "{}; written: {}.jsonl, {}.csv{})\n",
+      o.work, o.out, o.out, o.trace_dir.empty() ? "" : ", traces under " + o.trace_dir);
   if (ok) fs::remove_all(scratch);
   return ok && !rows.empty() ? 0 : 1;
 }
@@ -293,9 +294,7 @@ void add_bench_pipeline(CLI::App& bench, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--rounds", o->rounds, "passes over all configurations (median of all steps)")
       ->capture_default_str();
-  cmd->add_option("--backend", o->backend,
-                  "shm | gloo | mpi | auto")
-      ->capture_default_str();
+  cmd->add_option("--backend", o->backend, "shm | gloo | mpi | auto")->capture_default_str();
   cmd->add_option("--trace-dir", o->trace_dir,
                   "write DIR/p<P>_<schedule>_m<M>/rank-<r>.json (Chrome traces)");
   cmd->add_option("--out", o->out, "writes OUT.jsonl and OUT.csv")->capture_default_str();

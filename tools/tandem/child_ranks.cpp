@@ -68,8 +68,7 @@ std::string run_child_ranks(int ranks, const std::vector<std::string>& args,
       for (pid_t pid : pids) {
         if (pid > 0) waitpid(pid, nullptr, 0);
       }
-      return fmt::format("did not finish within {} s (--timeout); killed (see {})", timeout_s,
-                         log);
+      return fmt::format("did not finish within {} s (--timeout); killed (see {})", timeout_s, log);
     }
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::milliseconds(50));

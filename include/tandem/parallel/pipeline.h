@@ -86,10 +86,20 @@ struct PipelineMetric {
 
 class Pipeline {
  public:
-  // Collective. Throws InvalidArgument on bad cut points or a model with
-  // fewer layers than stages.
+  // Throws InvalidArgument on bad cut points or a model with fewer layers
+  // than stages.
   Pipeline(torch::nn::Sequential model, std::shared_ptr<Communicator> comm,
            PipelineOptions options);
+  // The stages given as a list, one per rank (stages.size() == comm->size());
+  // rank s keeps stages[s]. Throws InvalidArgument on another count, an empty
+  // stage, or cut_points (the stages are the cut).
+  Pipeline(std::vector<torch::nn::Sequential> stages, std::shared_ptr<Communicator> comm,
+           PipelineOptions options);
+  // Collective (one all-gather of the stages' layer counts). Each rank
+  // passes only its own stage, stage s on rank s, which it may build without
+  // the rest of the model. The same errors as the list form.
+  static Pipeline from_stage(torch::nn::Sequential stage, std::shared_ptr<Communicator> comm,
+                             PipelineOptions options);
 
   // Collective. One forward and backward over `input` (read on the first
   // stage) and `target` (read on the last); the other stages may pass
@@ -113,6 +123,9 @@ class Pipeline {
   std::pair<int, int> layer_range() const { return {first_layer_, last_layer_}; }
 
  private:
+  // Rank s's stage, the stages holding stage_layers[i] layers each.
+  Pipeline(torch::nn::Sequential stage, const std::vector<int64_t>& stage_layers,
+           std::shared_ptr<Communicator> comm, PipelineOptions options);
   void forward(int micro_batch, const std::vector<at::Tensor>& inputs);
   void backward(int micro_batch, bool last);
   at::Tensor receive_input(int micro_batch, const std::vector<at::Tensor>& inputs);

@@ -76,13 +76,12 @@ TensorParallelGptBlockImpl::TensorParallelGptBlockImpl(GptBlockImpl& full, int64
   ln1 = register_module("ln1", replica(child<torch::nn::LayerNorm>(full, "ln1")));
   ln2 = register_module("ln2", replica(child<torch::nn::LayerNorm>(full, "ln2")));
   auto& attention = *full.named_children()["attn"];
-  attn = register_module(
-      "attn", parallel::ParallelCausalSelfAttention(child<torch::nn::Linear>(attention, "qkv"),
-                                                    child<torch::nn::Linear>(attention, "proj"),
-                                                    heads, comm));
-  mlp = register_module("mlp", parallel::ParallelMlp(child<torch::nn::Linear>(full, "fc"),
-                                                     child<torch::nn::Linear>(full, "fc_proj"),
-                                                     comm));
+  attn = register_module("attn", parallel::ParallelCausalSelfAttention(
+                                     child<torch::nn::Linear>(attention, "qkv"),
+                                     child<torch::nn::Linear>(attention, "proj"), heads, comm));
+  mlp = register_module("mlp",
+                        parallel::ParallelMlp(child<torch::nn::Linear>(full, "fc"),
+                                              child<torch::nn::Linear>(full, "fc_proj"), comm));
 }
 
 at::Tensor TensorParallelGptBlockImpl::forward(const at::Tensor& x) {
@@ -104,9 +103,8 @@ TensorParallelGptMiniImpl::TensorParallelGptMiniImpl(GptMiniImpl& full,
                "tensor-parallel ranks",
                o.heads, o.vocab, comm_->size());
   token_embedding = register_module(
-      "token_embedding",
-      parallel::VocabParallelEmbedding(child<torch::nn::Embedding>(full, "token_embedding"),
-                                       comm_));
+      "token_embedding", parallel::VocabParallelEmbedding(
+                             child<torch::nn::Embedding>(full, "token_embedding"), comm_));
   position_embedding = register_module(
       "position_embedding", replica(child<torch::nn::Embedding>(full, "position_embedding")));
   blocks = register_module("blocks", torch::nn::ModuleList());
@@ -196,8 +194,8 @@ torch::nn::Sequential TensorParallelGptMiniImpl::layers() {
   torch::nn::Sequential out;
   out->push_back(TensorParallelGptEmbedding(token_embedding, position_embedding));
   for (const auto& block : *blocks) {
-    out->push_back(TensorParallelGptBlock(
-        std::dynamic_pointer_cast<TensorParallelGptBlockImpl>(block)));
+    out->push_back(
+        TensorParallelGptBlock(std::dynamic_pointer_cast<TensorParallelGptBlockImpl>(block)));
   }
   out->push_back(TensorParallelGptHead(ln_final, lm_head));
   return out;

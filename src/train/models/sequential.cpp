@@ -61,10 +61,10 @@ TORCH_MODULE(GptHead);
 
 bool has_sequential_layers(const std::string& name) { return name == "mlp" || name == "gpt-mini"; }
 
-torch::nn::Sequential sequential_layers(const std::string& name, const torch::nn::AnyModule& model) {
+torch::nn::Sequential sequential_layers(const std::string& name,
+                                        const torch::nn::AnyModule& model) {
   TANDEM_CHECK(has_sequential_layers(name),
-               "pipeline parallelism splits the models mlp and gpt-mini into layers, not {}",
-               name);
+               "pipeline parallelism splits the models mlp and gpt-mini into layers, not {}", name);
   torch::nn::Sequential layers;
   if (name == "mlp") {
     auto& mlp = *model.get<Mlp>();
