@@ -55,12 +55,7 @@ TrainSummary train_on_mesh(const TrainerOptions& o, const std::shared_ptr<Commun
   const auto& dp = model.data();
   SamplerOptions so{sets.train->size(), dp->size(), dp->rank(), true, o.seed, false, 0, 0};
   DistributedSampler sampler(so);
-  const int64_t per_epoch = sampler.size() / o.batch_size;
-  TANDEM_CHECK(per_epoch >= 1,
-               "--batch-size {} is larger than this data rank's {} samples per epoch; use a "
-               "smaller batch or more data (--dataset-size)",
-               o.batch_size, sampler.size());
-  const int64_t total = o.steps > 0 ? o.steps : o.epochs * per_epoch;
+  const int64_t total = total_steps(o, sampler.size());
   const double base_lr = o.scale_lr ? o.lr * dp->size() : o.lr;
   const auto sched = parse_lr_schedule(o.lr_schedule);
   if (out) {

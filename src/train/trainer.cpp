@@ -278,12 +278,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
 
   SamplerOptions so{data->size(), workers->size(), workers->rank(), true, o.seed, false, 0, 0};
   DistributedSampler sampler(so);
-  const int64_t per_epoch = sampler.size() / o.batch_size;
-  TANDEM_CHECK(per_epoch >= 1,
-               "--batch-size {} is larger than this rank's {} samples per epoch; use a smaller "
-               "batch or more data (--dataset-size)",
-               o.batch_size, sampler.size());
-  const int64_t total = o.steps > 0 ? o.steps : o.epochs * per_epoch;
+  const int64_t total = total_steps(o, sampler.size());
   const int64_t stop = o.stop_at_step > 0 ? std::min(o.stop_at_step, total) : total;
   TANDEM_CHECK(o.grad_compression != "powersgd" || o.powersgd_start_iter < total,
                "--powersgd-start-iter {} is not below the run's {} steps, so PowerSGD would "

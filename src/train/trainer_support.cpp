@@ -91,6 +91,15 @@ void Progress::done() {
   if (out_ != nullptr && tty_) *out_ << "\n";
 }
 
+int64_t total_steps(const TrainerOptions& o, int64_t shard_size) {
+  const int64_t per_epoch = shard_size / o.batch_size;
+  TANDEM_CHECK(per_epoch >= 1,
+               "--batch-size {} is larger than this rank's {} samples per epoch; use a smaller "
+               "batch or more data (--dataset-size)",
+               o.batch_size, shard_size);
+  return o.steps > 0 ? o.steps : o.epochs * per_epoch;
+}
+
 std::vector<double> average_over_ranks(Communicator& comm, std::vector<double> values) {
   at::Tensor t = at::tensor(values, at::kDouble);
   comm.all_reduce(t, ReduceOp::kAvg);

@@ -37,6 +37,10 @@ at::Tensor model_input(const at::Tensor& input, const ModelInput& spec, const Tr
 // Mean cross-entropy of logits [..., classes] against int64 targets [...].
 at::Tensor loss_of(const at::Tensor& logits, const at::Tensor& target);
 
+// The run's optimizer steps: --steps, or --epochs of the sampler's shard
+// (InvalidArgument when the shard holds less than one batch).
+int64_t total_steps(const TrainerOptions& o, int64_t shard_size);
+
 // Mean of `values` over the ranks (a collective).
 std::vector<double> average_over_ranks(Communicator& comm, std::vector<double> values);
 

@@ -56,6 +56,24 @@ std::unique_ptr<torch::optim::SGD> sgd(std::vector<at::Tensor> params) {
       params, torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(true));
 }
 
+// 5 SGD steps of `pipe` and of the one-process `ref` on the same batches;
+// their losses agree at every step.
+void train_five_steps(Pipeline& pipe, torch::nn::Sequential& ref) {
+  auto opt = sgd(pipe.parameters());
+  auto ref_opt = sgd(ref->parameters());
+  for (int s = 0; s < 5; ++s) {
+    auto [x, t] = batch(s);
+    opt->zero_grad();
+    const double loss = pipe.train_step(x, t, mse).loss;
+    opt->step();
+    ref_opt->zero_grad();
+    at::Tensor ref_loss = mse(ref->forward(x), t);
+    ref_loss.backward();
+    ref_opt->step();
+    EXPECT_NEAR(loss, ref_loss.item<double>(), 1e-9 * std::abs(loss)) << "step " << s;
+  }
+}
+
 std::shared_ptr<Communicator> connect(int rank, int size, int port) {
   return tandem::testing::shm_rank(rank, size, port, "pipe");
 }
@@ -80,20 +98,8 @@ TEST_P(PipelineEquivalence, MatchesOneProcessAfterFiveSteps) {
     po.micro_batches = m;
     po.recompute = recompute;
     Pipeline pipe(make_mlp(), comm, po);
-    auto opt = sgd(pipe.parameters());
     auto ref = make_mlp();
-    auto ref_opt = sgd(ref->parameters());
-    for (int s = 0; s < 5; ++s) {
-      auto [x, t] = batch(s);
-      opt->zero_grad();
-      const double loss = pipe.train_step(x, t, mse).loss;
-      opt->step();
-      ref_opt->zero_grad();
-      at::Tensor ref_loss = mse(ref->forward(x), t);
-      ref_loss.backward();
-      ref_opt->step();
-      EXPECT_NEAR(loss, ref_loss.item<double>(), 1e-9 * std::abs(loss)) << "step " << s;
-    }
+    train_five_steps(pipe, ref);
     const auto [first, last] = pipe.layer_range();
     EXPECT_LT(first, last);
     for (int l = first; l < last; ++l) {
@@ -296,24 +302,12 @@ TEST(Pipeline, StagesGivenOneByOneTrainLikeOneProcess) {
       Pipeline pipe =
           list ? Pipeline(stages, comm, po) : Pipeline::from_stage(build(rank), comm, po);
       EXPECT_EQ(pipe.layer_range(), rank == 0 ? std::make_pair(0, 2) : std::make_pair(2, 5));
-      auto opt = sgd(pipe.parameters());
       torch::nn::Sequential ref;
       for (int s = 0; s < 2; ++s) {
         const auto stage = build(s);
         for (const auto& layer : *stage) ref->push_back(layer);
       }
-      auto ref_opt = sgd(ref->parameters());
-      for (int s = 0; s < 5; ++s) {
-        auto [x, t] = batch(s);
-        opt->zero_grad();
-        const double loss = pipe.train_step(x, t, mse).loss;
-        opt->step();
-        ref_opt->zero_grad();
-        at::Tensor ref_loss = mse(ref->forward(x), t);
-        ref_loss.backward();
-        ref_opt->step();
-        EXPECT_NEAR(loss, ref_loss.item<double>(), 1e-9 * std::abs(loss)) << "step " << s;
-      }
+      train_five_steps(pipe, ref);
       auto mine = pipe.parameters();
       ASSERT_EQ(mine.size(), rank == 0 ? 2u : 4u);
       const size_t offset = rank == 0 ? 0 : 2;  // stage 0 holds ref's first 2 parameters
