@@ -44,13 +44,7 @@ TrainSummary train_on_mesh(const TrainerOptions& o, const std::shared_ptr<Commun
                            std::ostream* out) {
   const ModelInput spec = input_spec(o.model, ModelOptions{});
   Datasets sets = make_datasets(o, spec);
-  std::shared_ptr<TraceRecorder> trace;
-  if (!o.trace_dir.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(o.trace_dir, ec);
-    TANDEM_CHECK(!ec, "--trace-dir: cannot create '{}' ({})", o.trace_dir, ec.message());
-    trace = std::make_shared<TraceRecorder>(comm->rank());
-  }
+  std::shared_ptr<TraceRecorder> trace = open_trace(o, comm->rank());
   MeshModel model(o, comm, trace);
   const auto& dp = model.data();
   SamplerOptions so{sets.train->size(), dp->size(), dp->rank(), true, o.seed, false, 0, 0};
@@ -119,12 +113,7 @@ TrainSummary train_on_mesh(const TrainerOptions& o, const std::shared_ptr<Commun
     }
   }
   progress.done();
-  if (trace) {
-    auto path = std::filesystem::path(o.trace_dir) / fmt::format("rank-{}.json", comm->rank());
-    trace->write(path.string());
-    if (out)
-      *out << fmt::format("trace: {} (one file per rank; open in Perfetto)\n", path.string());
-  }
+  if (trace) write_trace(*trace, o, comm->rank(), out);
   s.steps = total;
   s.samples = total * o.batch_size * dp->size();
   s.wall_seconds = Seconds(std::chrono::steady_clock::now() - start).count();

@@ -258,13 +258,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
       check_meta(*resumed, o, comm->size());
     }
   }
-  std::shared_ptr<TraceRecorder> trace;
-  if (!o.trace_dir.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(o.trace_dir, ec);
-    TANDEM_CHECK(!ec, "--trace-dir: cannot create '{}' ({})", o.trace_dir, ec.message());
-    trace = std::make_shared<TraceRecorder>(comm->rank());
-  }
+  std::shared_ptr<TraceRecorder> trace = open_trace(o, comm->rank());
   auto strategy = make_strategy(o, model.ptr(), comm, trace, workers);
   if (shards) {
     strategy->restore_sharded(*shards);
@@ -424,12 +418,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   progress.done();
   const double train_seconds = Seconds(std::chrono::steady_clock::now() - start).count();
   strategy->finish();
-  if (trace) {
-    auto path = std::filesystem::path(o.trace_dir) / fmt::format("rank-{}.json", comm->rank());
-    trace->write(path.string());
-    if (out)
-      *out << fmt::format("trace: {} (one file per rank; open in Perfetto)\n", path.string());
-  }
+  if (trace) write_trace(*trace, o, comm->rank(), out);
   if (stop > first_step) save(stop);
   s.state_digest = state_digest(strategy->full_parameters(), model.ptr()->named_buffers(true));
   s.steps = steps_done;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <string>
 
 #include "tandem/core/check.h"
@@ -45,6 +46,21 @@ std::ofstream open_metrics(const TrainerOptions& o, int rank) {
   metrics.open(path, std::ios::app);
   TANDEM_CHECK(metrics.good(), "--metrics: cannot write '{}'", path);
   return metrics;
+}
+
+std::shared_ptr<TraceRecorder> open_trace(const TrainerOptions& o, int rank) {
+  if (o.trace_dir.empty()) return nullptr;
+  std::error_code ec;
+  std::filesystem::create_directories(o.trace_dir, ec);
+  TANDEM_CHECK(!ec, "--trace-dir: cannot create '{}' ({})", o.trace_dir, ec.message());
+  return std::make_shared<TraceRecorder>(rank);
+}
+
+void write_trace(const TraceRecorder& trace, const TrainerOptions& o, int rank,
+                 std::ostream* out) {
+  const auto path = std::filesystem::path(o.trace_dir) / fmt::format("rank-{}.json", rank);
+  trace.write(path.string());
+  if (out) *out << fmt::format("trace: {} (one file per rank; open in Perfetto)\n", path.string());
 }
 
 // The batch as the model wants it: the model's sample shape, its dtype.

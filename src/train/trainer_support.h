@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "tandem/comm/communicator.h"
+#include "tandem/core/trace.h"
 #include "tandem/parallel/memory_accounting.h"
 #include "tandem/train/data/dataset.h"
 #include "tandem/train/models/models.h"
@@ -30,6 +31,12 @@ Datasets make_datasets(const TrainerOptions& o, const ModelInput& spec);
 
 // --metrics FILE with {rank} expanded, for appending; closed if none.
 std::ofstream open_metrics(const TrainerOptions& o, int rank);
+
+// --trace-dir: a recorder for this rank (the directory created), or null.
+std::shared_ptr<TraceRecorder> open_trace(const TrainerOptions& o, int rank);
+// Writes DIR/rank-<r>.json and names it on `out` (if not null).
+void write_trace(const TraceRecorder& trace, const TrainerOptions& o, int rank,
+                 std::ostream* out);
 
 // The batch as the model wants it: the model's sample shape, its dtype.
 at::Tensor model_input(const at::Tensor& input, const ModelInput& spec, const TrainerOptions& o);
