@@ -5,7 +5,6 @@
 #include <ATen/ops/tensor.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <sys/wait.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/optim/sgd.h>
 #include <unistd.h>
@@ -20,14 +19,18 @@
 #include <sstream>
 
 #include "bench_stats.h"
+#include "child_ranks.h"
 #include "tandem/comm/rendezvous.h"
 #include "tandem/core/check.h"
-#include "tandem/launch/launcher.h"
 #include "tandem/parallel/distributed_data_parallel.h"
 #include "tandem/train/models/models.h"
 
 namespace tandem::tools {
 namespace {
+
+// The parent waits this long for its children (their collectives time out
+// after 300 s each), then kills them.
+constexpr int kChildTimeoutS = 1800;
 
 struct Options {
   std::string model = "mlp";
@@ -130,60 +133,26 @@ enum class RunKind {
 // the step time is the slowest process's. Every child gets one BLAS and
 // OpenMP thread unless the user set otherwise, so all runs get the same
 // per-process resources.
-Result run_children(const Options& o, RunKind kind, int port) {
+Result run_children(const Options& o, RunKind kind) {
   const bool single = kind != RunKind::kDdp;
   const int ranks = kind == RunKind::kOne ? 1 : o.ranks;
-  int fds[2];
-  TANDEM_CHECK(pipe(fds) == 0, "bench ddp: pipe failed");
-  std::vector<pid_t> pids;
-  for (int r = 0; r < ranks; ++r) {
-    pid_t pid = fork();
-    if (pid == 0) {
-      dup2(fds[1], STDOUT_FILENO);
-      close(fds[0]);
-      setenv("OPENBLAS_NUM_THREADS", "1", 0);
-      setenv("OMP_NUM_THREADS", "1", 0);
-      setenv("RANK", std::to_string(single ? 0 : r).c_str(), 1);
-      setenv("WORLD_SIZE", std::to_string(single ? 1 : ranks).c_str(), 1);
-      setenv("LOCAL_RANK", std::to_string(single ? 0 : r).c_str(), 1);
-      setenv("LOCAL_WORLD_SIZE", std::to_string(single ? 1 : ranks).c_str(), 1);
-      if (!single) {
-        setenv("MASTER_ADDR", "127.0.0.1", 1);
-        setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-      }
-      std::vector<std::string> args = {"tandem",       "bench",
-                                       "ddp",          "--as-rank",
-                                       "--model",      o.model,
-                                       "--batch-size", std::to_string(o.batch),
-                                       "--steps",      std::to_string(o.steps),
-                                       "--warmup",     std::to_string(o.warmup),
-                                       "--bucket-cap-mb", std::to_string(o.bucket_cap_mb)};
-      if (!o.grad_as_bucket_view) args.push_back("--no-grad-as-bucket-view");
-      if (!o.mlp_hidden.empty()) {
-        args.push_back("--mlp-hidden");
-        args.push_back(fmt::format("{}", fmt::join(o.mlp_hidden, ",")));
-      }
-      if (single) args.push_back("--as-single");
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv("/proc/self/exe", argv.data());
-      _exit(127);
-    }
-    pids.push_back(pid);
+  std::vector<std::string> args = {"tandem",       "bench",
+                                   "ddp",          "--as-rank",
+                                   "--model",      o.model,
+                                   "--batch-size", std::to_string(o.batch),
+                                   "--steps",      std::to_string(o.steps),
+                                   "--warmup",     std::to_string(o.warmup),
+                                   "--bucket-cap-mb", std::to_string(o.bucket_cap_mb)};
+  if (!o.grad_as_bucket_view) args.push_back("--no-grad-as-bucket-view");
+  if (!o.mlp_hidden.empty()) {
+    args.push_back("--mlp-hidden");
+    args.push_back(fmt::format("{}", fmt::join(o.mlp_hidden, ",")));
   }
-  close(fds[1]);
-  std::string text;
-  char buf[256];
-  ssize_t n;
-  while ((n = read(fds[0], buf, sizeof(buf))) > 0) text.append(buf, static_cast<size_t>(n));
-  close(fds[0]);
-  bool ok = true;
-  for (pid_t pid : pids) {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-  }
+  if (single) args.push_back("--as-single");
+  const auto run = tools::run_children(
+      args, {.processes = ranks, .independent = single, .timeout_s = kChildTimeoutS, .log_dir = {}});
+  const bool ok = run.error.empty();
+  const std::string& text = run.output;
   Result r;
   int lines = 0;
   std::istringstream in(text);
@@ -195,10 +164,11 @@ Result run_children(const Options& o, RunKind kind, int port) {
     ++lines;
   }
   const int expected = kind == RunKind::kDdp ? 1 : ranks;
-  TANDEM_CHECK(ok && lines == expected, "bench ddp: the {} run failed (its errors are above)",
+  TANDEM_CHECK(ok && lines == expected, "bench ddp: the {} run failed: {}",
                kind == RunKind::kDdp   ? fmt::format("{}-rank", ranks)
                : kind == RunKind::kOne ? std::string("one-process")
-                                       : fmt::format("{} independent processes'", ranks));
+                                       : fmt::format("{} independent processes'", ranks),
+               ok ? "no result line" : run.error);
   return r;
 }
 
@@ -223,8 +193,7 @@ int run(const Options& o) {
     Result n, one, alone;
     for (size_t k = 0; k < kinds.size(); ++k) {
       const RunKind kind = kinds[(k + static_cast<size_t>(round)) % kinds.size()];
-      const int port = kind == RunKind::kDdp ? launch::pick_free_port("127.0.0.1") : 0;
-      Result r = run_children(o, kind, port);
+      Result r = run_children(o, kind);
       (kind == RunKind::kDdp ? n : kind == RunKind::kOne ? one : alone) = r;
     }
     n_step.push_back(n.step_seconds);

@@ -4,7 +4,6 @@
 #include <ATen/ops/randn.h>
 #include <ATen/ops/tensor.h>
 #include <fmt/format.h>
-#include <sys/wait.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/optim/adamw.h>
 #include <unistd.h>
@@ -18,9 +17,9 @@
 #include <nlohmann/json.hpp>
 
 #include "bench_stats.h"
+#include "child_ranks.h"
 #include "tandem/comm/rendezvous.h"
 #include "tandem/core/check.h"
-#include "tandem/launch/launcher.h"
 #include "tandem/parallel/distributed_data_parallel.h"
 #include "tandem/parallel/fully_sharded_data_parallel.h"
 #include "tandem/parallel/memory_accounting.h"
@@ -28,6 +27,10 @@
 
 namespace tandem::tools {
 namespace {
+
+// The parent waits this long for its children (their collectives time out
+// after 300 s each), then kills them.
+constexpr int kChildTimeoutS = 1800;
 
 struct Options {
   std::string model = "gpt-mini";
@@ -135,67 +138,25 @@ int run_as_rank(const Options& o) {
 // Starts o.ranks children running `/proc/self/exe bench fsdp --strategy S`,
 // one BLAS/OpenMP thread each unless set otherwise, and reads rank 0's line.
 Result run_children(const Options& o, const std::string& strategy) {
-  const int port = launch::pick_free_port("127.0.0.1");
-  int fds[2];
-  TANDEM_CHECK(pipe(fds) == 0, "bench fsdp: pipe failed");
-  std::vector<pid_t> pids;
-  for (int r = 0; r < o.ranks; ++r) {
-    pid_t pid = fork();
-    if (pid == 0) {
-      dup2(fds[1], STDOUT_FILENO);
-      close(fds[0]);
-      setenv("OPENBLAS_NUM_THREADS", "1", 0);
-      setenv("OMP_NUM_THREADS", "1", 0);
-      setenv("RANK", std::to_string(r).c_str(), 1);
-      setenv("WORLD_SIZE", std::to_string(o.ranks).c_str(), 1);
-      setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
-      setenv("LOCAL_WORLD_SIZE", std::to_string(o.ranks).c_str(), 1);
-      setenv("MASTER_ADDR", "127.0.0.1", 1);
-      setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-      std::vector<std::string> args = {"tandem",
-                                       "bench",
-                                       "fsdp",
-                                       "--strategy",
-                                       strategy,
-                                       "--model",
-                                       o.model,
-                                       "--batch-size",
-                                       std::to_string(o.batch),
-                                       "--steps",
-                                       std::to_string(o.steps),
-                                       "--warmup",
-                                       std::to_string(o.warmup)};
-      for (const auto& w : o.wrap) {
-        args.push_back("--wrap");
-        args.push_back(w);
-      }
-      if (o.no_prefetch) args.push_back("--no-prefetch");
-      if (o.no_overlap) args.push_back("--no-overlap");
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv("/proc/self/exe", argv.data());
-      _exit(127);
-    }
-    pids.push_back(pid);
+  std::vector<std::string> args = {"tandem",  "bench",   "fsdp",
+                                   "--strategy", strategy, "--model",
+                                   o.model,   "--batch-size", std::to_string(o.batch),
+                                   "--steps", std::to_string(o.steps), "--warmup",
+                                   std::to_string(o.warmup)};
+  for (const auto& w : o.wrap) {
+    args.push_back("--wrap");
+    args.push_back(w);
   }
-  close(fds[1]);
-  std::string text;
-  char buf[256];
-  ssize_t n;
-  while ((n = read(fds[0], buf, sizeof(buf))) > 0) text.append(buf, static_cast<size_t>(n));
-  close(fds[0]);
-  bool ok = true;
-  for (pid_t pid : pids) {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-  }
+  if (o.no_prefetch) args.push_back("--no-prefetch");
+  if (o.no_overlap) args.push_back("--no-overlap");
+  const auto run = tools::run_children(args, {.processes = o.ranks, .timeout_s = kChildTimeoutS, .log_dir = {}});
   Result r;
-  TANDEM_CHECK(ok && std::sscanf(text.c_str(), "%lf %lf %lf %lf %lf %lf", &r.step_seconds,
-                                 &r.state_bytes, &r.parameter_bytes, &r.gradient_bytes,
-                                 &r.optimizer_bytes, &r.zero3_bytes) == 6,
-               "bench fsdp: the {}-rank {} run failed (its errors are above)", o.ranks, strategy);
+  TANDEM_CHECK(run.error.empty() &&
+                   std::sscanf(run.output.c_str(), "%lf %lf %lf %lf %lf %lf", &r.step_seconds,
+                               &r.state_bytes, &r.parameter_bytes, &r.gradient_bytes,
+                               &r.optimizer_bytes, &r.zero3_bytes) == 6,
+               "bench fsdp: the {}-rank {} run failed: {}", o.ranks, strategy,
+               run.error.empty() ? "no result line" : run.error);
   return r;
 }
 

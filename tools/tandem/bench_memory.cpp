@@ -3,7 +3,6 @@
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
 #include <fmt/format.h>
-#include <sys/wait.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/module.h>
 #include <unistd.h>
@@ -15,15 +14,19 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "child_ranks.h"
 #include "tandem/comm/rendezvous.h"
 #include "tandem/core/check.h"
-#include "tandem/launch/launcher.h"
 #include "tandem/parallel/allocator_stats.h"
 #include "tandem/train/models/models.h"
 #include "tandem/train/strategy.h"
 
 namespace tandem::tools {
 namespace {
+
+// The parent waits this long for its children (their collectives time out
+// after 300 s each), then kills them.
+constexpr int kChildTimeoutS = 1800;
 
 struct Options {
   std::string model = "gpt-mini";
@@ -141,51 +144,16 @@ int run_as_rank(const Options& o) {
 // Runs `ranks` children of `tandem bench memory --as-rank` and returns what
 // rank 0 printed.
 std::string run_children(const Options& o, const std::string& strategy, int ranks) {
-  const int port = launch::pick_free_port("127.0.0.1");
-  int fds[2];
-  TANDEM_CHECK(pipe(fds) == 0, "bench memory: pipe failed");
-  std::vector<pid_t> pids;
-  for (int r = 0; r < ranks; ++r) {
-    pid_t pid = fork();
-    if (pid == 0) {
-      dup2(fds[1], STDOUT_FILENO);
-      close(fds[0]);
-      setenv("OPENBLAS_NUM_THREADS", "1", 0);
-      setenv("OMP_NUM_THREADS", "1", 0);
-      setenv("RANK", std::to_string(r).c_str(), 1);
-      setenv("WORLD_SIZE", std::to_string(ranks).c_str(), 1);
-      setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
-      setenv("LOCAL_WORLD_SIZE", std::to_string(ranks).c_str(), 1);
-      setenv("MASTER_ADDR", "127.0.0.1", 1);
-      setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-      std::vector<std::string> args = {
-          "tandem",      "bench",     "memory",     "--as-rank",          "--strategy-of-rank",
-          strategy,      "--model",   o.model,      "--optimizer",        o.optimizer,
-          "--batch-size", std::to_string(o.batch), "--steps", std::to_string(o.steps),
-          "--gpt-width", std::to_string(o.gpt_width), "--gpt-layers", std::to_string(o.gpt_layers)};
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv("/proc/self/exe", argv.data());
-      _exit(127);
-    }
-    pids.push_back(pid);
-  }
-  close(fds[1]);
-  std::string text;
-  char buf[4096];
-  ssize_t got;
-  while ((got = read(fds[0], buf, sizeof(buf))) > 0) text.append(buf, static_cast<size_t>(got));
-  close(fds[0]);
-  bool ok = true;
-  for (pid_t pid : pids) {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-  }
-  TANDEM_CHECK(ok && !text.empty(), "bench memory: the {} run at {} ranks failed (see above)",
-               strategy, ranks);
-  return text.substr(0, text.find('\n'));
+  const std::vector<std::string> args = {
+      "tandem",       "bench",     "memory",     "--as-rank",          "--strategy-of-rank",
+      strategy,       "--model",   o.model,      "--optimizer",        o.optimizer,
+      "--batch-size", std::to_string(o.batch), "--steps", std::to_string(o.steps),
+      "--gpt-width",  std::to_string(o.gpt_width), "--gpt-layers", std::to_string(o.gpt_layers)};
+  const auto run = tools::run_children(args, {.processes = ranks, .timeout_s = kChildTimeoutS, .log_dir = {}});
+  TANDEM_CHECK(run.error.empty() && !run.output.empty(),
+               "bench memory: the {} run at {} ranks failed: {}", strategy, ranks,
+               run.error.empty() ? "no output" : run.error);
+  return run.output.substr(0, run.output.find('\n'));
 }
 
 int run(const Options& o) {
