@@ -4,8 +4,9 @@
 // the asynchronous ps, easgd, gossip and local-sgd), on the communicator it
 // is given. Under ps, easgd and ddp with backup workers the last --servers
 // ranks serve parameters instead of training. With --mesh the ranks form a
-// data x pipeline x tensor grid (mesh_model.h). Rank 0 reports progress (a bar on a terminal,
-// plain lines otherwise) and every rank can append JSON lines of metrics.
+// data x pipeline x tensor grid (mesh_model.h). Rank 0 reports progress (a
+// bar on a terminal, plain lines otherwise) and every rank can append JSON
+// lines of metrics.
 // Every rank calls train() with the same options. Not thread-safe.
 #pragma once
 
@@ -78,8 +79,8 @@ struct TrainerOptions {
   // through the servers and drops the late ones (Chen et al. 2016).
   int backup_workers = 0;
   // Model parallelism (mesh_model.h): "dp=2,pp=2", "dp=2,tp=2",
-  // "pp=2,tp=2", ... ("" = the strategy alone); the pipeline's micro-batches per step, its schedule
-  // (gpipe | 1f1b) and activation recomputation.
+  // "pp=2,tp=2", ... ("" = the strategy alone); the pipeline's micro-batches
+  // per step, its schedule (gpipe | 1f1b) and activation recomputation.
   std::string mesh;
   int micro_batches = 4;
   std::string pipeline_schedule = "1f1b";
