@@ -16,9 +16,10 @@
 namespace tandem::parallel {
 namespace {
 
-// Tags: a tensor's header (ndim, dtype, sizes) and its data, per direction.
-constexpr int kForwardHeader = 8100, kForwardData = 8101;
-constexpr int kBackwardHeader = 8102, kBackwardData = 8103;
+// Tags: a tensor's header (ndim, dtype, sizes), per direction; its data
+// goes on the tag after.
+constexpr int kForwardHeader = 8100;
+constexpr int kBackwardHeader = 8102;
 constexpr int64_t kMaxDims = 8;
 
 at::Tensor cpu_rng_state() {
@@ -35,14 +36,23 @@ void set_cpu_rng_state(const at::Tensor& state) {
 
 }  // namespace
 
-Pipeline::Pipeline(torch::nn::Sequential model, std::shared_ptr<Communicator> comm,
-                   PipelineOptions options)
-    : comm_(std::move(comm)), options_(std::move(options)) {
-  TANDEM_CHECK(comm_ != nullptr, "Pipeline: the communicator is null");
-  TANDEM_CHECK(options_.micro_batches >= 1, "Pipeline: micro_batches must be >= 1 (got {})",
-               options_.micro_batches);
+namespace {
+
+std::shared_ptr<Communicator> checked(std::shared_ptr<Communicator> comm) {
+  TANDEM_CHECK(comm != nullptr, "Pipeline: the communicator is null");
+  return comm;
+}
+
+std::vector<int64_t> layer_counts(const std::vector<torch::nn::Sequential>& stages) {
+  std::vector<int64_t> counts;
+  for (const auto& s : stages) counts.push_back(static_cast<int64_t>(s->size()));
+  return counts;
+}
+
+// `model` cut into `stages` stages at `cuts` (empty: balanced by parameter count).
+std::vector<torch::nn::Sequential> cut_model(const torch::nn::Sequential& model, int stages,
+                                             std::vector<int> cuts) {
   const int layers = static_cast<int>(model->size());
-  std::vector<int> cuts = options_.cut_points;
   if (cuts.empty()) {
     std::vector<int64_t> numel;
     for (const auto& layer : model->children()) {
@@ -50,30 +60,68 @@ Pipeline::Pipeline(torch::nn::Sequential model, std::shared_ptr<Communicator> co
       for (const auto& p : layer->parameters()) n += p.numel();
       numel.push_back(n);
     }
-    cuts = balanced_cut_points(numel, comm_->size());
+    cuts = balanced_cut_points(numel, stages);
   }
-  TANDEM_CHECK(static_cast<int>(cuts.size()) == comm_->size() && cuts[0] == 0,
+  TANDEM_CHECK(static_cast<int>(cuts.size()) == stages && cuts[0] == 0,
                "Pipeline: {} cut points for {} stages; give one per stage, the first 0",
-               cuts.size(), comm_->size());
+               cuts.size(), stages);
   for (size_t i = 1; i < cuts.size(); ++i) {
     TANDEM_CHECK(cuts[i] > cuts[i - 1] && cuts[i] < layers,
                  "Pipeline: cut points must increase within the model's {} layers (got {} after "
                  "{})",
                  layers, cuts[i], cuts[i - 1]);
   }
-  const auto s = static_cast<size_t>(comm_->rank());
-  first_layer_ = cuts[s];
-  last_layer_ = s + 1 < cuts.size() ? cuts[s + 1] : layers;
-  for (int l = first_layer_; l < last_layer_; ++l) stage_->push_back(*(model->begin() + l));
+  std::vector<torch::nn::Sequential> out(cuts.size());
+  for (size_t s = 0; s < cuts.size(); ++s) {
+    const int end = s + 1 < cuts.size() ? cuts[s + 1] : layers;
+    for (int l = cuts[s]; l < end; ++l) out[s]->push_back(*(model->begin() + l));
+  }
+  return out;
+}
+
+// The options once the model is cut at options.cut_points.
+PipelineOptions cut_points_used(PipelineOptions options) {
+  options.cut_points.clear();
+  return options;
+}
+
+// Stages given already cut take no cut points.
+PipelineOptions without_cut_points(PipelineOptions options) {
+  TANDEM_CHECK(options.cut_points.empty(),
+               "Pipeline: cut_points cut a whole model; stages given one by one are the cut");
+  return options;
+}
+
+}  // namespace
+
+Pipeline::Pipeline(torch::nn::Sequential model, std::shared_ptr<Communicator> comm,
+                   const PipelineOptions& options)
+    : Pipeline(cut_model(model, checked(comm)->size(), options.cut_points), comm,
+               cut_points_used(options)) {}
+
+Pipeline::Pipeline(const std::vector<torch::nn::Sequential>& stages,
+                   std::shared_ptr<Communicator> comm, PipelineOptions options)
+    : Pipeline(static_cast<int>(stages.size()) == checked(comm)->size()
+                   ? stages[static_cast<size_t>(comm->rank())]
+                   : torch::nn::Sequential(),
+               layer_counts(stages), comm, without_cut_points(std::move(options))) {}
+
+Pipeline Pipeline::from_stage(torch::nn::Sequential stage, std::shared_ptr<Communicator> comm,
+                              PipelineOptions options) {
+  checked(comm);
+  options = without_cut_points(std::move(options));
+  at::Tensor mine = at::tensor({static_cast<int64_t>(stage->size())}, at::kLong);
+  at::Tensor all = at::empty({comm->size()}, at::kLong);
+  comm->all_gather(all, mine);
+  std::vector<int64_t> sizes(all.data_ptr<int64_t>(), all.data_ptr<int64_t>() + comm->size());
+  return Pipeline(std::move(stage), sizes, std::move(comm), std::move(options));
 }
 
 Pipeline::Pipeline(torch::nn::Sequential stage, const std::vector<int64_t>& stage_layers,
                    std::shared_ptr<Communicator> comm, PipelineOptions options)
-    : comm_(std::move(comm)), options_(std::move(options)), stage_(std::move(stage)) {
+    : comm_(checked(std::move(comm))), options_(std::move(options)), stage_(std::move(stage)) {
   TANDEM_CHECK(options_.micro_batches >= 1, "Pipeline: micro_batches must be >= 1 (got {})",
                options_.micro_batches);
-  TANDEM_CHECK(options_.cut_points.empty(),
-               "Pipeline: cut_points cut a whole model; stages given one by one are the cut");
   TANDEM_CHECK(static_cast<int>(stage_layers.size()) == comm_->size(),
                "Pipeline: {} stages for {} ranks; give one stage per rank", stage_layers.size(),
                comm_->size());
@@ -82,38 +130,6 @@ Pipeline::Pipeline(torch::nn::Sequential stage, const std::vector<int64_t>& stag
     if (static_cast<int>(s) < comm_->rank()) first_layer_ += static_cast<int>(stage_layers[s]);
   }
   last_layer_ = first_layer_ + static_cast<int>(stage_->size());
-}
-
-namespace {
-
-std::shared_ptr<Communicator> checked(std::shared_ptr<Communicator> comm) {
-  TANDEM_CHECK(comm != nullptr, "Pipeline: the communicator is null");
-  return comm;
-}
-
-}  // namespace
-
-Pipeline::Pipeline(std::vector<torch::nn::Sequential> stages, std::shared_ptr<Communicator> comm,
-                   PipelineOptions options)
-    : Pipeline(
-          static_cast<int>(stages.size()) == checked(comm)->size()
-              ? stages[static_cast<size_t>(comm->rank())]
-              : torch::nn::Sequential(),
-          [&] {
-            std::vector<int64_t> sizes;
-            for (const auto& s : stages) sizes.push_back(static_cast<int64_t>(s->size()));
-            return sizes;
-          }(),
-          comm, std::move(options)) {}
-
-Pipeline Pipeline::from_stage(torch::nn::Sequential stage, std::shared_ptr<Communicator> comm,
-                              PipelineOptions options) {
-  checked(comm);
-  at::Tensor mine = at::tensor({static_cast<int64_t>(stage->size())}, at::kLong);
-  at::Tensor all = at::empty({comm->size()}, at::kLong);
-  comm->all_gather(all, mine);
-  std::vector<int64_t> sizes(all.data_ptr<int64_t>(), all.data_ptr<int64_t>() + comm->size());
-  return Pipeline(std::move(stage), sizes, std::move(comm), std::move(options));
 }
 
 // The first tensor of a step in each direction is preceded by a header

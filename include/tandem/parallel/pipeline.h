@@ -89,11 +89,11 @@ class Pipeline {
   // Throws InvalidArgument on bad cut points or a model with fewer layers
   // than stages.
   Pipeline(torch::nn::Sequential model, std::shared_ptr<Communicator> comm,
-           PipelineOptions options);
+           const PipelineOptions& options);
   // The stages given as a list, one per rank (stages.size() == comm->size());
   // rank s keeps stages[s]. Throws InvalidArgument on another count, an empty
   // stage, or cut_points (the stages are the cut).
-  Pipeline(std::vector<torch::nn::Sequential> stages, std::shared_ptr<Communicator> comm,
+  Pipeline(const std::vector<torch::nn::Sequential>& stages, std::shared_ptr<Communicator> comm,
            PipelineOptions options);
   // Collective (one all-gather of the stages' layer counts). Each rank
   // passes only its own stage, stage s on rank s, which it may build without
