@@ -7,18 +7,15 @@
 #include <vector>
 
 #include "tandem/core/check.h"
+#include "train/models/registered_child.h"
 
 namespace tandem::train {
 namespace {
 
-// A child of `parent` by name, as the holder type H (the full model's
-// members are private; their names are the registered ones).
+// registered_child, naming this file in its error.
 template <typename H>
 H child(torch::nn::Module& parent, const std::string& name) {
-  auto m = std::dynamic_pointer_cast<typename H::ContainedType>(parent.named_children()[name]);
-  TANDEM_CHECK(m != nullptr, "TensorParallelGptMini: the model has no '{}' of the expected type",
-               name);
-  return H(m);
+  return registered_child<H>(parent, name, "TensorParallelGptMini");
 }
 
 // A replicated copy: the same values on every rank, a parameter of its own.

@@ -7,17 +7,15 @@
 #include "tandem/core/check.h"
 #include "tandem/train/models/gpt_mini.h"
 #include "tandem/train/models/mlp.h"
+#include "train/models/registered_child.h"
 
 namespace tandem::train {
 namespace {
 
-// A registered child of `parent`, as holder type H (the zoo models keep
-// their members private; the registered names are their interface).
+// registered_child, naming this file in its error.
 template <typename H>
 H child(torch::nn::Module& parent, const std::string& name) {
-  auto m = std::dynamic_pointer_cast<typename H::ContainedType>(parent.named_children()[name]);
-  TANDEM_CHECK(m != nullptr, "sequential_layers: the model has no '{}' of the expected type", name);
-  return H(m);
+  return registered_child<H>(parent, name, "sequential_layers");
 }
 
 // GptMini's input layer: token + position embeddings, then dropout.
