@@ -119,8 +119,8 @@ struct MeshModel::Impl {
   // Parameters every tensor-parallel rank holds whole, by TensorImpl.
   std::set<const void*> replicated;
   // pp: the whole model's parameter names, shapes and dtypes in order, the
-  // layer of the Sequential each belongs to, and without tp this rank's
-  // tensor of it if its stage holds it.
+  // layer of the Sequential each belongs to, and without tp the tensor
+  // itself if this rank's stage holds it (the stage shares the model's).
   struct Entry {
     std::string name;
     std::vector<int64_t> shape;
@@ -142,21 +142,6 @@ struct MeshModel::Impl {
   }
   void clip_grad_norm(double max_norm);
 };
-
-namespace {
-
-// The layer of a gpt-mini Sequential (embeddings, blocks, head) or an mlp
-// Sequential (Flatten, fc0, ReLU, fc1, ...) a whole-model parameter name
-// belongs to.
-int layer_of(const std::string& model, const std::string& name, int64_t blocks) {
-  const std::string module = name.substr(0, name.find('.'));
-  if (model == "mlp") return 1 + 2 * std::stoi(module.substr(2));  // "fc<i>"
-  if (module == "token_embedding" || module == "position_embedding") return 0;
-  if (module.rfind("block", 0) == 0) return 1 + std::stoi(module.substr(5));
-  return static_cast<int>(blocks) + 1;  // ln_final, lm_head
-}
-
-}  // namespace
 
 // Scales the gradients to a global 2-norm of at most max_norm, as
 // torch::nn::utils::clip_grad_norm_ does for the whole model: squares are
@@ -198,15 +183,15 @@ MeshModel::MeshModel(const TrainerOptions& o, std::shared_ptr<Communicator> worl
   at::manual_seed(o.seed);  // every rank builds the same whole model
   torch::nn::AnyModule model = make_model(o.model, ModelOptions{});
   if (o.dtype == "float64") model.ptr()->to(at::kDouble);
+  // The pipeline's layers: the whole model's, or under tp the split model's,
+  // which mirror them one for one.
   torch::nn::Sequential layers{nullptr};
+  if (m.shape.pp > 1) layers = sequential_layers(o.model, model);
   if (m.shape.tp > 1) {
     m.tensor_parallel = TensorParallelGptMini(*model.get<GptMini>(), m.tensor);
     for (const auto& p : m.tensor_parallel->replicated_parameters()) {
       m.replicated.insert(p.unsafeGetTensorImpl());
     }
-    if (m.shape.pp > 1) layers = m.tensor_parallel->layers();
-  } else if (m.shape.pp > 1) {
-    layers = sequential_layers(o.model, model);
   }
   if (m.shape.pp > 1) {
     parallel::PipelineOptions po;
@@ -218,8 +203,22 @@ MeshModel::MeshModel(const TrainerOptions& o, std::shared_ptr<Communicator> worl
       std::shared_ptr<void> hold = last ? nullptr : impl_->strategy->accumulate_locally();
       backward();
     };
-    m.pipeline = std::make_unique<parallel::Pipeline>(layers, m.pipe, po);
+    m.pipeline = std::make_unique<parallel::Pipeline>(
+        m.tensor_parallel ? m.tensor_parallel->layers() : layers, m.pipe, po);
     m.local = m.pipeline->stage_module().ptr();
+    const auto [first, last] = m.pipeline->layer_range();
+    std::map<const void*, int> layer_of;  // the whole model's parameters
+    for (size_t l = 0; l < layers->size(); ++l) {
+      for (const auto& p : layers->ptr(l)->parameters()) {
+        layer_of[p.unsafeGetTensorImpl()] = static_cast<int>(l);
+      }
+    }
+    for (const auto& item : model.ptr()->named_parameters()) {
+      const int layer = layer_of.at(item.value().unsafeGetTensorImpl());
+      const bool held = layer >= first && layer < last && !m.tensor_parallel;
+      m.entries.push_back({item.key(), item.value().sizes().vec(), item.value().scalar_type(),
+                           layer, held ? item.value() : at::Tensor()});
+    }
     if (m.tensor_parallel) {
       // The split model's other stages' slices are not this rank's to keep.
       std::set<const void*> stage;
@@ -228,15 +227,6 @@ MeshModel::MeshModel(const TrainerOptions& o, std::shared_ptr<Communicator> worl
       for (auto& p : m.tensor_parallel->parameters()) {
         if (stage.count(p.unsafeGetTensorImpl()) == 0) p.set_data(at::empty({0}, p.options()));
       }
-    }
-    const int64_t blocks = o.model == "gpt-mini" ? model.get<GptMini>()->options().layers : 0;
-    std::map<const void*, at::Tensor> held;
-    for (const auto& p : m.local->parameters()) held[p.unsafeGetTensorImpl()] = p;
-    for (const auto& item : model.ptr()->named_parameters()) {
-      auto it = held.find(item.value().unsafeGetTensorImpl());
-      m.entries.push_back({item.key(), item.value().sizes().vec(), item.value().scalar_type(),
-                           layer_of(o.model, item.key(), blocks),
-                           it == held.end() ? at::Tensor() : it->second});
     }
   } else if (m.tensor_parallel) {
     m.local = m.tensor_parallel.ptr();
