@@ -20,25 +20,35 @@ CommandResult run(const std::string& command) { return tandem::testing::run_comm
 const std::string kTandem = TANDEM_BINARY_DIR "/tools/tandem";
 const std::string kRun = TANDEM_BINARY_DIR "/tools/tandem-run";
 
-TEST(TandemCli, BadFlagsExitTwoNamingTheFlag) {
-  struct Case {
-    std::string args;
-    std::string words;
-  };
-  for (const auto& c : std::vector<Case>{
-           {"bench comm --dtype float8", "--dtype float8 is not one of"},
-           {"bench comm --op all_sum", "--op all_sum is not one of"},
-           {"bench comm --min-bytes 0", "need 4 <= --min-bytes <= --max-bytes"},
-           {"bench comm --step-factor 1", "--step-factor must be >= 2"},
-           {"bench comm --backend pigeon", "--backend pigeon is not one of"},
-           {"bench comm --backend mpi", "--backend mpi needs a launch under mpirun"},
-           {"bench comm --iters x", "--iters"},
-           {"", "A subcommand is required"},
-       }) {
-    CommandResult r = run(kTandem + " " + c.args);
+// A short mlp run of `tandem train`, for flag errors.
+const std::string kTrainMlp = kTandem + " train --model mlp --steps 3 --dataset-size 256 ";
+
+struct UsageCase {
+  std::string args;
+  std::string words;
+};
+
+// Each `prefix + args` exits 2 (a usage error) and says `words`.
+void expect_usage_errors(const std::string& prefix, const std::vector<UsageCase>& cases) {
+  for (const auto& c : cases) {
+    CommandResult r = run(prefix + c.args);
     EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
     EXPECT_NE(r.output.find(c.words), std::string::npos) << c.args << "\n" << r.output;
   }
+}
+
+TEST(TandemCli, BadFlagsExitTwoNamingTheFlag) {
+  const std::vector<UsageCase> cases = {
+      {"bench comm --dtype float8", "--dtype float8 is not one of"},
+      {"bench comm --op all_sum", "--op all_sum is not one of"},
+      {"bench comm --min-bytes 0", "need 4 <= --min-bytes <= --max-bytes"},
+      {"bench comm --step-factor 1", "--step-factor must be >= 2"},
+      {"bench comm --backend pigeon", "--backend pigeon is not one of"},
+      {"bench comm --backend mpi", "--backend mpi needs a launch under mpirun"},
+      {"bench comm --iters x", "--iters"},
+      {"", "A subcommand is required"},
+  };
+  expect_usage_errors(kTandem + " ", cases);
 }
 
 TEST(TandemCli, BenchCommPrintsATableAndJsonLines) {
@@ -292,29 +302,22 @@ TEST(TandemTrain, PowerSgdCompressionLearnsWithFewerBytes) {
 }
 
 TEST(TandemTrain, BadCompressionFlagsAreNamed) {
-  struct Case {
-    std::string args;
-    std::string words;
+  const std::vector<UsageCase> cases = {
+      {"--grad-compression zip",
+       "--grad-compression zip is not one of none, fp16, bf16, "
+       "powersgd"},
+      {"--grad-compression fp16 --strategy none",
+       "--grad-compression fp16 compresses DDP's "
+       "all-reduce; it needs --strategy ddp"},
+      {"--grad-compression powersgd --powersgd-rank 0",
+       "--powersgd-rank must be at least 1 (got 0)"},
+      {"--grad-compression powersgd --powersgd-start-iter -1",
+       "--powersgd-start-iter must be >= 0 (got -1)"},
+      {"--grad-compression powersgd",
+       "--powersgd-start-iter 100 is not below the run's 3 "
+       "steps"},
   };
-  for (const auto& c : std::vector<Case>{
-           {"--grad-compression zip",
-            "--grad-compression zip is not one of none, fp16, bf16, "
-            "powersgd"},
-           {"--grad-compression fp16 --strategy none",
-            "--grad-compression fp16 compresses DDP's "
-            "all-reduce; it needs --strategy ddp"},
-           {"--grad-compression powersgd --powersgd-rank 0",
-            "--powersgd-rank must be at least 1 (got 0)"},
-           {"--grad-compression powersgd --powersgd-start-iter -1",
-            "--powersgd-start-iter must be >= 0 (got -1)"},
-           {"--grad-compression powersgd",
-            "--powersgd-start-iter 100 is not below the run's 3 "
-            "steps"},
-       }) {
-    CommandResult r = run(kTandem + " train --model mlp --steps 3 --dataset-size 256 " + c.args);
-    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
-    EXPECT_NE(r.output.find(c.words), std::string::npos) << c.args << "\n" << r.output;
-  }
+  expect_usage_errors(kTrainMlp, cases);
 }
 
 }  // namespace
@@ -340,22 +343,15 @@ TEST(TandemTrain, MeshRunsLearnOnFourRanks) {
 }
 
 TEST(TandemTrain, BadMeshFlagsAreNamed) {
-  struct Case {
-    std::string args;
-    std::string words;
+  const std::vector<UsageCase> cases = {
+      {"--schedule cosine", "the learning-rate schedule is --lr-schedule"},
+      {"--schedule zigzag", "--schedule zigzag is not one of gpipe, 1f1b"},
+      {"--mesh dp=2,pp=2", "--mesh dp=2,pp=2 needs 4 ranks"},
+      {"--mesh dp=2,ep=2", "'ep=2' is not DIM=N with DIM one of dp, pp, tp"},
+      {"--mesh tp=2", "tensor parallelism splits --model gpt-mini, not mlp"},
+      {"--mesh dp=1 --micro-batches 0", "--micro-batches must be at least 1"},
   };
-  for (const auto& c : std::vector<Case>{
-           {"--schedule cosine", "the learning-rate schedule is --lr-schedule"},
-           {"--schedule zigzag", "--schedule zigzag is not one of gpipe, 1f1b"},
-           {"--mesh dp=2,pp=2", "--mesh dp=2,pp=2 needs 4 ranks"},
-           {"--mesh dp=2,ep=2", "'ep=2' is not DIM=N with DIM one of dp, pp, tp"},
-           {"--mesh tp=2", "tensor parallelism splits --model gpt-mini, not mlp"},
-           {"--mesh dp=1 --micro-batches 0", "--micro-batches must be at least 1"},
-       }) {
-    CommandResult r = run(kTandem + " train --model mlp --steps 3 --dataset-size 256 " + c.args);
-    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
-    EXPECT_NE(r.output.find(c.words), std::string::npos) << c.args << "\n" << r.output;
-  }
+  expect_usage_errors(kTrainMlp, cases);
 }
 
 }  // namespace
