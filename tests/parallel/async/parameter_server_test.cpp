@@ -233,8 +233,16 @@ TEST(ParameterServer, DeadWorkerIsNamed) {
     ParameterClient client(comm, roles, kNumel, at::kDouble);
     at::Tensor params = at::zeros({kNumel}, at::kDouble);
     client.push_gradient(gradient_of(rank), kLr, params);
-    if (rank == 1) _exit(0);  // dies without saying done
+    // Worker 1 dies only once worker 0 said done, so the server dies of
+    // worker 1 alone and worker 0's own exchanges all complete.
+    at::Tensor token = at::zeros({1}, at::kDouble);
+    constexpr int kWorkerZeroDone = 9900;
+    if (rank == 1) {
+      comm->recv(token, 0, kWorkerZeroDone);
+      _exit(0);  // dies without saying done
+    }
     client.done();
+    comm->send(token, 1, kWorkerZeroDone);
   });
 }
 
