@@ -109,6 +109,7 @@ void DistributedDataParallel::mark_ready(size_t param) {
     stats_.powersgd = powersgd_now_;
     first_hook_at_ = std::chrono::steady_clock::now();
     detail::at_end_of_backward([this] { finish_backward(); });
+    sample_memory();  // backward has just begun: nearly every activation is alive
   }
   if (ready_[param]) return;  // accumulated twice in one backward: one copy suffices
   ready_[param] = true;
@@ -257,7 +258,10 @@ void DistributedDataParallel::sample_memory(const torch::optim::Optimizer* optim
   if (optimizer) optimizer_bytes_ = storage_bytes(optimizer_state_tensors(*optimizer));
   std::vector<at::Tensor> grads = gradients_of(params_);
   grads.insert(grads.end(), buffers_.begin(), buffers_.end());
-  memory_.record({storage_bytes(params_), storage_bytes(grads), optimizer_bytes_});
+  StorageSet held;
+  const int64_t params = held.add(params_);
+  const int64_t grad_bytes = held.add(grads);
+  memory_.record({params, grad_bytes, optimizer_bytes_}, held);
 }
 
 DistributedDataParallel::NoSyncGuard::NoSyncGuard(DistributedDataParallel& ddp)

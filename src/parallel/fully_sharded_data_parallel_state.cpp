@@ -133,11 +133,12 @@ void FullyShardedDataParallel::sample_memory() {
     grads.push_back(unit->grad_full);
   }
   ModelStateBytes now;
-  now.parameters = storage_bytes(params);
-  now.gradients = storage_bytes(grads);
-  if (optimizer_ != nullptr)
-    now.optimizer_state = storage_bytes(optimizer_state_tensors(*optimizer_));
-  memory_.record(now);
+  StorageSet held;
+  now.parameters = held.add(params);
+  held.add(params_);  // share the units' storages: excluded from activations, not counted again
+  now.gradients = held.add(grads);
+  if (optimizer_ != nullptr) now.optimizer_state = held.add(optimizer_state_tensors(*optimizer_));
+  memory_.record(now, held);
 }
 
 }  // namespace tandem::parallel

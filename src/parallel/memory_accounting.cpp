@@ -14,32 +14,54 @@
 #include <unordered_set>
 
 #include "tandem/core/error.h"
+#include "tandem/parallel/activation_tracker.h"
 
 namespace tandem::parallel {
 
-void MemoryAccounting::record(const ModelStateBytes& now) {
+void MemoryAccounting::record(const ModelStateBytes& now, int64_t activations) {
   now_ = now;
+  activations_now_ = activations;
   peak_.parameters = std::max(peak_.parameters, now.parameters);
   peak_.gradients = std::max(peak_.gradients, now.gradients);
   peak_.optimizer_state = std::max(peak_.optimizer_state, now.optimizer_state);
   peak_total_ = std::max(peak_total_, now.total());
+  peak_activations_ = std::max(peak_activations_, activations);
+  peak_with_activations_ = std::max(peak_with_activations_, now.total() + activations);
+}
+
+void MemoryAccounting::record(const ModelStateBytes& now, const StorageSet& model_state) {
+  record(now, activation_bytes(model_state));
+}
+
+void MemoryAccounting::sample(const std::vector<at::Tensor>& parameters,
+                              const std::vector<at::Tensor>& gradients,
+                              const std::vector<at::Tensor>& optimizer_state) {
+  StorageSet held;
+  ModelStateBytes now;
+  now.parameters = held.add(parameters);
+  now.gradients = held.add(gradients);
+  now.optimizer_state = held.add(optimizer_state);
+  record(now, held);
 }
 
 void MemoryAccounting::reset_peak() {
   peak_ = now_;
   peak_total_ = now_.total();
+  peak_activations_ = activations_now_;
+  peak_with_activations_ = now_.total() + activations_now_;
 }
 
-int64_t storage_bytes(const std::vector<at::Tensor>& tensors) {
-  std::unordered_set<const void*> seen;
+int64_t StorageSet::add(const std::vector<at::Tensor>& tensors) {
   int64_t bytes = 0;
   for (const auto& t : tensors) {
     if (!t.defined() || !t.has_storage()) continue;
     const c10::StorageImpl* impl = t.storage().unsafeGetStorageImpl();
-    if (seen.insert(impl).second) bytes += static_cast<int64_t>(impl->nbytes());
+    if (seen_.insert(impl).second) bytes += static_cast<int64_t>(impl->nbytes());
   }
   return bytes;
 }
+
+int64_t storage_bytes(const std::vector<at::Tensor>& tensors) { return StorageSet().add(tensors); }
 
 std::vector<at::Tensor> gradients_of(const std::vector<at::Tensor>& params) {
   std::vector<at::Tensor> grads;

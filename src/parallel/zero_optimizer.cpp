@@ -235,6 +235,7 @@ void ZeroRedundancyOptimizer::mark_ready(size_t param) {
       first_hook_at_ = std::chrono::steady_clock::now();
       const uint64_t iteration = ++iteration_;
       detail::at_end_of_backward([this, iteration] { finish_backward(iteration); });
+      sample_memory();  // backward has just begun: nearly every activation is alive
     }
     const size_t b = plan_.bucket_of[param];
     if (ready_[param]) {
@@ -280,6 +281,7 @@ void ZeroRedundancyOptimizer::stage_gradient(size_t param, bool add) {
   const FlatLayout::Entry& e = layouts_[b].entries[plan_.slot_of[param]];
   if (!bucket.grads.defined()) {
     bucket.grads = at::empty({layouts_[b].numel}, at::TensorOptions().dtype(layouts_[b].dtype));
+    sample_memory();  // a new staging buffer beside the live activations and .grad
   }
   at::Tensor slot = bucket.grads.narrow(0, e.offset, e.numel);
   if (!grad.defined()) {
@@ -521,14 +523,16 @@ void ZeroRedundancyOptimizer::sample_memory() {
     flats.push_back(b.params);
     grads.insert(grads.end(), {b.grads, b.grad_shard, b.received});
   }
-  now.parameters = storage_bytes(flats);
-  now.gradients = storage_bytes(grads);
+  StorageSet held;
+  now.parameters = held.add(flats);
+  held.add(params_);  // views of the flat buffers: excluded from activations, not counted again
+  now.gradients = held.add(grads);
   try {
-    now.optimizer_state = storage_bytes(optimizer_state_tensors(*optimizer_));
+    now.optimizer_state = held.add(optimizer_state_tensors(*optimizer_));
   } catch (const NotSupported&) {
     now.optimizer_state = 0;  // a state type memory accounting does not know; see memory()
   }
-  memory_.record(now);
+  memory_.record(now, held);
 }
 
 ZeroRedundancyOptimizer::NoSyncGuard::NoSyncGuard(ZeroRedundancyOptimizer& zero)

@@ -95,9 +95,7 @@ class AsyncBase : public Strategy {
   void sample_memory() {
     std::vector<at::Tensor> state;
     if (opt_) state = parallel::optimizer_state_tensors(*opt_);
-    memory_.record({parallel::storage_bytes(params_),
-                    parallel::storage_bytes(parallel::gradients_of(params_)),
-                    parallel::storage_bytes(state)});
+    memory_.sample(params_, parallel::gradients_of(params_), state);
   }
 
   std::shared_ptr<Communicator> workers_;

@@ -82,6 +82,8 @@ const ConfigKey kKeys[] = {
     {"backend", "auto|shm|gloo|mpi", &own<&TrainConfig::backend>},
     {"eval-every", "steps between evaluations (0: at the end)", &trainer<&T::eval_every>},
     {"log-every", "steps between progress updates", &trainer<&T::log_every>},
+    {"track-activations", "count live activations in the memory summary (slower)",
+     &trainer<&T::track_activations>},
     {"metrics", "append JSON lines to FILE ({rank} expands)", &trainer<&T::metrics_file>},
     {"trace-dir", "write a Chrome trace per rank to DIR/rank-<r>.json", &trainer<&T::trace_dir>},
     {"checkpoint-dir", "write checkpoints to DIR (rank 0; atomic; DIR/latest names the newest)",

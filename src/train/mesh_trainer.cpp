@@ -46,6 +46,7 @@ TrainSummary train_on_mesh(const TrainerOptions& o, const std::shared_ptr<Commun
   Datasets sets = make_datasets(o, spec);
   std::shared_ptr<TraceRecorder> trace = open_trace(o, comm->rank());
   MeshModel model(o, comm, trace);
+  const auto activations = track_activations(o);
   const auto& dp = model.data();
   SamplerOptions so{sets.train->size(), dp->size(), dp->rank(), true, o.seed, false, 0, 0};
   DistributedSampler sampler(so);

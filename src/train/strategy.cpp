@@ -12,6 +12,7 @@
 #include "tandem/parallel/distributed_data_parallel.h"
 #include "tandem/parallel/fully_sharded_data_parallel.h"
 #include "tandem/parallel/zero_optimizer.h"
+#include "parallel/detail/grad_hooks.h"
 #include "train/async_strategies.h"
 
 namespace tandem::train {
@@ -80,9 +81,25 @@ class Replicated final : public Strategy {
       ddp_ = std::make_unique<parallel::DistributedDataParallel>(module_, comm, dd);
     }
     opt_ = make_optimizer(o, module_->parameters());
+    if (!ddp_) {
+      // One sample as backward begins, when nearly every activation is alive
+      // (DDP takes its own).
+      std::vector<at::Tensor> trainable;
+      for (const auto& p : module_->parameters()) {
+        if (p.requires_grad()) trainable.push_back(p);
+      }
+      hooks_ = std::make_unique<parallel::detail::GradReadyHooks>(trainable, [this](size_t) {
+        if (sampled_in_backward_) return;
+        sampled_in_backward_ = true;
+        sample();
+      });
+    }
   }
   void set_lr(double lr) override { train::set_lr(*opt_, lr); }
-  void zero_grad() override { opt_->zero_grad(); }
+  void zero_grad() override {
+    opt_->zero_grad();
+    sampled_in_backward_ = false;
+  }
   void clip_grad_norm(double max_norm) override {
     torch::nn::utils::clip_grad_norm_(module_->parameters(), max_norm);
   }
@@ -114,14 +131,15 @@ class Replicated final : public Strategy {
  private:
   void sample() {
     auto params = module_->parameters();
-    std::vector<at::Tensor> grads = parallel::gradients_of(params);
-    memory_.record({parallel::storage_bytes(params), parallel::storage_bytes(grads),
-                    parallel::storage_bytes(parallel::optimizer_state_tensors(*opt_))});
+    memory_.sample(params, parallel::gradients_of(params),
+                   parallel::optimizer_state_tensors(*opt_));
   }
 
   std::unique_ptr<parallel::DistributedDataParallel> ddp_;
   std::unique_ptr<torch::optim::Optimizer> opt_;
   parallel::MemoryAccounting memory_;
+  std::unique_ptr<parallel::detail::GradReadyHooks> hooks_;
+  bool sampled_in_backward_ = false;
 };
 
 // zero1 and zero2: ZeroRedundancyOptimizer; every rank holds the whole

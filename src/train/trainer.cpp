@@ -260,6 +260,7 @@ TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>&
   }
   std::shared_ptr<TraceRecorder> trace = open_trace(o, comm->rank());
   auto strategy = make_strategy(o, model.ptr(), comm, trace, workers);
+  const auto activations = track_activations(o);
   if (shards) {
     strategy->restore_sharded(*shards);
     restore_buffers(shards->base, *model.ptr());

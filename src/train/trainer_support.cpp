@@ -127,15 +127,26 @@ void record_memory(TrainSummary& s, const parallel::MemoryAccounting& memory) {
   s.gradient_bytes = memory.now().gradients;
   s.optimizer_bytes = memory.now().optimizer_state;
   s.peak_model_state_bytes = memory.peak_total();
+  s.peak_activation_bytes = memory.peak_activations();
+  s.peak_bytes_with_activations = memory.peak_with_activations();
+}
+
+std::unique_ptr<parallel::ActivationTracker> track_activations(const TrainerOptions& o) {
+  return o.track_activations ? std::make_unique<parallel::ActivationTracker>() : nullptr;
 }
 
 std::string memory_line(const TrainSummary& s, const std::string& what) {
   constexpr double kMiB = 1024.0 * 1024.0;
-  return fmt::format(
+  std::string line = fmt::format(
       "model state on rank 0 ({}): parameters {:.2f} MiB, gradients {:.2f} MiB, optimizer "
-      "{:.2f} MiB; peak {:.2f} MiB\n",
+      "{:.2f} MiB; peak {:.2f} MiB",
       what, s.parameter_bytes / kMiB, s.gradient_bytes / kMiB, s.optimizer_bytes / kMiB,
       s.peak_model_state_bytes / kMiB);
+  if (s.peak_activation_bytes > 0) {  // tracked (--track-activations)
+    line += fmt::format("; activations peak {:.2f} MiB, with the model state {:.2f} MiB",
+                        s.peak_activation_bytes / kMiB, s.peak_bytes_with_activations / kMiB);
+  }
+  return line + "\n";
 }
 
 std::string summary_line(const TrainSummary& s) {

@@ -15,6 +15,7 @@
 
 #include "tandem/comm/communicator.h"
 #include "tandem/core/trace.h"
+#include "tandem/parallel/activation_tracker.h"
 #include "tandem/parallel/memory_accounting.h"
 #include "tandem/train/data/dataset.h"
 #include "tandem/train/models/models.h"
@@ -64,8 +65,10 @@ class Progress {
   bool tty_ = false;
 };
 
-// Fills s's model-state bytes from what a strategy measured.
+// Fills s's model-state (and activation) bytes from what a strategy measured.
 void record_memory(TrainSummary& s, const parallel::MemoryAccounting& memory);
+// An ActivationTracker armed on this thread under o.track_activations, else null.
+std::unique_ptr<parallel::ActivationTracker> track_activations(const TrainerOptions& o);
 // Rank 0's closing lines: "model state on rank 0 (WHAT): ..." and "summary: ...".
 std::string memory_line(const TrainSummary& s, const std::string& what);
 std::string summary_line(const TrainSummary& s);

@@ -36,6 +36,18 @@ TEST(MemoryAccounting, PeaksPerFieldAndTotal) {
   EXPECT_EQ(m.peak().parameters, 50);
 }
 
+TEST(MemoryAccounting, PeaksWithActivations) {
+  MemoryAccounting m;
+  m.record({100, 0, 0}, 500);
+  m.record({100, 100, 50}, 10);
+  EXPECT_EQ(m.peak_total(), 250);
+  EXPECT_EQ(m.peak_activations(), 500);
+  EXPECT_EQ(m.peak_with_activations(), 600);
+  EXPECT_EQ(m.activations_now(), 10);
+  m.reset_peak();
+  EXPECT_EQ(m.peak_with_activations(), 260);
+}
+
 TEST(MemoryAccounting, OptimizerStateOfSgdAndAdamW) {
   at::Tensor w = at::zeros({1000}).set_requires_grad(true);
   w.mutable_grad() = at::ones_like(w);

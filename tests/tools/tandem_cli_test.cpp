@@ -96,6 +96,30 @@ TEST(TandemTrain, TwoRanksLearnAndPrintASummary) {
   EXPECT_NE(r.output.find("2 rank(s) on shm, strategy ddp"), std::string::npos) << r.output;
 }
 
+TEST(TandemTrain, TrackActivationsShowsThemInTheMemorySummary) {
+  const std::string train = kTandem +
+                            " train --model gpt-mini --data synthetic-tokens --dataset-size 64 "
+                            "--steps 2 --batch-size 4 --optimizer adamw";
+  CommandResult plain = run(train);
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  EXPECT_EQ(plain.output.find("activations"), std::string::npos) << plain.output;
+  CommandResult r = run(train + " --track-activations");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto at = r.output.find("; peak ");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  double model_state = 0, activations = 0, both = 0;
+  ASSERT_EQ(std::sscanf(r.output.c_str() + at,
+                        "; peak %lf MiB; activations peak %lf MiB, with the model state %lf MiB",
+                        &model_state, &activations, &both),
+            3)
+      << r.output;
+  // gpt-mini's 0.88M parameters under AdamW hold 13.4 MiB; 4 sequences of
+  // 128 tokens keep about 21 MiB of activations for backward.
+  EXPECT_GT(model_state, 12) << r.output;
+  EXPECT_GT(activations, 5) << r.output;
+  EXPECT_GT(both, model_state + 0.5 * activations) << r.output;
+}
+
 TEST(TandemTrain, BadFlagsAreNamed) {
   CommandResult r = run(kTandem + " train --strategy zero9 --steps 1");
   EXPECT_EQ(r.exit_code, 2) << r.output;

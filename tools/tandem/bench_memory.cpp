@@ -5,18 +5,24 @@
 #include <fmt/format.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/module.h>
+#include <ATen/Parallel.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <utility>
+#include <vector>
 
+#include "bench_stats.h"
 #include "child_ranks.h"
 #include "tandem/comm/rendezvous.h"
 #include "tandem/core/check.h"
+#include "tandem/parallel/activation_tracker.h"
 #include "tandem/parallel/allocator_stats.h"
 #include "tandem/train/models/models.h"
 #include "tandem/train/strategy.h"
@@ -37,6 +43,7 @@ struct Options {
   int steps = 3;
   int64_t gpt_width = 0;  // 0: GptMiniOptions' default
   int64_t gpt_layers = 0;
+  int tracker_overhead_rounds = 0;  // > 0: also time the activation tracker's cost
   // internal: this process is one rank of one (strategy, N) run
   bool as_rank = false;
   std::string strategy;
@@ -51,10 +58,36 @@ std::vector<std::string> split(const std::string& text) {
   return out;
 }
 
+train::ModelOptions model_options(const Options& o) {
+  train::ModelOptions mo;
+  if (o.gpt_width > 0) mo.gpt_mini.width = o.gpt_width;
+  if (o.gpt_layers > 0) mo.gpt_mini.layers = o.gpt_layers;
+  return mo;
+}
+
+// A random batch of `o.batch` inputs and targets for o.model.
+std::pair<at::Tensor, at::Tensor> random_batch(const Options& o, const train::ModelOptions& mo) {
+  const auto spec = train::input_spec(o.model, mo);
+  at::Tensor x = spec.dtype == at::kLong
+                     ? at::randint(0, spec.token_range, spec.input_shape(o.batch), at::kLong)
+                     : at::randn(spec.input_shape(o.batch));
+  at::Tensor y = at::randint(0, spec.classes, spec.target_batch_shape(o.batch), at::kLong);
+  return {x, y};
+}
+
+void forward_backward(torch::nn::AnyModule& model, const at::Tensor& x, const at::Tensor& y) {
+  at::Tensor logits = model.forward(x);
+  torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), y.reshape({-1}))
+      .backward();
+}
+
 // One rank: count allocations from the start, build the model and the
 // strategy, train a few steps, and (rank 0) print one JSON line.
 int run_as_rank(const Options& o) {
   parallel::install_counting_cpu_allocator();
+  // Counts the activations beside the model state, so that the accounting's
+  // peak can be held against the allocator's.
+  parallel::ActivationTracker activations;
   parallel::reset_peak_resident();
   auto comm =
       init({.backend = "auto", .timeout = Millis(300'000), .rendezvous_timeout = Millis(60'000)});
@@ -65,9 +98,7 @@ int run_as_rank(const Options& o) {
   to.optimizer = o.optimizer;
   to.strategy = o.strategy;
   to.lr = 1e-3;
-  train::ModelOptions mo;
-  if (o.gpt_width > 0) mo.gpt_mini.width = o.gpt_width;
-  if (o.gpt_layers > 0) mo.gpt_mini.layers = o.gpt_layers;
+  const train::ModelOptions mo = model_options(o);
   at::manual_seed(0);
   // Counted from here: what the process holds beyond LibTorch's and the
   // communicator's own start-up allocations.
@@ -84,17 +115,11 @@ int run_as_rank(const Options& o) {
   // The peak is taken over the training steps (construction copies the
   // parameters into flat buffers once, a transient no step repeats).
   parallel::reset_cpu_allocator_peak();
-  auto spec = train::input_spec(o.model, mo);
   at::manual_seed(1 + comm->rank());
   for (int s = 0; s < o.steps; ++s) {
-    at::Tensor x = spec.dtype == at::kLong
-                       ? at::randint(0, spec.token_range, spec.input_shape(o.batch), at::kLong)
-                       : at::randn(spec.input_shape(o.batch));
-    at::Tensor y = at::randint(0, spec.classes, spec.target_batch_shape(o.batch), at::kLong);
+    const auto [x, y] = random_batch(o, mo);
     strategy->zero_grad();
-    at::Tensor logits = model.forward(x);
-    torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), y.reshape({-1}))
-        .backward();
+    forward_backward(model, x, y);
     strategy->step();
   }
   const auto memory = strategy->memory();
@@ -128,10 +153,13 @@ int run_as_rank(const Options& o) {
       {"measured_over_theory", memory.now().total() / per / theory},
       {"peak_bytes_per_param", memory.peak_total() / per},
       {"theory_peak_bytes_per_param", theory_peak},
-      {"accounting_peak_bytes", memory.peak_total()},
+      {"accounting_peak_model_state_bytes", memory.peak_total()},
+      {"accounting_peak_activation_bytes", memory.peak_activations()},
+      {"accounting_peak_bytes", memory.peak_with_activations()},
       {"allocator_peak_bytes", alloc.peak_bytes - alloc_base},
       {"accounting_peak_over_allocator_peak",
-       static_cast<double>(memory.peak_total()) / static_cast<double>(alloc.peak_bytes - alloc_base)},
+       static_cast<double>(memory.peak_with_activations()) /
+           static_cast<double>(alloc.peak_bytes - alloc_base)},
       {"rss_peak_growth_bytes", parallel::peak_resident_bytes() - rss_base}};
   if (comm->rank() == 0) {
     std::printf("%s\n", j.dump().c_str());
@@ -139,6 +167,51 @@ int run_as_rank(const Options& o) {
   }
   comm->barrier();
   return 0;
+}
+
+double thread_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
+// The activation tracker's cost in this process, on one intra-op thread:
+// rounds of 5 forward+backward steps without and with a tracker armed,
+// interleaved, timed in thread CPU time (wall time on these shared machines
+// varies more than the effect). Prints a line and one JSON line.
+void measure_tracker_overhead(const Options& o) {
+  at::set_num_threads(1);
+  const train::ModelOptions mo = model_options(o);
+  at::manual_seed(0);
+  torch::nn::AnyModule model = train::make_model(o.model, mo);
+  const auto [x, y] = random_batch(o, mo);
+  auto seconds_per_step = [&](bool track) {
+    std::unique_ptr<parallel::ActivationTracker> tracker;
+    if (track) tracker = std::make_unique<parallel::ActivationTracker>();
+    constexpr int kSteps = 5;
+    const double start = thread_cpu_seconds();
+    for (int s = 0; s < kSteps; ++s) forward_backward(model, x, y);
+    return (thread_cpu_seconds() - start) / kSteps;
+  };
+  seconds_per_step(false);  // warm-up
+  std::vector<double> off, on, ratio;
+  for (int r = 0; r < o.tracker_overhead_rounds; ++r) {
+    off.push_back(seconds_per_step(false));
+    on.push_back(seconds_per_step(true));
+    ratio.push_back(on.back() / off.back());
+  }
+  nlohmann::json j = {{"bench", "activation_tracker_overhead"},
+                      {"model", o.model},
+                      {"batch", o.batch},
+                      {"rounds", o.tracker_overhead_rounds},
+                      {"step_cpu_seconds_without", median(off)},
+                      {"step_cpu_seconds_with", median(on)},
+                      {"with_over_without", median(ratio)}};
+  std::cout << fmt::format(
+      "activation tracker: {} batch {}: step {:.2f} ms without, {:.2f} ms with, ratio {:.3f} "
+      "(medians of {} rounds, thread CPU time)\n{}\n",
+      o.model, o.batch, median(off) * 1e3, median(on) * 1e3, median(ratio),
+      o.tracker_overhead_rounds, j.dump());
 }
 
 // Runs `ranks` children of `tandem bench memory --as-rank` and returns what
@@ -160,6 +233,9 @@ int run(const Options& o) {
   TANDEM_CHECK(o.optimizer == "adamw" || o.optimizer == "sgd",
                "bench memory: --optimizer {} is not one of adamw, sgd", o.optimizer);
   TANDEM_CHECK(o.batch >= 1 && o.steps >= 1, "bench memory: --batch-size and --steps must be >= 1");
+  TANDEM_CHECK(o.tracker_overhead_rounds >= 0,
+               "bench memory: --tracker-overhead-rounds must be >= 0, got {}",
+               o.tracker_overhead_rounds);
   train::input_spec(o.model);  // validates the name
   if (o.as_rank) return run_as_rank(o);
   std::vector<int> ranks;
@@ -178,9 +254,9 @@ int run(const Options& o) {
     TANDEM_CHECK(s == "ddp" || s == "zero1" || s == "zero2" || s == "zero3",
                  "bench memory: --strategies: {} is not one of ddp, zero1, zero2, zero3", s);
   }
-  std::cout << fmt::format("{:<7} {:>5} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>10}\n", "strategy",
-                           "ranks", "params", "grads", "optim", "total", "theory", "ratio",
-                           "peak/alloc");
+  std::cout << fmt::format("{:<7} {:>5} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9} {:>10}\n",
+                           "strategy", "ranks", "params", "grads", "optim", "total", "theory",
+                           "ratio", "act MiB", "peak/alloc");
   std::vector<std::string> lines;
   for (int n : ranks) {
     for (const auto& s : strategies) {
@@ -188,17 +264,21 @@ int run(const Options& o) {
       auto j = nlohmann::json::parse(line);
       const auto& m = j["measured_bytes_per_param"];
       std::cout << fmt::format(
-          "{:<7} {:>5} {:>9.2f} {:>9.2f} {:>9.2f} {:>9.2f} {:>8.2f} {:>7.3f} {:>10.3f}\n", s, n,
-          m["parameters"].get<double>(), m["gradients"].get<double>(),
+          "{:<7} {:>5} {:>9.2f} {:>9.2f} {:>9.2f} {:>9.2f} {:>8.2f} {:>7.3f} {:>9.2f} {:>10.3f}\n",
+          s, n, m["parameters"].get<double>(), m["gradients"].get<double>(),
           m["optimizer_state"].get<double>(), m["total"].get<double>(),
           j["theory_bytes_per_param"].get<double>(), j["measured_over_theory"].get<double>(),
+          j["accounting_peak_activation_bytes"].get<double>() / (1024.0 * 1024.0),
           j["accounting_peak_over_allocator_peak"].get<double>());
       lines.push_back(std::move(line));
     }
   }
-  std::cout << "(bytes per parameter, after a step; ratio = measured / theory; peak/alloc = the "
-               "accounting's peak over the counted allocator's peak)\n";
+  std::cout << "(bytes per parameter, after a step; ratio = measured / theory; act MiB = the "
+               "most live activations in one sample; peak/alloc = the "
+               "accounting's peak, model state plus activations, over the counted allocator's "
+               "peak)\n";
   for (const auto& l : lines) std::cout << l << "\n";
+  if (o.tracker_overhead_rounds > 0) measure_tracker_overhead(o);
   return 0;
 }
 
@@ -217,6 +297,9 @@ void add_bench_memory(CLI::App& bench, int& exit_code) {
   cmd->add_option("--steps", o->steps, "training steps before measuring")->capture_default_str();
   cmd->add_option("--gpt-width", o->gpt_width, "gpt-mini width (0: the model's default, 128)");
   cmd->add_option("--gpt-layers", o->gpt_layers, "gpt-mini blocks (0: the model's default, 4)");
+  cmd->add_option("--tracker-overhead-rounds", o->tracker_overhead_rounds,
+                  "also time steps without and with the activation tracker, in this many "
+                  "interleaved rounds (0: not)");
   cmd->add_flag("--as-rank", o->as_rank, "internal")->group("");
   cmd->add_option("--strategy-of-rank", o->strategy, "internal")->group("");
   cmd->callback([o, &exit_code] { exit_code = run(*o); });

@@ -92,6 +92,11 @@ struct TrainerOptions {
   int64_t eval_every = 0;  // steps between evaluations; 0: at the end only
   int64_t eval_batches = 8;
   int64_t log_every = 10;  // steps between progress lines off a terminal
+  // Count live activations beside the model state in the memory accounting
+  // (parallel/activation_tracker.h); the summary then shows them. Watches
+  // every op's outputs: steps measured up to 6% slower (`tandem bench memory
+  // --tracker-overhead-rounds`).
+  bool track_activations = false;
   // Chrome trace per rank (DIR/rank-<r>.json): forward, backward, optimizer
   // step, and with ddp each bucket's all-reduce from launch to completion.
   std::string trace_dir;
@@ -124,6 +129,10 @@ struct TrainSummary {
   int64_t gradient_bytes = 0;
   int64_t optimizer_bytes = 0;
   int64_t peak_model_state_bytes = 0;
+  // With track_activations: the most activation bytes in one sample (0
+  // without), and the most model state plus activations in one sample.
+  int64_t peak_activation_bytes = 0;
+  int64_t peak_bytes_with_activations = 0;
   // state_digest() (checkpoint.h) of this rank's model after the last step:
   // equal on every rank under ddp, and equal for a resumed run and a straight
   // one exactly when their parameters and buffers are bitwise the same.

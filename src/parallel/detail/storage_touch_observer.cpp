@@ -1,18 +1,6 @@
 #include "parallel/detail/storage_touch_observer.h"
 
-// Debian's LibTorch is built with NDEBUG, and RecordFunction has one more
-// member without it: inputs() would read the wrong offset in a debug build
-// of Tandem. Nothing above includes record_function.h (ATen/core/Tensor.h
-// does not), so defining NDEBUG here gives the library's layout.
-#ifndef NDEBUG
-#define NDEBUG
-#define TANDEM_RESTORE_NDEBUG
-#endif
-#include <ATen/record_function.h>
-#ifdef TANDEM_RESTORE_NDEBUG
-#undef NDEBUG
-#undef TANDEM_RESTORE_NDEBUG
-#endif
+#include "parallel/detail/record_function.h"
 
 #include <algorithm>
 #include <mutex>
@@ -46,25 +34,16 @@ thread_local bool paused = false;
 thread_local int observers_on_thread = 0;
 thread_local at::CallbackHandle handle_on_thread = at::INVALID_CALLBACK_HANDLE;
 
-void add_storage(const c10::IValue& v, std::vector<const c10::StorageImpl*>& out) {
-  if (v.isTensor()) {
-    const at::Tensor& t = v.toTensor();
-    if (t.defined() && t.has_storage()) out.push_back(t.storage().unsafeGetStorageImpl());
-  } else if (v.isTensorList()) {
-    for (const at::Tensor& t : v.toTensorVector()) {
-      if (t.defined() && t.has_storage()) out.push_back(t.storage().unsafeGetStorageImpl());
-    }
-  } else if (v.isList()) {  // e.g. a list of optional tensors
-    for (const c10::IValue& e : v.toListRef()) add_storage(e, out);
-  }
-}
-
 std::unique_ptr<at::ObserverContext> on_operator_start(const at::RecordFunction& fn) {
   if (paused) return nullptr;
   thread_local std::vector<const c10::StorageImpl*> storages;
   thread_local std::vector<size_t> ids;
   storages.clear();
-  for (const c10::IValue& v : fn.inputs()) add_storage(v, storages);
+  for (const c10::IValue& v : fn.inputs()) {
+    for_each_stored_tensor(v, [](const at::Tensor& t) {
+      storages.push_back(t.storage().unsafeGetStorageImpl());
+    });
+  }
   if (storages.empty()) return nullptr;
   std::vector<std::pair<StorageTouchObserver*, std::vector<size_t>>> hits;
   {
