@@ -50,26 +50,25 @@ void leave_together(Store& store, int rank, int size) {
   store.wait(keys, milliseconds(30'000));
 }
 
-// The Tandem segments in /dev/shm now (other programs' files are ignored).
-std::set<std::string> tandem_segments() {
+// A group name that no other process uses: ctest runs other tests beside
+// this one, whose segments come and go in /dev/shm meanwhile.
+std::string own_group() { return "leakcheck" + std::to_string(getpid()); }
+
+// The segments of `group` and its subgroups in /dev/shm now, named
+// "tandem-<16 hex digits>-<group>[.<subgroup>]": none may be left once
+// every rank is gone.
+std::set<std::string> segments_of(const std::string& group) {
+  constexpr size_t kGroupAt = 24;  // after "tandem-", the token and "-"
   std::set<std::string> names;
   if (DIR* dir = opendir("/dev/shm")) {
     while (dirent* e = readdir(dir)) {
       std::string name = e->d_name;
-      if (name.rfind("tandem-", 0) == 0) names.insert(name);
+      if (name.rfind("tandem-", 0) == 0 && name.compare(kGroupAt, group.size(), group) == 0)
+        names.insert(name);
     }
     closedir(dir);
   }
   return names;
-}
-
-// Segments that appeared since `before`: none may, once every rank is gone.
-std::set<std::string> new_segments(const std::set<std::string>& before) {
-  std::set<std::string> added;
-  for (const auto& name : tandem_segments()) {
-    if (!before.count(name)) added.insert(name);
-  }
-  return added;
 }
 
 testing::MultiprocOptions long_run() {
@@ -79,17 +78,17 @@ testing::MultiprocOptions long_run() {
 }
 
 void check_world(int world_size) {
-  auto before = tandem_segments();
+  const std::string group = own_group();
   expect_ranks_succeed(
       world_size,
-      [](int rank, int size, int port) {
+      [group](int rank, int size, int port) {
         auto store = rank_store(rank, port, milliseconds(30'000));
-        auto comm = connect(rank, size, store, milliseconds(30'000));
+        auto comm = connect(rank, size, store, milliseconds(30'000), group);
         EXPECT_EQ(comm->backend(), "shm");
         testing::check_collectives(*comm);
       },
       long_run());
-  EXPECT_TRUE(new_segments(before).empty());
+  EXPECT_TRUE(segments_of(group).empty());
 }
 
 TEST(ShmCommunicator, CollectivesWorldSize1) { check_world(1); }
@@ -216,8 +215,8 @@ TEST(ShmCommunicator, BadInputThrowsInvalidArgument) {
 }
 
 TEST(ShmCommunicator, MissingRankAtSetupTimesOut) {
-  auto before = tandem_segments();
-  expect_ranks_succeed(3, [](int rank, int size, int port) {
+  const std::string group = own_group();
+  expect_ranks_succeed(3, [group](int rank, int size, int port) {
     auto store = rank_store(rank, port, milliseconds(30'000));
     if (rank == 2) {
       // Never joins; stays alive until the others have given up.
@@ -228,7 +227,7 @@ TEST(ShmCommunicator, MissingRankAtSetupTimesOut) {
     }
     auto start = std::chrono::steady_clock::now();
     try {
-      connect(rank, size, store, milliseconds(1'000));
+      connect(rank, size, store, milliseconds(1'000), group);
       ADD_FAILURE() << "setup without rank 2 did not throw";
     } catch (const TimeoutError& e) {
       std::string msg = e.what();
@@ -239,7 +238,7 @@ TEST(ShmCommunicator, MissingRankAtSetupTimesOut) {
     store->set("gave-up-" + std::to_string(rank), "1");
     leave_together(*store, rank, size);
   });
-  EXPECT_TRUE(new_segments(before).empty());
+  EXPECT_TRUE(segments_of(group).empty());
 }
 
 TEST(ShmCommunicator, MissingRankAtCollectiveTimesOut) {
@@ -272,11 +271,11 @@ TEST(ShmCommunicator, MissingRankAtCollectiveTimesOut) {
 }
 
 TEST(ShmCommunicator, KilledRankRaisesPeerErrorAndLeavesNothingBehind) {
-  auto before = tandem_segments();
+  const std::string group = own_group();
   constexpr int kVictim = 1;
-  auto results = testing::run_ranks(3, [](int rank, int size, int port) {
+  auto results = testing::run_ranks(3, [group](int rank, int size, int port) {
     auto store = rank_store(rank, port, milliseconds(30'000));
-    auto comm = connect(rank, size, store, milliseconds(30'000));
+    auto comm = connect(rank, size, store, milliseconds(30'000), group);
     at::Tensor t = at::ones({4 << 20}, at::kFloat);  // 16 MiB: many chunks
     for (int i = 0; i < 50; ++i) {
       if (rank == kVictim && i == 2) {
@@ -303,7 +302,7 @@ TEST(ShmCommunicator, KilledRankRaisesPeerErrorAndLeavesNothingBehind) {
         << "rank " << r << " failed; its output ends:\n"
         << testing::tail(results[r].output);
   }
-  EXPECT_TRUE(new_segments(before).empty());
+  EXPECT_TRUE(segments_of(group).empty());
 }
 
 }  // namespace
