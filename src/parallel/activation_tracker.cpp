@@ -1,11 +1,14 @@
 #include "tandem/parallel/activation_tracker.h"
 
+// clang-format off
+#include "parallel/detail/record_function.h"  // first: see there
+// clang-format on
+
 #include <c10/core/GradMode.h>
 #include <c10/core/StorageImpl.h>
 
 #include <unordered_map>
 
-#include "parallel/detail/record_function.h"
 #include "tandem/core/check.h"
 #include "tandem/parallel/memory_accounting.h"
 

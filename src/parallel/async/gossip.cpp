@@ -92,6 +92,7 @@ void GossipMixer::serve(int peer) {
     std::unique_lock<std::mutex> lock(mutex_);
     if (kind == kPush) {
       pending_.push_back(in.clone());
+      ++pushes_received_;
     } else if (kind == kAsk) {
       weight_ /= 2;
       at::Tensor out = message(kAnswer, weight_);
@@ -133,6 +134,7 @@ void GossipMixer::mix() {
   std::unique_lock<std::mutex> lock(mutex_);
   rethrow_failure();
   const int peer = pick_peer();
+  if (peer >= 0) last_peer_ = peer;
   if (peer >= 0 && options_.variant == GossipVariant::kPush) {
     weight_ /= 2;
     at::Tensor out = message(kPush, weight_);
@@ -195,6 +197,11 @@ void GossipMixer::finish() {
 double GossipMixer::weight() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return weight_;
+}
+
+int64_t GossipMixer::pushes_received() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return pushes_received_;
 }
 
 }  // namespace tandem::parallel

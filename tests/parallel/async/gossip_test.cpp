@@ -8,8 +8,11 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
 #include <tuple>
 
 #include "tandem/core/error.h"
@@ -30,8 +33,8 @@ std::vector<at::Tensor> start_parameters(int rank) {
 
 // Sum over ranks of w * x, and of w, as one flat vector [w x..., w].
 at::Tensor weighted_sums(Communicator& comm, const std::vector<at::Tensor>& params, double w) {
-  at::Tensor flat = at::cat({params[0].reshape(-1) * w, params[1].reshape(-1) * w,
-                             at::tensor({w}, at::kDouble)});
+  at::Tensor flat =
+      at::cat({params[0].reshape(-1) * w, params[1].reshape(-1) * w, at::tensor({w}, at::kDouble)});
   comm.all_reduce(flat);
   return flat;
 }
@@ -50,12 +53,27 @@ TEST_P(GossipMixing, KeepsTheAverageWhileTheWorkersAgree) {
     o.variant = variant;
     o.seed = 3;
     GossipMixer mixer(comm, params, o);
-    // The rounds are aligned by a barrier so that every worker mixes as
-    // often; without it a fast worker may finish its rounds before the
-    // others start, which the strategy allows but this property does not
-    // measure.
+    // The rounds are aligned so that every worker mixes as often, and each
+    // round's pushes have arrived before the next round merges them; without
+    // that a fast worker may finish its rounds before the others start, or a
+    // push may wait a round in a loaded machine's socket, which the strategy
+    // allows but this property does not measure.
+    int64_t pushes_due = 0;
     for (int i = 0; i < 25; ++i) {
       mixer.mix();
+      if (variant == GossipVariant::kPush) {
+        at::Tensor to_each = at::zeros({size}, at::kLong);
+        to_each[mixer.last_peer()] = 1;
+        comm->all_reduce(to_each);
+        pushes_due += to_each[rank].item<int64_t>();
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        while (mixer.pushes_received() < pushes_due) {
+          ASSERT_LT(std::chrono::steady_clock::now(), deadline)
+              << "rank " << rank << ": " << mixer.pushes_received() << " of " << pushes_due
+              << " pushes arrived in 30 s";
+          std::this_thread::yield();
+        }
+      }
       comm->barrier();
     }
     mixer.finish();
@@ -64,7 +82,8 @@ TEST_P(GossipMixing, KeepsTheAverageWhileTheWorkersAgree) {
     // The weights still sum to the number of workers, and the weighted
     // average is the starting average.
     EXPECT_NEAR(after[after.numel() - 1].item<double>(), size, 1e-12);
-    const double drift = (after / after[after.numel() - 1] - before / size).abs().max().item<double>();
+    const double drift =
+        (after / after[after.numel() - 1] - before / size).abs().max().item<double>();
     EXPECT_LT(drift, 1e-6);
     const double spread_after = consensus_distance(*comm, params, mixer.weight());
     EXPECT_LT(spread_after, 0.2 * spread_before)
@@ -77,10 +96,9 @@ INSTANTIATE_TEST_SUITE_P(Variants, GossipMixing,
                                             ::testing::Values(GossipVariant::kPush,
                                                               GossipVariant::kPull)),
                          [](const auto& info) {
-                           return fmt::format("{}ranks_{}", std::get<0>(info.param),
-                                              std::get<1>(info.param) == GossipVariant::kPush
-                                                  ? "push"
-                                                  : "pull");
+                           return fmt::format(
+                               "{}ranks_{}", std::get<0>(info.param),
+                               std::get<1>(info.param) == GossipVariant::kPush ? "push" : "pull");
                          });
 
 TEST(GossipMixer, NeedsTwoWorkers) {

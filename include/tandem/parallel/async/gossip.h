@@ -66,6 +66,10 @@ class GossipMixer {
 
   double weight() const;
   int64_t exchanges() const { return exchanges_; }
+  // The peer of the last exchange (-1 before the first).
+  int last_peer() const { return last_peer_; }
+  // Pushes received from peers so far, merged or still waiting for mix().
+  int64_t pushes_received() const;
 
  private:
   struct Peer;
@@ -82,12 +86,14 @@ class GossipMixer {
   const int64_t numel_;
   std::mt19937_64 rng_;
   int64_t exchanges_ = 0;
+  int last_peer_ = -1;
   bool finished_ = false;
 
   mutable std::mutex mutex_;
   std::condition_variable answered_;  // an answer arrived, or a failure
   double weight_ = 1.0;               // guarded by mutex_
   std::deque<at::Tensor> pending_;    // guarded by mutex_; pushes to merge
+  int64_t pushes_received_ = 0;       // guarded by mutex_
   at::Tensor answer_;                 // guarded by mutex_; the pull answer
   std::vector<bool> said_bye_;        // guarded by mutex_; per peer
   int asking_ = -1;                   // guarded by mutex_; the peer asked, or -1
