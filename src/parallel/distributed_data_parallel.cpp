@@ -14,6 +14,7 @@
 #include "parallel/detail/replicas.h"
 #include "parallel/powersgd_reducer.h"
 #include "tandem/core/check.h"
+#include "tandem/parallel/activation_tracker.h"
 #include "tandem/parallel/flat_layout.h"
 
 namespace tandem::parallel {
@@ -109,7 +110,8 @@ void DistributedDataParallel::mark_ready(size_t param) {
     stats_.powersgd = powersgd_now_;
     first_hook_at_ = std::chrono::steady_clock::now();
     detail::at_end_of_backward([this] { finish_backward(); });
-    sample_memory();  // backward has just begun: nearly every activation is alive
+    // Backward has just begun: nearly every activation is alive.
+    if (ActivationTracker::current() != nullptr) sample_memory();
   }
   if (ready_[param]) return;  // accumulated twice in one backward: one copy suffices
   ready_[param] = true;

@@ -16,6 +16,7 @@
 #include "parallel/detail/grad_hooks.h"
 #include "parallel/detail/replicas.h"
 #include "tandem/core/check.h"
+#include "tandem/parallel/activation_tracker.h"
 
 namespace tandem::parallel {
 
@@ -235,7 +236,8 @@ void ZeroRedundancyOptimizer::mark_ready(size_t param) {
       first_hook_at_ = std::chrono::steady_clock::now();
       const uint64_t iteration = ++iteration_;
       detail::at_end_of_backward([this, iteration] { finish_backward(iteration); });
-      sample_memory();  // backward has just begun: nearly every activation is alive
+      // Backward has just begun: nearly every activation is alive.
+      if (ActivationTracker::current() != nullptr) sample_memory();
     }
     const size_t b = plan_.bucket_of[param];
     if (ready_[param]) {

@@ -9,6 +9,7 @@
 
 #include "tandem/core/check.h"
 #include "tandem/core/error.h"
+#include "tandem/parallel/activation_tracker.h"
 #include "tandem/parallel/distributed_data_parallel.h"
 #include "tandem/parallel/fully_sharded_data_parallel.h"
 #include "tandem/parallel/zero_optimizer.h"
@@ -82,24 +83,22 @@ class Replicated final : public Strategy {
     }
     opt_ = make_optimizer(o, module_->parameters());
     if (!ddp_) {
-      // One sample as backward begins, when nearly every activation is alive
-      // (DDP takes its own).
+      // Under an ActivationTracker, one sample per backward as it begins,
+      // when nearly every activation is alive (DDP takes its own).
       std::vector<at::Tensor> trainable;
       for (const auto& p : module_->parameters()) {
         if (p.requires_grad()) trainable.push_back(p);
       }
       hooks_ = std::make_unique<parallel::detail::GradReadyHooks>(trainable, [this](size_t) {
-        if (sampled_in_backward_) return;
+        if (sampled_in_backward_ || parallel::ActivationTracker::current() == nullptr) return;
         sampled_in_backward_ = true;
+        parallel::detail::at_end_of_backward([this] { sampled_in_backward_ = false; });
         sample();
       });
     }
   }
   void set_lr(double lr) override { train::set_lr(*opt_, lr); }
-  void zero_grad() override {
-    opt_->zero_grad();
-    sampled_in_backward_ = false;
-  }
+  void zero_grad() override { opt_->zero_grad(); }
   void clip_grad_norm(double max_norm) override {
     torch::nn::utils::clip_grad_norm_(module_->parameters(), max_norm);
   }
