@@ -12,10 +12,7 @@ const char* base_name(const char* path) {
 
 }  // namespace
 
-void throw_invalid_argument(const char* file, int line, const std::string& msg) {
-  // The location goes last: the message is for the user, the location for us.
-  throw InvalidArgument(fmt::format("{} [{}:{}]", msg, base_name(file), line));
-}
+void throw_invalid_argument(const std::string& msg) { throw InvalidArgument(msg); }
 
 void throw_internal_error(const char* file, int line, const char* cond, const std::string& msg) {
   throw InternalError(fmt::format("internal error: {} ({} failed at {}:{}); please report this",

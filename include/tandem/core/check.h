@@ -1,7 +1,8 @@
 // Check macros. TANDEM_CHECK throws tandem::InvalidArgument (the caller's
 // input was wrong); TANDEM_ASSERT throws tandem::InternalError (a Tandem bug).
-// Both format their message with fmt, record file:line, and are never compiled
-// out.
+// Both format their message with fmt and are never compiled out. Only
+// TANDEM_ASSERT records file:line: a user error is fixed from its message,
+// and our source locations mean nothing to the user; a bug report needs them.
 #pragma once
 
 #include <fmt/format.h>
@@ -12,17 +13,19 @@
 
 namespace tandem::detail {
 
-[[noreturn]] void throw_invalid_argument(const char* file, int line, const std::string& msg);
+// Throws InvalidArgument(msg), as it is.
+[[noreturn]] void throw_invalid_argument(const std::string& msg);
+// Throws InternalError naming `cond` and file:line, and asking for a report.
 [[noreturn]] void throw_internal_error(const char* file, int line, const char* cond,
                                        const std::string& msg);
 
 }  // namespace tandem::detail
 
-#define TANDEM_CHECK(cond, ...)                                                               \
-  do {                                                                                        \
-    if (!(cond)) {                                                                            \
-      ::tandem::detail::throw_invalid_argument(__FILE__, __LINE__, fmt::format(__VA_ARGS__)); \
-    }                                                                                         \
+#define TANDEM_CHECK(cond, ...)                                           \
+  do {                                                                    \
+    if (!(cond)) {                                                        \
+      ::tandem::detail::throw_invalid_argument(fmt::format(__VA_ARGS__)); \
+    }                                                                     \
   } while (0)
 
 #define TANDEM_ASSERT(cond, ...)                                                                   \
