@@ -4,6 +4,7 @@
 // Thread-safe as long as nobody calls setenv concurrently.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -20,9 +21,16 @@ Lookup process_lookup();
 // The value, or nullopt when unset or empty.
 std::optional<std::string> get(const Lookup& lookup, const std::string& name);
 
-// The value as an integer. Throws InvalidArgument naming the variable when it
-// is set but is not a whole number in [min, max].
+// The value as an integer. Throws InvalidArgument naming the variable and
+// its value when it is set but is not a whole number (trailing junk such as
+// "4x" included), or lies outside [min, max] (overflow included).
 std::optional<int64_t> get_int(const Lookup& lookup, const std::string& name,
                                int64_t min = INT64_MIN, int64_t max = INT64_MAX);
+
+// The value as a duration in seconds, decimals allowed ("90", "2.5"),
+// rounded up to whole milliseconds. Throws InvalidArgument naming the
+// variable and its value when it is set but is not a number, is zero or
+// negative, or exceeds a billion seconds.
+std::optional<std::chrono::milliseconds> get_seconds(const Lookup& lookup, const std::string& name);
 
 }  // namespace tandem::env
