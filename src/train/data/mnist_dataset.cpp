@@ -1,6 +1,7 @@
 #include "tandem/train/data/mnist_dataset.h"
 
 #include <ATen/ops/empty.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cstring>
