@@ -1,7 +1,11 @@
-// The collective algorithms of the shm backend over raw buffers: pipelined,
-// chunked reduce-scatter + all-gather for large all_reduce, one-shot for
-// small ones, and the gather/scatter family over the same chunk protocol
-// (see Note [Chunk protocol] in shm_collectives.cpp).
+// The collectives of the shm backend over raw buffers: the chunked
+// algorithms of comm/algorithms/ (two_shot.h for large all_reduce and
+// reduce_scatter, one_shot.h for small all_reduce) over the segment's
+// buffers and counters, and the gather/scatter family over the same chunk
+// protocol (see Note [Chunk protocol] in comm/algorithms/chunk_plan.cpp).
+// This class is their transport: it owns the chunk numbering, the waits and
+// the choice of store kind (see Note [Streaming stores] in
+// shm_collectives.cpp).
 //
 // Collective: every rank of the segment calls the same operations in the
 // same order with matching sizes. Not thread-safe: one operation at a time
@@ -15,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "comm/algorithms/chunk_plan.h"
 #include "comm/shm/shm_segment.h"
 #include "comm/shm/shm_waiter.h"
 #include "tandem/comm/communicator.h"
@@ -44,15 +49,20 @@ class ShmCollectives {
   void barrier(const OpContext& ctx);
 
  private:
+  using ChunkStage = ::tandem::detail::ChunkStage;
   using Counter = std::atomic<uint64_t> RankControl::*;
+  // The ChunkTransport of one operation; see shm_collectives.cpp.
+  class Transport;
   // The stores write_own() uses in the current operation.
   enum class Stores { kPlain, kStreaming, kMeasured };
-  struct Plan;
 
-  void two_shot(std::byte* out, const std::byte* in, const Plan& plan, at::ScalarType dtype,
-                ReduceOp op, bool gather, const OpContext& ctx);
-  void one_shot(std::byte* data, int64_t numel, at::ScalarType dtype, ReduceOp op,
-                const OpContext& ctx);
+  // Numbers the next `chunks` chunks of the protocol; returns the first.
+  uint64_t take_chunks(int64_t chunks) {
+    const uint64_t first = next_chunk_;
+    next_chunk_ += static_cast<uint64_t>(chunks);
+    return first;
+  }
+  static Counter counter_of(ChunkStage stage);
   // Waits until every rank other than this one (or only `only`, if >= 0) has
   // `counter` >= target.
   void wait_ranks(ShmWaiter& waiter, Counter counter, uint64_t target, int only,
@@ -74,7 +84,9 @@ class ShmCollectives {
   void write_own(std::byte* dst, const std::byte* src, size_t bytes);
   // Copies with plain or streaming stores, whichever has cost less lately.
   void write_own_measured(std::byte* dst, const std::byte* src, size_t bytes);
-  int buffer_of(uint64_t g) const { return static_cast<int>(g % segment_.layout().buffers); }
+  int buffer_of(uint64_t g) const {
+    return ::tandem::detail::chunk_buffer(g, segment_.layout().buffers);
+  }
   // Slice `s` of rank `r`'s buffer `b` (the two-shot layout).
   std::byte* slice(int r, int b, int s) const { return segment_.slot(r, b) + s * slice_stride_; }
 

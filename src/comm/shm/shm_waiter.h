@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "comm/algorithms/chunk_plan.h"
 #include "comm/shm/shm_segment.h"
 #include "tandem/comm/communicator.h"
 
@@ -27,12 +28,8 @@ struct WaitPolicy {
 // The policy for `ranks` processes on this host's cores.
 WaitPolicy wait_policy_for(int ranks);
 
-// What a wait is for, for messages: "input not copied in yet" + " (chunk 3 of 16)".
-struct WaitStage {
-  std::string_view what;
-  int64_t chunk = -1;  // -1: not a chunk
-  int64_t chunks = 0;
-};
+// What a wait is for, for messages (the chunked algorithms' type).
+using ::tandem::detail::WaitStage;
 
 class ShmWaiter {
  public:
