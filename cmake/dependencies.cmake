@@ -6,10 +6,6 @@ find_package(CLI11 REQUIRED)
 if(TANDEM_WITH_MPI)
   find_package(MPI REQUIRED COMPONENTS CXX)
 endif()
-if(TANDEM_WITH_NCCL)
-  message(FATAL_ERROR "TANDEM_WITH_NCCL needs a CUDA build of LibTorch; Debian's libtorch-dev "
-                      "is CPU-only. Configure with -DTANDEM_WITH_NCCL=OFF.")
-endif()
 
 # LibTorch. Debian's TorchConfig.cmake pulls in Caffe2's; a plain imported
 # target is simpler and links the same libraries.

@@ -9,7 +9,8 @@
 
 namespace tandem::detail {
 
-void join_group(Store& store, int rank, int size, Millis timeout, const std::string& what) {
+void join_group(Store& store, int rank, int size, Millis timeout, const std::string& what,
+                std::string_view timeout_hint) {
   store.set(fmt::format("joined/{}", rank), "1");
   std::vector<std::string> keys;
   for (int r = 0; r < size; ++r) keys.push_back(fmt::format("joined/{}", r));
@@ -22,9 +23,9 @@ void join_group(Store& store, int rank, int size, Millis timeout, const std::str
     }
     throw TimeoutError(fmt::format(
         "rank {}: {} timed out after {}: rank{} {} never arrived (of {}); check that every rank "
-        "was started with the same world size and store address ({}), or raise the timeout",
+        "was started with the same world size and store address ({}), or {}",
         rank, what, format_duration(timeout), missing.size() == 1 ? "" : "s",
-        fmt::join(missing, ", "), size, store.address()));
+        fmt::join(missing, ", "), size, store.address(), timeout_hint));
   }
 }
 

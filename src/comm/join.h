@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "tandem/comm/store.h"
 
@@ -13,7 +14,9 @@ namespace tandem::detail {
 
 // Blocks until all `size` ranks joined or `timeout` passes; then throws
 // TimeoutError: "rank 0: <what> timed out after 2.0 s: ranks 2, 3 never
-// arrived (...)". `what` names the setup ("gloo setup of group 'world'").
-void join_group(Store& store, int rank, int size, Millis timeout, const std::string& what);
+// arrived (...)". `what` names the setup ("gloo setup of group 'world'"),
+// `timeout_hint` the setting that raises `timeout` (comm/timeout_hints.h).
+void join_group(Store& store, int rank, int size, Millis timeout, const std::string& what,
+                std::string_view timeout_hint);
 
 }  // namespace tandem::detail

@@ -4,10 +4,14 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <charconv>
+#include <climits>
 #include <map>
 #include <random>
+#include <string_view>
 
 #include "comm/join.h"
+#include "comm/timeout_hints.h"
 #include "tandem/comm/backend.h"
 #include "tandem/core/check.h"
 #include "tandem/core/log.h"
@@ -15,18 +19,57 @@
 namespace tandem {
 namespace {
 
+// An integer variable that becomes an int: bounded by INT_MAX, so that a
+// value too large for an int is an error rather than a silent wrap.
+std::optional<int> get_int32(const env::Lookup& lookup, const std::string& name, int min) {
+  auto v = env::get_int(lookup, name, min, INT_MAX);
+  if (!v) return std::nullopt;
+  return static_cast<int>(*v);
+}
+
+// One count of SLURM_NTASKS_PER_NODE: a whole number in [1, INT_MAX].
+int parse_slurm_count(std::string_view text, const std::string& value) {
+  int out = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, out);
+  const bool whole = ptr == end && (ec == std::errc() || ec == std::errc::result_out_of_range);
+  TANDEM_CHECK(whole && !text.empty(),
+               "environment variable SLURM_NTASKS_PER_NODE='{}' is not a list of task counts "
+               "like '4', '4(x2)' or '2(x3),1'",
+               value);
+  TANDEM_CHECK(ec == std::errc() && out >= 1,
+               "environment variable SLURM_NTASKS_PER_NODE='{}' holds the count '{}', out of "
+               "range [1, {}]",
+               value, text, INT_MAX);
+  return out;
+}
+
 // "2(x3),1" -> 2: Slurm's compressed per-node task counts; the first node's
-// count is this job's tasks per node when all nodes are alike.
-std::optional<int64_t> slurm_tasks_per_node(const env::Lookup& lookup) {
+// count is this job's tasks per node when all nodes are alike. The whole
+// value is checked, so that "4x" is an error, not 4.
+std::optional<int> slurm_tasks_per_node(const env::Lookup& lookup) {
   auto v = env::get(lookup, "SLURM_NTASKS_PER_NODE");
   if (!v) return std::nullopt;
-  size_t end = v->find_first_not_of("0123456789");
-  std::string head = v->substr(0, end);
-  TANDEM_CHECK(!head.empty(),
-               "environment variable SLURM_NTASKS_PER_NODE='{}' does not start "
-               "with a number",
-               *v);
-  return std::stoll(head);
+  std::optional<int> first;
+  std::string_view rest(*v);
+  while (true) {
+    const size_t comma = rest.find(',');
+    std::string_view item = rest.substr(0, comma);
+    const size_t paren = item.find('(');
+    if (paren != std::string_view::npos) {
+      std::string_view repeat = item.substr(paren);
+      TANDEM_CHECK(repeat.size() > 3 && repeat.substr(0, 2) == "(x" && repeat.back() == ')',
+                   "environment variable SLURM_NTASKS_PER_NODE='{}' is not a list of task "
+                   "counts like '4', '4(x2)' or '2(x3),1'",
+                   *v);
+      parse_slurm_count(repeat.substr(2, repeat.size() - 3), *v);
+      item = item.substr(0, paren);
+    }
+    const int count = parse_slurm_count(item, *v);
+    if (!first) first = count;
+    if (comma == std::string_view::npos) return first;
+    rest = rest.substr(comma + 1);
+  }
 }
 
 void read_master(const env::Lookup& lookup, RendezvousInfo& info, bool required) {
@@ -108,7 +151,8 @@ namespace {
 std::unique_ptr<Rendezvous::Layout> exchange_hosts(Store& store, const RendezvousInfo& info,
                                                    Millis timeout) {
   store.set(fmt::format("rdzv/host/{}", info.rank), host_id());
-  detail::join_group(store, info.rank, info.world_size, timeout, "rendezvous");
+  detail::join_group(store, info.rank, info.world_size, timeout, "rendezvous",
+                     detail::kRendezvousTimeoutHint);
   std::map<std::string, int> index;
   auto l = std::make_unique<Rendezvous::Layout>();
   for (int r = 0; r < info.world_size; ++r) {
@@ -130,46 +174,115 @@ std::unique_ptr<Rendezvous::Layout> exchange_hosts(Store& store, const Rendezvou
 
 }  // namespace
 
+Backend parse_backend(std::string_view name) {
+  if (name == "auto") return Backend::kAuto;
+  if (name == "shm") return Backend::kShm;
+  if (name == "gloo") return Backend::kGloo;
+  if (name == "mpi") return Backend::kMpi;
+  if (name == "nccl") {
+    throw NotSupported(
+        "backend 'nccl': no NCCL backend exists yet (Tandem's backends run on CPU tensors); "
+        "choose auto, shm, gloo or mpi");
+  }
+  throw InvalidArgument(fmt::format("unknown backend '{}'; choose auto, shm, gloo or mpi", name));
+}
+
+std::string_view to_string(Backend backend) {
+  switch (backend) {
+    case Backend::kAuto:
+      return "auto";
+    case Backend::kShm:
+      return "shm";
+    case Backend::kGloo:
+      return "gloo";
+    case Backend::kMpi:
+      return "mpi";
+  }
+  return "?";
+}
+
+namespace {
+
+// An explicit InitOptions value, else the variable, else the default.
+Millis resolve_timeout(const std::optional<Millis>& given, std::string_view field,
+                       const env::Lookup& lookup, const std::string& variable, Millis fallback) {
+  if (given) {
+    TANDEM_CHECK(given->count() > 0,
+                 "InitOptions::{} must be positive (got {} ms); there is no 'wait forever'", field,
+                 given->count());
+    return *given;
+  }
+  return env::get_seconds(lookup, variable).value_or(fallback);
+}
+
+}  // namespace
+
+InitTimeouts resolve_timeouts(const InitOptions& options, const env::Lookup& lookup) {
+  InitTimeouts out;
+  out.timeout =
+      resolve_timeout(options.timeout, "timeout", lookup, "TANDEM_COMM_TIMEOUT", kDefaultTimeout);
+  out.rendezvous_timeout = resolve_timeout(options.rendezvous_timeout, "rendezvous_timeout", lookup,
+                                           "TANDEM_RDZV_TIMEOUT", kDefaultRendezvousTimeout);
+  return out;
+}
+
+namespace {
+
+void read_torchrun(const env::Lookup& lookup, int rank, int world, RendezvousInfo& info) {
+  info.source = "torchrun";
+  info.rank = rank;
+  info.world_size = world;
+  info.local_rank = get_int32(lookup, "LOCAL_RANK", 0).value_or(rank);
+  info.local_world_size = get_int32(lookup, "LOCAL_WORLD_SIZE", 1).value_or(world);
+  auto node = get_int32(lookup, "GROUP_RANK", 0);
+  if (!node) node = get_int32(lookup, "TANDEM_NODE_RANK", 0);
+  info.node_rank = node.value_or(0);
+  read_master(lookup, info, /*required=*/true);
+}
+
+// A launcher's rank and world size: `rank` (read from `rank_var`) and
+// `size_var`, which must be set with it.
+void read_launcher_world(const env::Lookup& lookup, const char* source, int rank,
+                         const char* rank_var, const char* size_var, RendezvousInfo& info) {
+  info.source = source;
+  info.rank = rank;
+  auto size = get_int32(lookup, size_var, 1);
+  TANDEM_CHECK(size, "rendezvous: {} is set but {} is not", rank_var, size_var);
+  info.world_size = *size;
+}
+
+void read_open_mpi(const env::Lookup& lookup, int rank, RendezvousInfo& info) {
+  read_launcher_world(lookup, "mpi", rank, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", info);
+  info.local_rank = get_int32(lookup, "OMPI_COMM_WORLD_LOCAL_RANK", 0).value_or(info.rank);
+  info.local_world_size =
+      get_int32(lookup, "OMPI_COMM_WORLD_LOCAL_SIZE", 1).value_or(info.world_size);
+  info.node_rank = info.rank / std::max(info.local_world_size, 1);
+  read_master(lookup, info, /*required=*/false);
+}
+
+void read_slurm(const env::Lookup& lookup, int rank, RendezvousInfo& info) {
+  read_launcher_world(lookup, "slurm", rank, "SLURM_PROCID", "SLURM_NTASKS", info);
+  info.local_rank = get_int32(lookup, "SLURM_LOCALID", 0).value_or(0);
+  info.local_world_size = slurm_tasks_per_node(lookup).value_or(1);
+  info.node_rank = get_int32(lookup, "SLURM_NODEID", 0).value_or(0);
+  if (auto launch = env::get(lookup, "SLURM_LAUNCH_NODE_IPADDR")) info.master_addr = *launch;
+  read_master(lookup, info, /*required=*/false);
+}
+
+}  // namespace
+
 RendezvousInfo read_rendezvous_env(const env::Lookup& lookup) {
   RendezvousInfo info;
-  auto rank = env::get_int(lookup, "RANK", 0);
-  auto world = env::get_int(lookup, "WORLD_SIZE", 1);
+  auto rank = get_int32(lookup, "RANK", 0);
+  auto world = get_int32(lookup, "WORLD_SIZE", 1);
   if (rank || world) {
     TANDEM_CHECK(rank && world, "rendezvous: {} is set but {} is not; set both (tandem-run does)",
                  rank ? "RANK" : "WORLD_SIZE", rank ? "WORLD_SIZE" : "RANK");
-    info.source = "torchrun";
-    info.rank = static_cast<int>(*rank);
-    info.world_size = static_cast<int>(*world);
-    info.local_rank = static_cast<int>(env::get_int(lookup, "LOCAL_RANK", 0).value_or(*rank));
-    info.local_world_size =
-        static_cast<int>(env::get_int(lookup, "LOCAL_WORLD_SIZE", 1).value_or(*world));
-    auto node = env::get_int(lookup, "GROUP_RANK", 0);
-    if (!node) node = env::get_int(lookup, "TANDEM_NODE_RANK", 0);
-    info.node_rank = static_cast<int>(node.value_or(0));
-    read_master(lookup, info, /*required=*/true);
-  } else if (auto orank = env::get_int(lookup, "OMPI_COMM_WORLD_RANK", 0)) {
-    info.source = "mpi";
-    info.rank = static_cast<int>(*orank);
-    auto size = env::get_int(lookup, "OMPI_COMM_WORLD_SIZE", 1);
-    TANDEM_CHECK(size, "rendezvous: OMPI_COMM_WORLD_RANK is set but OMPI_COMM_WORLD_SIZE is not");
-    info.world_size = static_cast<int>(*size);
-    info.local_rank =
-        static_cast<int>(env::get_int(lookup, "OMPI_COMM_WORLD_LOCAL_RANK", 0).value_or(info.rank));
-    info.local_world_size = static_cast<int>(
-        env::get_int(lookup, "OMPI_COMM_WORLD_LOCAL_SIZE", 1).value_or(info.world_size));
-    info.node_rank = info.rank / std::max(info.local_world_size, 1);
-    read_master(lookup, info, /*required=*/false);
-  } else if (auto srank = env::get_int(lookup, "SLURM_PROCID", 0)) {
-    info.source = "slurm";
-    info.rank = static_cast<int>(*srank);
-    auto size = env::get_int(lookup, "SLURM_NTASKS", 1);
-    TANDEM_CHECK(size, "rendezvous: SLURM_PROCID is set but SLURM_NTASKS is not");
-    info.world_size = static_cast<int>(*size);
-    info.local_rank = static_cast<int>(env::get_int(lookup, "SLURM_LOCALID", 0).value_or(0));
-    info.local_world_size = static_cast<int>(slurm_tasks_per_node(lookup).value_or(1));
-    info.node_rank = static_cast<int>(env::get_int(lookup, "SLURM_NODEID", 0).value_or(0));
-    if (auto launch = env::get(lookup, "SLURM_LAUNCH_NODE_IPADDR")) info.master_addr = *launch;
-    read_master(lookup, info, /*required=*/false);
+    read_torchrun(lookup, *rank, *world, info);
+  } else if (auto orank = get_int32(lookup, "OMPI_COMM_WORLD_RANK", 0)) {
+    read_open_mpi(lookup, *orank, info);
+  } else if (auto srank = get_int32(lookup, "SLURM_PROCID", 0)) {
+    read_slurm(lookup, *srank, info);
   }
   TANDEM_CHECK(info.rank < info.world_size,
                "rendezvous ({}): rank {} is not below the world size {}", info.source, info.rank,
@@ -177,21 +290,28 @@ RendezvousInfo read_rendezvous_env(const env::Lookup& lookup) {
   TANDEM_CHECK(info.local_rank >= 0 && info.local_rank < std::max(info.local_world_size, 1),
                "rendezvous ({}): local rank {} is not below the local world size {}", info.source,
                info.local_rank, info.local_world_size);
-  info.restart_count =
-      static_cast<int>(env::get_int(lookup, "TANDEM_RESTART_COUNT", 0).value_or(0));
+  info.restart_count = get_int32(lookup, "TANDEM_RESTART_COUNT", 0).value_or(0);
   if (auto token = env::get(lookup, "TANDEM_RDZV_TOKEN")) info.token = *token;
   return info;
 }
 
 Rendezvous::Rendezvous(const RendezvousInfo& info, Millis timeout) : info_(info) {
   log::set_rank(info.rank);
-  store_ = info.world_size == 1 && info.source == "single"
-               ? make_memory_store()
-               : make_tcp_store(info.master_addr, info.master_port, info.rank == 0, timeout);
-  check_token(*store_, info, timeout);
-  if (info.rank == 0) store_->set("rdzv/job", random_hex(6));
-  job_ = store_->get("rdzv/job", timeout);
-  layout_ = exchange_hosts(*store_, info, timeout);
+  try {
+    store_ = info.world_size == 1 && info.source == "single"
+                 ? make_memory_store()
+                 : make_tcp_store(info.master_addr, info.master_port, info.rank == 0, timeout);
+    check_token(*store_, info, timeout);
+    if (info.rank == 0) store_->set("rdzv/job", random_hex(6));
+    job_ = store_->get("rdzv/job", timeout);
+    layout_ = exchange_hosts(*store_, info, timeout);
+  } catch (const TimeoutError& e) {
+    // The store's own messages cannot know which setting bounded the wait.
+    std::string what = e.what();
+    if (what.find("TANDEM_RDZV_TIMEOUT") != std::string::npos) throw;
+    throw TimeoutError(fmt::format("rank {}: rendezvous: {}; {}", info.rank, what,
+                                   detail::kRendezvousTimeoutHint));
+  }
 }
 
 Rendezvous::~Rendezvous() = default;
@@ -207,22 +327,15 @@ int Rendezvous::local_rank() const {
   return static_cast<int>(std::find(mine.begin(), mine.end(), info_.rank) - mine.begin());
 }
 
-std::shared_ptr<Communicator> Rendezvous::communicator(const std::string& b, Millis timeout) {
-  TANDEM_CHECK(b == "auto" || b == "shm" || b == "gloo" || b == "mpi" || b == "nccl",
-               "init: unknown backend '{}'; choose auto, shm, gloo, mpi or nccl", b);
-  if (b == "nccl") {
-    throw NotSupported(
-        "the NCCL backend is not in this build: it needs a CUDA build of LibTorch "
-        "and -DTANDEM_WITH_NCCL=ON");
-  }
+std::shared_ptr<Communicator> Rendezvous::communicator(Backend b, Millis timeout) {
   const auto& info = info_;
   const bool one_host = hosts() == 1;
   const std::string world = fmt::format("tandem-{}-r{}-g{}", job_, info.restart_count, groups_++);
   auto world_opts = backend_options(info.rank, info.world_size, store_, world, timeout);
 
-  if (b == "mpi") return make_mpi_communicator(world_opts);
-  if (b == "gloo") return make_gloo_communicator(world_opts, one_host ? "127.0.0.1" : "");
-  if (b == "shm") {
+  if (b == Backend::kMpi) return make_mpi_communicator(world_opts);
+  if (b == Backend::kGloo) return make_gloo_communicator(world_opts, one_host ? "127.0.0.1" : "");
+  if (b == Backend::kShm) {
     TANDEM_CHECK(one_host,
                  "init: backend 'shm' needs every rank on one host, but the job spans "
                  "{} hosts; use 'auto' or 'gloo'",
@@ -249,9 +362,10 @@ std::shared_ptr<Communicator> Rendezvous::communicator(const std::string& b, Mil
 }
 
 std::shared_ptr<Communicator> init(const RendezvousInfo& info, const InitOptions& options) {
+  const InitTimeouts timeouts = resolve_timeouts(options);
   // The communicator keeps the store alive; the rendezvous object itself may go.
-  Rendezvous rdzv(info, options.rendezvous_timeout);
-  return rdzv.communicator(options.backend, options.timeout);
+  Rendezvous rdzv(info, timeouts.rendezvous_timeout);
+  return rdzv.communicator(options.backend, timeouts.timeout);
 }
 
 std::shared_ptr<Communicator> init(const InitOptions& options) {

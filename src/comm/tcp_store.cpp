@@ -1,40 +1,53 @@
 // The TCP store: LibTorch's c10d::TCPStore behind tandem::Store.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <thread>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "comm/c10d_logging.h"
 #include "comm/store_detail.h"
 #include "tandem/comm/store.h"
 #include "tandem/core/check.h"
+#include "tandem/core/log.h"
 
 namespace tandem {
 namespace {
 
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+// c10d counts its connect timeout in whole seconds and, given 1 s, tries
+// once (a refused connection fails at once; an unanswered one waits the
+// second). So a client tries every kRetry, in attempts of kAttempt, and
+// says every kProgressEvery (the first time after kFirstProgress) what it
+// waits for, instead of waiting the whole timeout in silence. A timeout
+// below 1 s still gets one whole attempt: c10d cannot try for less.
+constexpr Millis kAttempt{1000};
+constexpr Millis kRetry{250};
+constexpr Millis kFirstProgress{1000};
+constexpr Millis kProgressEvery{5000};
+
 class TcpStore final : public Store {
  public:
   TcpStore(const std::string& host, int port, bool is_server, Millis timeout) : host_(host) {
+    detail::quiet_c10d_logs();
     c10d::TCPStoreOptions opts;
     opts.port = static_cast<uint16_t>(port);
     opts.isServer = is_server;
     opts.waitWorkers = false;
-    opts.timeout = timeout;
-    try {
-      store_ = c10::make_intrusive<c10d::TCPStore>(host, opts);
-    } catch (const std::exception& e) {
-      std::string what = e.what();
-      auto nl = what.find('\n');
-      if (nl != std::string::npos) what.resize(nl);
-      if (is_server) {
+    opts.timeout = std::max(timeout, kAttempt);  // the server's own client connects too
+    if (is_server) {
+      try {
+        store_ = c10::make_intrusive<c10d::TCPStore>(host, opts);
+        store_->setTimeout(timeout);
+      } catch (const std::exception& e) {
         throw PeerError(fmt::format(
             "could not serve the TCP store on {}:{} ({}); is the port in use? pick another "
             "with MASTER_PORT",
-            host, port, what));
+            host, port, first_line(e.what())));
       }
-      throw TimeoutError(fmt::format(
-          "could not reach the TCP store at {}:{} within {} ({}); check MASTER_ADDR and "
-          "MASTER_PORT and that rank 0 (or tandem-run) is running",
-          host, port, format_duration(timeout), what));
+    } else {
+      connect(opts, timeout);
     }
     port_ = store_->getPort();
   }
@@ -70,15 +83,50 @@ class TcpStore final : public Store {
   int port() const { return port_; }
 
  private:
+  // Retries short connection attempts until `timeout`, logging (to stderr)
+  // what it waits for now and then. Throws TimeoutError naming host:port.
+  void connect(c10d::TCPStoreOptions opts, Millis timeout) {
+    Deadline deadline(timeout, "TCP store connect timeout");
+    Millis next_progress = kFirstProgress;
+    std::string cause;
+    while (true) {
+      opts.timeout = kAttempt;
+      const Clock::time_point attempt = Clock::now();
+      try {
+        store_ = c10::make_intrusive<c10d::TCPStore>(host_, opts);
+        store_->setTimeout(timeout);
+        return;
+      } catch (const std::exception& e) {
+        cause = first_line(e.what());
+      }
+      if (deadline.expired()) break;
+      // A refused attempt returns at once: wait out the rest of its turn.
+      std::this_thread::sleep_for(
+          std::min(deadline.remaining(),
+                   std::chrono::duration_cast<Millis>(attempt + kRetry - Clock::now())));
+      if (deadline.elapsed() >= next_progress) {
+        log::warn(
+            "waiting for the TCP store at {}:{}: no connection after {}, giving up at {}; rank 0 "
+            "(or tandem-run) serves it: check that it runs and that MASTER_ADDR and MASTER_PORT "
+            "point to it",
+            host_, opts.port, format_duration(deadline.elapsed()),
+            format_duration(deadline.timeout()));
+        next_progress = deadline.elapsed() + kProgressEvery;
+      }
+    }
+    throw TimeoutError(fmt::format(
+        "could not reach the TCP store at {}:{} within {} (last attempt: {}); check MASTER_ADDR "
+        "and MASTER_PORT and that rank 0 (or tandem-run) is running",
+        host_, opts.port, format_duration(timeout), cause));
+  }
+
   template <typename Fn>
   void guard(const char* op, const std::string& key, Fn&& fn) {
     std::lock_guard<std::mutex> lock(mutex_);
     try {
       fn();
     } catch (const std::exception& e) {
-      std::string what = e.what();
-      auto nl = what.find('\n');
-      if (nl != std::string::npos) what.resize(nl);
+      const std::string what = first_line(e.what());
       throw PeerError(
           fmt::format("store {}: {} of key '{}' failed ({}); the store's host (rank 0 "
                       "or tandem-run) may have exited",

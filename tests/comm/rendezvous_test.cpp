@@ -1,8 +1,12 @@
 #include "tandem/comm/rendezvous.h"
 
 #include <ATen/ops/full.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
 #include <map>
 
 #include "tandem/core/error.h"
@@ -100,13 +104,96 @@ TEST(Rendezvous, BadVariablesAreNamed) {
       std::string::npos);
 }
 
-TEST(Rendezvous, UnknownBackendIsRejected) {
-  RendezvousInfo info;
-  InitOptions o;
-  o.backend = "carrier-pigeon";
-  EXPECT_THROW(init(info, o), InvalidArgument);
-  o.backend = "nccl";
-  EXPECT_THROW(init(info, o), NotSupported);
+// Issue 14: an out-of-range SLURM_NTASKS_PER_NODE escaped as
+// std::out_of_range, and trailing junk ("4x") was read as 4.
+TEST(Rendezvous, SlurmTasksPerNodeIsCheckedWhole) {
+  auto slurm = [](const std::string& per_node) {
+    return read_rendezvous_env(fake({{"SLURM_PROCID", "0"},
+                                     {"SLURM_NTASKS", "8"},
+                                     {"SLURM_LOCALID", "0"},
+                                     {"SLURM_NTASKS_PER_NODE", per_node}}));
+  };
+  EXPECT_EQ(slurm("4").local_world_size, 4);
+  EXPECT_EQ(slurm("2(x3),1").local_world_size, 2);
+  EXPECT_EQ(slurm("4,4").local_world_size, 4);
+  for (const char* junk : {"4x", "x4", "4(x2", "4(2)", "(x2)", "4,", "4(x2)x", "0", "-4"}) {
+    std::string msg = message_of([&] { slurm(junk); });
+    EXPECT_NE(msg.find(fmt::format("SLURM_NTASKS_PER_NODE='{}'", junk)), std::string::npos)
+        << junk << ": " << msg;
+  }
+  for (const char* big : {"99999999999", "4(x99999999999)", "2,99999999999999999999"}) {
+    std::string msg = message_of([&] { slurm(big); });
+    EXPECT_NE(msg.find(fmt::format("SLURM_NTASKS_PER_NODE='{}'", big)), std::string::npos) << msg;
+    EXPECT_NE(msg.find("out of range"), std::string::npos) << msg;
+  }
+}
+
+// Every integer variable becomes an int: one beyond INT_MAX is an error, not
+// a wrapped value (4294967296 used to become rank 0).
+TEST(Rendezvous, IntegersBeyondAnIntAreErrors) {
+  std::string msg = message_of([] {
+    read_rendezvous_env(fake(
+        {{"RANK", "4294967296"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "a"}, {"MASTER_PORT", "1"}}));
+  });
+  EXPECT_NE(msg.find("RANK=4294967296 is out of range [0, 2147483647]"), std::string::npos) << msg;
+  msg = message_of([] {
+    read_rendezvous_env(fake({{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "3x"}}));
+  });
+  EXPECT_NE(msg.find("OMPI_COMM_WORLD_SIZE='3x' is not a whole number"), std::string::npos) << msg;
+  msg = message_of([] {
+    read_rendezvous_env(fake({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "99999999999999999999"}}));
+  });
+  EXPECT_NE(msg.find("SLURM_NTASKS=99999999999999999999 is out of range"), std::string::npos)
+      << msg;
+}
+
+TEST(Rendezvous, BackendsParseByName) {
+  for (Backend b : {Backend::kAuto, Backend::kShm, Backend::kGloo, Backend::kMpi}) {
+    EXPECT_EQ(parse_backend(to_string(b)), b);
+  }
+  std::string msg = message_of([] { parse_backend("carrier-pigeon"); });
+  EXPECT_EQ(msg, "unknown backend 'carrier-pigeon'; choose auto, shm, gloo or mpi");
+  try {
+    parse_backend("nccl");
+    ADD_FAILURE() << "nccl parsed";
+  } catch (const NotSupported& e) {
+    EXPECT_NE(std::string(e.what()).find("no NCCL backend exists yet"), std::string::npos)
+        << e.what();
+  }
+}
+
+// Issue 14: the timeouts could not be set from the environment. An explicit
+// InitOptions value wins over the variable, which wins over the default.
+TEST(Rendezvous, TimeoutsComeFromOptionsThenEnvironmentThenDefaults) {
+  InitTimeouts t = resolve_timeouts({}, fake({}));
+  EXPECT_EQ(t.timeout, kDefaultTimeout);
+  EXPECT_EQ(t.rendezvous_timeout, kDefaultRendezvousTimeout);
+  auto env = fake({{"TANDEM_COMM_TIMEOUT", "42.5"}, {"TANDEM_RDZV_TIMEOUT", "7"}});
+  t = resolve_timeouts({}, env);
+  EXPECT_EQ(t.timeout, Millis(42'500));
+  EXPECT_EQ(t.rendezvous_timeout, Millis(7'000));
+  t = resolve_timeouts({.timeout = Millis(1'000), .rendezvous_timeout = Millis(2'000)}, env);
+  EXPECT_EQ(t.timeout, Millis(1'000));
+  EXPECT_EQ(t.rendezvous_timeout, Millis(2'000));
+  t = resolve_timeouts({.rendezvous_timeout = Millis(2'000)}, env);
+  EXPECT_EQ(t.timeout, Millis(42'500));
+}
+
+TEST(Rendezvous, BadTimeoutsNameTheirSetting) {
+  for (const char* var : {"TANDEM_COMM_TIMEOUT", "TANDEM_RDZV_TIMEOUT"}) {
+    for (const char* bad : {"0", "-5", "ten"}) {
+      std::string msg = message_of([&] { resolve_timeouts({}, fake({{var, bad}})); });
+      EXPECT_NE(msg.find(fmt::format("environment variable {}", var)), std::string::npos) << msg;
+      EXPECT_NE(msg.find(bad), std::string::npos) << msg;
+    }
+  }
+  // An explicit value is checked too (and the variable is not consulted).
+  std::string msg = message_of([] {
+    resolve_timeouts({.timeout = Millis(0)}, fake({{"TANDEM_COMM_TIMEOUT", "ten"}}));
+  });
+  EXPECT_NE(msg.find("InitOptions::timeout must be positive (got 0 ms)"), std::string::npos) << msg;
+  msg = message_of([] { resolve_timeouts({.rendezvous_timeout = Millis(-1)}, fake({})); });
+  EXPECT_NE(msg.find("InitOptions::rendezvous_timeout must be positive"), std::string::npos) << msg;
 }
 
 RendezvousInfo info_for(int rank, int size, int port, std::string token) {
@@ -127,7 +214,7 @@ TEST(Rendezvous, WrongTokenIsRefusedAndTheJobCarriesOn) {
       [](int proc, int, int port) {
         if (proc == 2) {
           try {
-            init(info_for(1, 2, port, "wrong"), {.backend = "gloo",
+            init(info_for(1, 2, port, "wrong"), {.backend = Backend::kGloo,
                                                  .timeout = Millis(20'000),
                                                  .rendezvous_timeout = Millis(20'000)});
             ADD_FAILURE() << "a process with the wrong token was admitted";
@@ -138,9 +225,9 @@ TEST(Rendezvous, WrongTokenIsRefusedAndTheJobCarriesOn) {
           }
           return;
         }
-        auto comm = init(
-            info_for(proc, 2, port, "right"),
-            {.backend = "gloo", .timeout = Millis(20'000), .rendezvous_timeout = Millis(20'000)});
+        auto comm = init(info_for(proc, 2, port, "right"), {.backend = Backend::kGloo,
+                                                            .timeout = Millis(20'000),
+                                                            .rendezvous_timeout = Millis(20'000)});
         at::Tensor t = at::full({4}, static_cast<double>(proc + 1), at::kFloat);
         comm->all_reduce(t);
         EXPECT_EQ(t[0].item<float>(), 3.0f);
@@ -152,16 +239,70 @@ TEST(Rendezvous, WrongTokenIsRefusedAndTheJobCarriesOn) {
   }
 }
 
-TEST(Rendezvous, UnreachableStoreNamesTheAddress) {
-  try {
-    init(info_for(1, 2, testing::free_port(), ""),
-         {.backend = "gloo", .timeout = Millis(1000), .rendezvous_timeout = Millis(1500)});
-    FAIL() << "connected to a store nobody serves";
-  } catch (const TimeoutError& e) {
-    EXPECT_NE(std::string(e.what()).find("could not reach the TCP store at 127.0.0.1:"),
-              std::string::npos)
-        << e.what();
+// Reads a file this process wrote (the redirected stdout/stderr of a rank).
+std::string slurp(const std::string& path) {
+  std::string out;
+  if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
+    std::fclose(f);
   }
+  return out;
+}
+
+// Issue 14: a refused connection to the store waited the whole rendezvous
+// timeout in silence. Now the rank says on stderr (never stdout), every few
+// seconds, what it waits for, and the final error names the address and the
+// setting to raise.
+TEST(Rendezvous, UnreachableStoreIsReportedWhileWaiting) {
+  auto results = testing::run_ranks(1, [](int, int, int) {
+    const int port = testing::free_port();  // nobody serves it
+    const std::string out_path = fmt::format("/tmp/tandem-rdzv-{}.out", getpid());
+    const std::string err_path = fmt::format("/tmp/tandem-rdzv-{}.err", getpid());
+    std::fflush(stdout);
+    std::fflush(stderr);
+    const int saved_out = dup(1);
+    const int saved_err = dup(2);
+    ASSERT_TRUE(std::freopen(out_path.c_str(), "w", stdout));
+    ASSERT_TRUE(std::freopen(err_path.c_str(), "w", stderr));
+    std::string error;
+    auto start = std::chrono::steady_clock::now();
+    try {
+      init(info_for(1, 2, port, ""), {.backend = Backend::kGloo,
+                                      .timeout = Millis(1000),
+                                      .rendezvous_timeout = Millis(2'500)});
+    } catch (const TimeoutError& e) {
+      error = e.what();
+    }
+    const auto waited = std::chrono::steady_clock::now() - start;
+    std::fflush(stdout);
+    std::fflush(stderr);
+    dup2(saved_out, 1);
+    dup2(saved_err, 2);
+    const std::string out = slurp(out_path);
+    const std::string err = slurp(err_path);
+    std::remove(out_path.c_str());
+    std::remove(err_path.c_str());
+    EXPECT_LT(waited, std::chrono::milliseconds(5'000));
+    EXPECT_NE(error.find(fmt::format("rank 1: rendezvous: could not reach the TCP store at "
+                                     "127.0.0.1:{} within 2.5 s",
+                                     port)),
+              std::string::npos)
+        << error;
+    EXPECT_NE(error.find("raise --rendezvous-timeout or TANDEM_RDZV_TIMEOUT "
+                         "(InitOptions::rendezvous_timeout)"),
+              std::string::npos)
+        << error;
+    const std::string progress = fmt::format(
+        "[tandem W rank 1] waiting for the TCP store at 127.0.0.1:{}: no connection after ", port);
+    EXPECT_NE(err.find(progress), std::string::npos) << "stderr:\n" << err;
+    EXPECT_NE(err.find("giving up at 2.5 s"), std::string::npos) << "stderr:\n" << err;
+    EXPECT_EQ(out, "") << "stdout must stay clean";
+  });
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_TRUE(results[0].signal == 0 && results[0].exit_code == 0 && !results[0].killed_by_harness)
+      << testing::tail(results[0].output);
 }
 
 // init(auto) on one host picks shared memory; with two fake hosts of two

@@ -34,7 +34,7 @@ inline std::shared_ptr<Communicator> init_rank(int rank, int size, int port,
   info.master_port = port;
   info.source = "torchrun";
   InitOptions io;
-  io.backend = backend;
+  io.backend = parse_backend(backend);
   io.timeout = timeout;
   return tandem::init(info, io);
 }

@@ -146,14 +146,14 @@ int run_comm_bench(const CommBenchOptions& o) {
     if (b == "mpi-raw") {
       subjects.push_back({"mpi-raw", nullptr});
     } else {
-      auto c = rdzv.communicator(b, timeout);
+      auto c = rdzv.communicator(parse_backend(b), timeout);
       subjects.push_back({b == "auto" ? "auto:" + c->backend() : c->backend(), c});
     }
   }
   // Barriers and the max-time reduction use the first Tandem communicator.
   auto sync_it = std::find_if(subjects.begin(), subjects.end(), [](auto& s) { return s.comm; });
   std::shared_ptr<Communicator> sync =
-      sync_it != subjects.end() ? sync_it->comm : rdzv.communicator("gloo", timeout);
+      sync_it != subjects.end() ? sync_it->comm : rdzv.communicator(Backend::kGloo, timeout);
   const int n = sync->size();
   const bool lead = sync->rank() == 0;
   const bool has_raw =

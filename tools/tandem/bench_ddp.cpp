@@ -106,8 +106,9 @@ int run_as_rank(const Options& o) {
     std::fflush(stdout);
     return 0;
   }
-  auto comm =
-      init({.backend = "auto", .timeout = Millis(300'000), .rendezvous_timeout = Millis(60'000)});
+  auto comm = init({.backend = Backend::kAuto,
+                    .timeout = Millis(300'000),
+                    .rendezvous_timeout = Millis(60'000)});
   Result r = run_steps(o, comm);
   at::Tensor t = at::tensor(std::vector<double>{r.step_seconds, r.exposed_seconds}, at::kDouble);
   at::Tensor slowest = t.clone();

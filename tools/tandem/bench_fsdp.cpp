@@ -120,8 +120,9 @@ Result run_steps(const Options& o, const std::shared_ptr<Communicator>& comm) {
 }
 
 int run_as_rank(const Options& o) {
-  auto comm =
-      init({.backend = "auto", .timeout = Millis(300'000), .rendezvous_timeout = Millis(60'000)});
+  auto comm = init({.backend = Backend::kAuto,
+                    .timeout = Millis(300'000),
+                    .rendezvous_timeout = Millis(60'000)});
   Result r = run_steps(o, comm);
   at::Tensor t = at::tensor(std::vector<double>{r.step_seconds, r.state_bytes, r.parameter_bytes,
                                                 r.gradient_bytes, r.optimizer_bytes, r.zero3_bytes},

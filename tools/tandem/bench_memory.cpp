@@ -89,8 +89,9 @@ int run_as_rank(const Options& o) {
   // peak can be held against the allocator's.
   parallel::ActivationTracker activations;
   parallel::reset_peak_resident();
-  auto comm =
-      init({.backend = "auto", .timeout = Millis(300'000), .rendezvous_timeout = Millis(60'000)});
+  auto comm = init({.backend = Backend::kAuto,
+                    .timeout = Millis(300'000),
+                    .rendezvous_timeout = Millis(60'000)});
   const int64_t rss_base = parallel::resident_bytes();
 
   train::TrainerOptions to;

@@ -149,8 +149,9 @@ void measure(const Options& o, const std::shared_ptr<Communicator>& comm,
 // configurations, not all steps of one; then rank 0 appends a JSON line per
 // configuration to o.results.
 int run_worker(const Options& o) {
-  auto comm = init(
-      {.backend = o.backend, .timeout = Millis(120'000), .rendezvous_timeout = Millis(60'000)});
+  auto comm = init({.backend = parse_backend(o.backend),
+                    .timeout = Millis(120'000),
+                    .rendezvous_timeout = Millis(60'000)});
   const int p = comm->size();
   std::map<std::pair<std::string, int>, Measured> measured;
   for (int round = 0; round < o.rounds; ++round) {

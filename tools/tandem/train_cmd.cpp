@@ -73,7 +73,7 @@ void add_train(CLI::App& app, int& exit_code) {
     TANDEM_CHECK(c.threads >= 1, "--threads must be at least 1 (got {})", c.threads);
     at::set_num_threads(c.threads);
     InitOptions io;
-    io.backend = c.backend;
+    io.backend = parse_backend(c.backend);
     auto comm = init(io);
     train::train(c.trainer, comm, &std::cout);
     exit_code = 0;

@@ -10,11 +10,15 @@
 // MASTER_ADDR / MASTER_PORT default to 127.0.0.1 / 29500 under mpirun and srun.
 // TANDEM_RDZV_TOKEN, when set, must match on every process: one with a wrong
 // or missing token is refused with InvalidArgument and the job carries on.
+// TANDEM_COMM_TIMEOUT and TANDEM_RDZV_TIMEOUT (seconds) set init()'s timeouts
+// where InitOptions leaves them unset; see resolve_timeouts().
 // Not thread-safe: call init() once per process, before other threads use it.
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "tandem/comm/communicator.h"
 #include "tandem/comm/store.h"
@@ -40,32 +44,67 @@ struct RendezvousInfo {
 // returns a single-process world.
 RendezvousInfo read_rendezvous_env(const env::Lookup& lookup = env::process_lookup());
 
+// Which communicator init() builds. kAuto: shared memory when every rank is
+// on one host, hierarchical shm+gloo across hosts (flat gloo when the ranks
+// are not numbered host by host, or one per host).
+enum class Backend { kAuto, kShm, kGloo, kMpi };
+
+// "auto", "shm", "gloo" or "mpi" to its Backend. Throws InvalidArgument
+// naming the valid names, and NotSupported for "nccl" (no NCCL backend
+// exists yet). Pure.
+Backend parse_backend(std::string_view name);
+std::string_view to_string(Backend backend);
+
+// The rendezvous timeout when neither InitOptions nor TANDEM_RDZV_TIMEOUT
+// sets one (the collective default is kDefaultTimeout, 300 s).
+inline constexpr Millis kDefaultRendezvousTimeout{120'000};
+
 struct InitOptions {
-  // "auto" (shared memory on one host, hierarchical shm+gloo across hosts),
-  // "shm", "gloo", "mpi", "nccl".
-  std::string backend = "auto";
-  // Default timeout for every call on the communicator.
-  Millis timeout = kDefaultTimeout;
+  Backend backend = Backend::kAuto;
+  // Default timeout of every call on the communicator (and of its setup).
+  // Unset: TANDEM_COMM_TIMEOUT, else kDefaultTimeout (300 s). Raise it when
+  // ranks are legitimately slow to meet (a long evaluation on one rank); a
+  // lower value reports a hung peer sooner.
+  std::optional<Millis> timeout;
   // Bound on joining: connecting to the store and waiting for every rank.
-  Millis rendezvous_timeout = Millis(120'000);
+  // Unset: TANDEM_RDZV_TIMEOUT, else kDefaultRendezvousTimeout (120 s).
+  // Raise it when ranks start far apart (a slow scheduler, a big image).
+  std::optional<Millis> rendezvous_timeout;
 };
+
+// The timeouts init() uses.
+struct InitTimeouts {
+  Millis timeout = kDefaultTimeout;
+  Millis rendezvous_timeout = kDefaultRendezvousTimeout;
+};
+
+// Resolves each timeout: the InitOptions field if set, else its variable
+// (TANDEM_COMM_TIMEOUT, TANDEM_RDZV_TIMEOUT; seconds, decimals allowed, e.g.
+// "90" or "2.5"), else the default. Throws InvalidArgument naming the field
+// or the variable when a value is zero, negative or malformed. Reads
+// `lookup` only; no communication.
+InitTimeouts resolve_timeouts(const InitOptions& options,
+                              const env::Lookup& lookup = env::process_lookup());
 
 // A joined job: the store (rank 0 serves it at MASTER_ADDR:MASTER_PORT), the
 // token checked, and which ranks share a host. One per process; it can build
 // several communicators (e.g. to compare backends in one run).
 class Rendezvous {
  public:
-  // Collective over the whole world. Throws TimeoutError naming the ranks
-  // that did not arrive, or the address when the store cannot be reached;
-  // InvalidArgument when this process's token is refused.
+  // Collective over the whole world, bounded by `timeout` (the rendezvous
+  // timeout). Throws TimeoutError naming the ranks that did not arrive, or
+  // the address when the store cannot be reached; InvalidArgument when this
+  // process's token is refused.
   Rendezvous(const RendezvousInfo& info, Millis timeout);
   ~Rendezvous();
   Rendezvous(const Rendezvous&) = delete;
   Rendezvous& operator=(const Rendezvous&) = delete;
 
   // Collective. A new communicator over the whole world on `backend` (see
-  // InitOptions::backend); each call gets its own group.
-  std::shared_ptr<Communicator> communicator(const std::string& backend, Millis timeout);
+  // Backend) whose calls default to `timeout`; each call gets its own group.
+  // Blocks until every rank has set it up or `timeout` passes (TimeoutError
+  // naming the ranks missing). Throws InvalidArgument for kShm across hosts.
+  std::shared_ptr<Communicator> communicator(Backend backend, Millis timeout);
 
   const RendezvousInfo& info() const { return info_; }
   const std::shared_ptr<Store>& store() const { return store_; }
@@ -85,7 +124,11 @@ class Rendezvous {
 };
 
 // Joins the job described by `info` and builds one communicator on
-// options.backend. Collective over the whole world.
+// options.backend, with the timeouts of resolve_timeouts(options).
+// Collective over the whole world: blocks until every rank has joined or the
+// rendezvous timeout passes (TimeoutError naming the missing ranks, or the
+// store's address while it cannot be reached; while it waits for the store
+// it logs to stderr every few seconds).
 std::shared_ptr<Communicator> init(const RendezvousInfo& info, const InitOptions& options = {});
 
 // init(read_rendezvous_env(), options).

@@ -19,6 +19,7 @@
 #include <sstream>
 #include <thread>
 
+#include "comm/timeout_hints.h"
 #include "tandem/core/check.h"
 #include "tandem/core/error.h"
 #include "tandem/core/log.h"
@@ -141,8 +142,9 @@ std::string get_segment_name(const BackendOptions& options, const Deadline& dead
   } catch (const TimeoutError& e) {
     throw TimeoutError(fmt::format(
         "rank {}: shm setup of group '{}' timed out after {}: rank 0 never published the "
-        "segment name ({}); raise the timeout (InitOptions::timeout) or read rank 0's log",
-        options.rank, options.group_name, format_duration(deadline.elapsed()), e.what()));
+        "segment name ({}); read rank 0's log, or {}",
+        options.rank, options.group_name, format_duration(deadline.elapsed()), e.what(),
+        tandem::detail::kCommTimeoutHint));
   }
 }
 
@@ -261,9 +263,9 @@ void ShmSegment::wait_for_peers(const BackendOptions& options, const Deadline& d
     if (deadline.expired()) {
       throw TimeoutError(fmt::format(
           "rank {}: shm setup of group '{}' timed out after {} waiting for rank(s) {} to map "
-          "the segment; raise the timeout (InitOptions::timeout) or read those ranks' logs",
-          rank_, options.group_name, format_duration(deadline.elapsed()),
-          fmt::join(missing, ", ")));
+          "the segment; read those ranks' logs, or {}",
+          rank_, options.group_name, format_duration(deadline.elapsed()), fmt::join(missing, ", "),
+          tandem::detail::kCommTimeoutHint));
     }
     backoff.pause();
   }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "comm/timeout_hints.h"
 #include "tandem/core/error.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -19,12 +20,13 @@
 namespace tandem::comm::detail {
 
 WaitPolicy wait_policy_for(int ranks) {
-  // A peer that runs is usually at most a few microseconds behind: spin 3 us.
-  // Past that it has most likely lost its core (to another process, or to
-  // this rank when the scheduler put both on one core), so yield: with
-  // nothing else to run, sched_yield returns within a microsecond, so polling
-  // stays nearly as quick as spinning. Only after 5 ms sleep (a sleep lasts
-  // 50-100 us at best). With more ranks than cores, yield at once.
+  // A peer that runs is usually only microseconds behind: spin 3 us. Past
+  // that it has most likely lost its core (to another process, or to this
+  // rank when the scheduler put both on one core), so yield: with nothing
+  // else to run, sched_yield returns at once, so polling stays nearly as
+  // quick as spinning. Only after 5 ms sleep, since waking from a sleep takes
+  // far longer than a yield (docs/comm.md has the figures). With more ranks
+  // than cores, yield at once.
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   if (static_cast<unsigned>(ranks) <= cores) {
     return WaitPolicy{std::chrono::microseconds(3), std::chrono::microseconds(5000)};
@@ -81,11 +83,11 @@ bool ShmWaiter::find_failure(const std::vector<int>& pending, const WaitStage& s
   std::vector<std::string> who;
   for (int r : pending) who.push_back(describe_peer(r));
   failure_kind_ = AbortKind::kTimeout;
-  failure_ = fmt::format(
-      "rank {}: {} timed out after {} waiting for {}{}; raise the timeout "
-      "(InitOptions::timeout / per-call timeout) or read those ranks' logs",
-      me, ctx_.description, format_duration(ctx_.deadline.elapsed()),
-      who.empty() ? std::string("its peers") : fmt::format("{}", fmt::join(who, ", ")), where);
+  failure_ =
+      fmt::format("rank {}: {} timed out after {} waiting for {}{}; read those ranks' logs, or {}",
+                  me, ctx_.description, format_duration(ctx_.deadline.elapsed()),
+                  who.empty() ? std::string("its peers") : fmt::format("{}", fmt::join(who, ", ")),
+                  where, tandem::detail::kCommTimeoutHint);
   return true;
 }
 

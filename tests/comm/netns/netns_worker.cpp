@@ -13,8 +13,8 @@ namespace tandem {
 namespace {
 
 TEST(TwoHosts, CollectivesAcrossNamespaces) {
-  auto comm =
-      init({.backend = "auto", .timeout = Millis(60'000), .rendezvous_timeout = Millis(60'000)});
+  auto comm = init(
+      {.backend = Backend::kAuto, .timeout = Millis(60'000), .rendezvous_timeout = Millis(60'000)});
   const char* want = std::getenv("TANDEM_EXPECT_BACKEND");
   ASSERT_NE(want, nullptr) << "TANDEM_EXPECT_BACKEND is not set";
   EXPECT_EQ(comm->backend(), want);
