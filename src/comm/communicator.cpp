@@ -44,16 +44,42 @@ ShardRange shard_range(int64_t numel, int world_size, int rank) {
   return r;
 }
 
+namespace {
+
+// The dtypes every operation moves: every one LibTorch has on CPU except
+// complex32 and the quantized types, which have no arithmetic there.
+constexpr at::ScalarType kCommDtypes[] = {
+    at::kBool, at::kByte,     at::kChar,  at::kShort,  at::kInt,          at::kLong,
+    at::kHalf, at::kBFloat16, at::kFloat, at::kDouble, at::kComplexFloat, at::kComplexDouble};
+
+}  // namespace
+
 void check_comm_tensor(const at::Tensor& t, std::string_view what) {
   TANDEM_CHECK(t.defined(), "{} is an undefined tensor", what);
   TANDEM_CHECK(t.device().is_cpu(), "{} is on {}; Tandem communicators take CPU tensors", what,
                t.device().str());
   TANDEM_CHECK(t.is_contiguous(), "{} is not contiguous; call .contiguous() first", what);
-  auto s = t.scalar_type();
-  TANDEM_CHECK(s == at::kFloat || s == at::kDouble || s == at::kBFloat16 || s == at::kHalf ||
-                   s == at::kInt || s == at::kLong,
-               "{} has dtype {}; supported: float32, float64, bfloat16, float16, int32, int64",
-               what, c10::toString(s));
+  const auto s = t.scalar_type();
+  TANDEM_CHECK(
+      std::find(std::begin(kCommDtypes), std::end(kCommDtypes), s) != std::end(kCommDtypes),
+      "{} has dtype {}; supported: bool, uint8, int8, int16, int32, int64, float16, "
+      "bfloat16, float32, float64, complex64, complex128",
+      what, c10::toString(s));
+}
+
+void check_reduce_op(ReduceOp op, at::ScalarType dtype, std::string_view what) {
+  if (dtype == at::kBool) {
+    TANDEM_CHECK(op == ReduceOp::kMax || op == ReduceOp::kMin,
+                 "{}: ReduceOp {} is not defined for bool tensors; use max (logical or) or min "
+                 "(logical and), or convert the tensor to an integer dtype first",
+                 what, to_string(op));
+  }
+  if (at::isComplexType(dtype)) {
+    TANDEM_CHECK(op != ReduceOp::kMax && op != ReduceOp::kMin,
+                 "{}: ReduceOp {} is not defined for {} tensors (complex numbers have no order); "
+                 "use sum, avg or product, or reduce the real and imaginary parts separately",
+                 what, to_string(op), c10::toString(dtype));
+  }
 }
 
 namespace {
@@ -65,13 +91,6 @@ std::string describe_bytes(double bytes) {
 }
 
 }  // namespace
-
-std::string describe_tensor(const at::Tensor& t) {
-  return fmt::format(
-      "{}, {}",
-      describe_bytes(static_cast<double>(t.numel()) * static_cast<double>(t.element_size())),
-      c10::toString(t.scalar_type()));
-}
 
 // Runs asynchronous operations in issue order on one thread.
 class Communicator::Executor {
@@ -268,6 +287,7 @@ OpDescription p2p_of(std::string_view name, const at::Tensor& t, int peer, int t
 void Communicator::all_reduce(const at::Tensor& tensor, ReduceOp op,
                               std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "all_reduce tensor");
+  check_reduce_op(op, tensor.scalar_type(), "all_reduce");
   run_sync(Lane{}, op_of("all_reduce", tensor), timeout,
            [&](const OpContext& ctx) { do_all_reduce(tensor, op, ctx); });
 }
@@ -308,6 +328,7 @@ void Communicator::reduce_scatter(const at::Tensor& output, const at::Tensor& in
   check_comm_tensor(output, "reduce_scatter output");
   check_comm_tensor(input, "reduce_scatter input");
   check_gather_shapes(input, output, size_, rank_, "reduce_scatter");
+  check_reduce_op(op, input.scalar_type(), "reduce_scatter");
   run_sync(Lane{}, op_of("reduce_scatter", input), timeout,
            [&](const OpContext& ctx) { do_reduce_scatter(output, input, op, ctx); });
 }
@@ -361,6 +382,7 @@ void Communicator::recv(const at::Tensor& tensor, int src, int tag, std::optiona
 std::shared_ptr<Work> Communicator::all_reduce_async(const at::Tensor& tensor, ReduceOp op,
                                                      std::optional<Millis> timeout) {
   check_comm_tensor(tensor, "all_reduce tensor");
+  check_reduce_op(op, tensor.scalar_type(), "all_reduce");
   return run_async(Lane{}, op_of("all_reduce", tensor), timeout,
                    [this, tensor, op](const OpContext& ctx) { do_all_reduce(tensor, op, ctx); });
 }
@@ -390,6 +412,7 @@ std::shared_ptr<Work> Communicator::reduce_scatter_async(const at::Tensor& outpu
   check_comm_tensor(output, "reduce_scatter output");
   check_comm_tensor(input, "reduce_scatter input");
   check_gather_shapes(input, output, size_, rank_, "reduce_scatter");
+  check_reduce_op(op, input.scalar_type(), "reduce_scatter");
   return run_async(Lane{}, op_of("reduce_scatter", input), timeout,
                    [this, output, input, op](const OpContext& ctx) {
                      do_reduce_scatter(output, input, op, ctx);

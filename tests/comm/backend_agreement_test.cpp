@@ -1,5 +1,6 @@
 // The shared-memory path and Gloo must give identical results: the same bits,
 // not merely close values, so that switching backends never changes training.
+#include <ATen/ops/complex.h>
 #include <ATen/ops/equal.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
@@ -7,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "tandem/comm/backend.h"
+#include "tests/support/collective_checks.h"
 #include "tests/support/multiproc.h"
 
 namespace tandem {
@@ -29,15 +31,31 @@ Pair connect_both(int rank, int size, int port) {
   return p;
 }
 
-// Whole numbers: every summation order gives the same bits, at any rank count.
+// Whole numbers: every summation order gives the same bits, at any rank
+// count (0 or 1 for bool, unsigned for uint8, whole real and imaginary parts
+// for complex).
 at::Tensor whole_numbers(at::ScalarType dtype, int64_t n, int rank) {
   at::manual_seed(1000 + rank);
-  return at::randint(-8, 9, {n}, at::TensorOptions().dtype(at::kLong)).to(dtype);
+  const int64_t low = dtype == at::kBool || dtype == at::kByte ? 0 : -8;
+  const int64_t high = dtype == at::kBool ? 2 : 9;
+  auto draw = [&] { return at::randint(low, high, {n}, at::TensorOptions().dtype(at::kLong)); };
+  if (at::isComplexType(dtype)) {
+    return at::complex(draw().to(at::kDouble), draw().to(at::kDouble)).to(dtype);
+  }
+  return draw().to(dtype);
+}
+
+// The reductions defined for the dtype (no sums of bool, no order of complex).
+std::vector<ReduceOp> ops_for(at::ScalarType dtype) {
+  if (dtype == at::kBool) return {ReduceOp::kMin, ReduceOp::kMax};
+  if (at::isComplexType(dtype)) return {ReduceOp::kSum, ReduceOp::kAvg};
+  return {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMin, ReduceOp::kMax};
 }
 
 void expect_same(Communicator& a, Communicator& b, const at::Tensor& input,
                  const std::string& what) {
-  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMin, ReduceOp::kMax}) {
+  const auto ops = ops_for(input.scalar_type());
+  for (ReduceOp op : ops) {
     at::Tensor x = input.clone();
     at::Tensor y = input.clone();
     a.all_reduce(x, op);
@@ -47,8 +65,8 @@ void expect_same(Communicator& a, Communicator& b, const at::Tensor& input,
   auto mine = shard_range(input.numel(), a.size(), a.rank());
   at::Tensor rs_a = at::zeros({mine.numel}, input.options());
   at::Tensor rs_b = at::zeros({mine.numel}, input.options());
-  a.reduce_scatter(rs_a, input);
-  b.reduce_scatter(rs_b, input);
+  a.reduce_scatter(rs_a, input, ops.front());
+  b.reduce_scatter(rs_b, input, ops.front());
   EXPECT_TRUE(at::equal(rs_a, rs_b)) << what << " reduce_scatter differs";
   at::Tensor ag_a = at::zeros({input.numel()}, input.options());
   at::Tensor ag_b = at::zeros({input.numel()}, input.options());
@@ -62,7 +80,7 @@ class BackendAgreement : public ::testing::TestWithParam<int> {};
 TEST_P(BackendAgreement, ShmAndGlooGiveIdenticalBits) {
   testing::expect_ranks_succeed(GetParam(), [](int rank, int size, int port) {
     auto p = connect_both(rank, size, port);
-    for (auto dtype : {at::kFloat, at::kDouble, at::kBFloat16, at::kHalf, at::kInt, at::kLong}) {
+    for (auto dtype : testing::kCheckDtypes) {
       for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{300'001}}) {
         expect_same(*p.shm, *p.gloo, whole_numbers(dtype, n, rank),
                     std::string(c10::toString(dtype)) + " x" + std::to_string(n));

@@ -6,8 +6,13 @@
 // tensors of matching dtype and length. Not thread-safe: issue operations from
 // one thread at a time (Work handles may be waited on from any thread).
 //
-// Tensors must be CPU, contiguous, and one of float32, float64, bfloat16,
-// float16, int32, int64; any length, including 0. Operations work in place on
+// Tensors must be CPU and contiguous, of any length including 0, and of one
+// of the dtypes LibTorch has on CPU: bool, uint8, int8, int16, int32, int64,
+// float16, bfloat16, float32, float64, complex64, complex128. Every operation
+// moves every one of them; the reductions take those where the op is
+// defined: sum, avg and product are not defined for bool (max and min are
+// its logical or and and), min and max not for complex dtypes; the other
+// pairs throw InvalidArgument naming op and dtype. Operations work in place on
 // the tensors' storage. Every blocking call ends by its timeout (the call's,
 // or the communicator's default): a TimeoutError names the operation, this
 // rank and the peers it waited for. After a TimeoutError or PeerError the
@@ -45,7 +50,8 @@ enum class ReduceOp { kSum, kAvg, kMin, kMax, kProduct };
 std::string_view to_string(ReduceOp op);
 
 // Integer tensors under kAvg are summed, then divided with truncation toward
-// zero (as torch.div(..., rounding_mode="trunc")).
+// zero (as torch.div(..., rounding_mode="trunc")); integer sums and products
+// wrap around.
 
 struct ShardRange {
   int64_t offset = 0;
@@ -213,10 +219,13 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
 
 // Checks that `t` is a tensor every operation accepts (CPU, contiguous,
 // supported dtype); `what` names it in the message ("all_reduce tensor").
+// Throws InvalidArgument. Pure.
 void check_comm_tensor(const at::Tensor& t, std::string_view what);
 
-// "4.0 MiB, float32": for operation descriptions.
-std::string describe_tensor(const at::Tensor& t);
+// Checks that `op` is defined for `dtype` (see the header comment); `what`
+// names the operation in the message ("all_reduce"). Throws InvalidArgument.
+// Pure.
+void check_reduce_op(ReduceOp op, at::ScalarType dtype, std::string_view what);
 
 }  // namespace tandem
 

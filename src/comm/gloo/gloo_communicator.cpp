@@ -2,15 +2,22 @@
 // Communicator. Gloo supplies all_reduce, broadcast, all_to_all, barrier and
 // send/recv; reduce_scatter and the flat, uneven all_gather, which LibTorch
 // 1.13's Gloo lacks, run as rings over its send/recv (comm/algorithms/ring.h).
+// Gloo knows only some dtypes (see gloo_operand); operations that only move
+// data see every tensor as bytes.
+#include <ATen/ops/empty.h>
+#include <ATen/ops/view_as_real.h>
 #include <fmt/format.h>
 
 #include <cstdlib>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
+#include "comm/algorithms/reduce_ops.h"
 #include "comm/algorithms/ring.h"
+#include "comm/c10d_logging.h"
 #include "comm/gloo/gloo_store_adapter.h"
 #include "comm/join.h"
 #include "comm/progress_board.h"
+#include "comm/timeout_hints.h"
 #include "tandem/comm/backend.h"
 #include "tandem/core/check.h"
 #include "tandem/core/log.h"
@@ -41,6 +48,37 @@ std::string first_line(const std::string& s) {
   return nl == std::string::npos ? s : s.substr(0, nl);
 }
 
+// A tensor Gloo can reduce in place of `t`. LibTorch 1.13's Gloo reduces
+// uint8, int8, int32, int64, float16, float32 and float64. bool goes as
+// uint8 (max and min of 0/1 are or and and), complex as pairs of reals
+// (right for sums only; products take a ring), bfloat16 in float32 (exact
+// for bfloat16 inputs, rounded once at the end) and int16 in int32 (wrapping
+// the int32 result back to int16 gives int16's wrapped sum and product).
+struct GlooOperand {
+  at::Tensor tensor;
+  bool copy = false;  // a converted copy, to be written back into `t`
+};
+
+GlooOperand gloo_operand(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kBool:
+      return {t.view(at::kByte), false};
+    case at::kComplexFloat:
+    case at::kComplexDouble:
+      return {at::view_as_real(t), false};
+    case at::kBFloat16:
+      return {t.to(at::kFloat), true};
+    case at::kShort:
+      return {t.to(at::kInt), true};
+    default:
+      return {t, false};
+  }
+}
+
+// Operations that only move data see every tensor as bytes, which Gloo
+// moves whatever they hold.
+at::Tensor as_gloo_bytes(const at::Tensor& t) { return t.reshape({-1}).view(at::kByte); }
+
 std::shared_ptr<::gloo::transport::Device> make_device(const std::string& host) {
   if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname) {
     return c10d::ProcessGroupGloo::createDeviceForInterface(ifname);
@@ -57,14 +95,20 @@ class GlooCommunicator final : public Communicator, private detail::RingTranspor
         group_name_(o.group_name),
         host_(std::move(host)) {
     TANDEM_CHECK(store_ != nullptr, "make_gloo_communicator: BackendOptions::store is null");
+    detail::quiet_c10d_logs();
     detail::join_group(*store_, o.rank, o.size, o.timeout,
-                       fmt::format("gloo setup of group '{}'", group_name_));
+                       fmt::format("gloo setup of group '{}'", group_name_),
+                       detail::kCommTimeoutHint);
     auto opts = c10d::ProcessGroupGloo::Options::create(o.timeout);
     try {
+      detail::QuietC10dWarnings quiet;
       opts->devices.push_back(make_device(host_));
       auto adapter =
           c10::make_intrusive<detail::GlooStoreAdapter>(with_prefix(store_, "gloo"), o.timeout);
       pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(adapter, o.rank, o.size, opts);
+    } catch (const TimeoutError& e) {  // from the store, which cannot name the setting
+      throw TimeoutError(fmt::format("rank {}: gloo setup of group '{}': {}; {}", o.rank,
+                                     group_name_, e.what(), detail::kCommTimeoutHint));
     } catch (const tandem::Error&) {
       throw;
     } catch (const std::exception& e) {
@@ -82,16 +126,22 @@ class GlooCommunicator final : public Communicator, private detail::RingTranspor
   void do_all_reduce(const at::Tensor& t, ReduceOp op, const OpContext& ctx) override {
     board_->enter(ctx.seq);
     if (t.numel() == 0) return;
+    if (op == ReduceOp::kProduct && at::isComplexType(t.scalar_type())) {
+      ring_all_reduce(t, op, ctx);
+      return;
+    }
     c10d::AllreduceOptions opts;
     opts.reduceOp = to_c10d(op);
     opts.timeout = gloo_timeout(ctx);
-    // LibTorch 1.13's Gloo has no bfloat16 arithmetic: reduce in float32,
-    // which is exact for the bfloat16 inputs and rounds once at the end.
-    at::Tensor work = t.scalar_type() == at::kBFloat16 ? t.to(at::kFloat) : t;
-    std::vector<at::Tensor> v{work};
+    GlooOperand x = gloo_operand(t);
+    std::vector<at::Tensor> v{x.tensor};
     wait(ctx, [&] { return pg_->allreduce(v, opts); });
-    if (op == ReduceOp::kAvg) detail::finish_average(work, size());
-    if (!work.is_same(t)) t.copy_(work);
+    // Floats average before they are rounded back; integers wrap first, so
+    // that their average is the wrapped sum's, as on every backend.
+    const bool integral = at::isIntegralType(t.scalar_type(), /*includeBool=*/false);
+    if (op == ReduceOp::kAvg && !integral) detail::finish_average(x.tensor, size());
+    if (x.copy) t.copy_(x.tensor);
+    if (op == ReduceOp::kAvg && integral) detail::finish_average(t, size());
   }
 
   void do_broadcast(const at::Tensor& t, int root, const OpContext& ctx) override {
@@ -180,10 +230,13 @@ class GlooCommunicator final : public Communicator, private detail::RingTranspor
           ctx, [&] { return r; }, src);
   }
 
-  // Operations that only move bytes see bfloat16 as float16, a type of the
-  // same size that Gloo knows.
-  static at::Tensor as_gloo_bytes(const at::Tensor& t) {
-    return t.scalar_type() == at::kBFloat16 ? t.view(at::kHalf) : t;
+  // A reduce-scatter and an all-gather around the ring, for the reductions
+  // Gloo cannot do (complex products).
+  void ring_all_reduce(const at::Tensor& t, ReduceOp op, const OpContext& ctx) {
+    auto mine = shard_range(t.numel(), size(), rank());
+    at::Tensor shard = at::empty({mine.numel}, t.options());
+    detail::ring_reduce_scatter(*this, rank(), size(), shard, t, op, ring_tag(ctx), ctx);
+    detail::ring_all_gather(*this, rank(), size(), t, shard, ring_tag(ctx), ctx);
   }
 
   static int ring_tag(const OpContext& ctx) {
@@ -240,11 +293,11 @@ class GlooCommunicator final : public Communicator, private detail::RingTranspor
     std::string peers =
         peer >= 0 ? fmt::format("waiting for rank {}", peer) : board_->describe_peers(ctx.seq);
     if (timed_out) {
-      throw TimeoutError(
-          fmt::format("rank {}: {} on gloo group '{}' timed out after {}: {}; raise the timeout "
-                      "(InitOptions::timeout or the call's) or read those ranks' logs [gloo: {}]",
-                      rank(), ctx.description, group_name_, format_duration(ctx.deadline.elapsed()),
-                      peers, cause));
+      throw TimeoutError(fmt::format(
+          "rank {}: {} on gloo group '{}' timed out after {}: {}; read those ranks' logs, or {} "
+          "[gloo: {}]",
+          rank(), ctx.description, group_name_, format_duration(ctx.deadline.elapsed()), peers,
+          detail::kCommTimeoutHint, cause));
     }
     throw PeerError(fmt::format(
         "rank {}: {} on gloo group '{}' failed: {}; {} [gloo: {}]", rank(), ctx.description,

@@ -1,7 +1,9 @@
 #include "comm/shm/reduce_kernels.h"
 
+#include <ATen/Dispatch.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
+#include <c10/util/complex.h>
 
 #include <algorithm>
 #include <cmath>
@@ -16,6 +18,11 @@
 
 namespace tandem::comm::detail {
 namespace {
+
+template <typename T>
+struct IsComplex : std::false_type {};
+template <typename T>
+struct IsComplex<c10::complex<T>> : std::true_type {};
 
 // Accumulator types: half types widen to float; integer sums and products
 // run in the unsigned type of the same width, so that overflow wraps instead
@@ -74,13 +81,13 @@ constexpr int64_t kBlock = 512;
 template <typename T, typename Op, bool kAvg>
 void reduce_typed(const void* const* srcs_v, int nsrcs, int64_t count, void* dst_v, void* dst2_v) {
   using Wide = typename Accum<T>::type;
-  constexpr bool kWrap =
-      std::is_integral_v<T> && (std::is_same_v<Op, Sum> || std::is_same_v<Op, Product>);
-  using A = std::conditional_t<
-      kWrap, std::make_unsigned_t<std::conditional_t<std::is_integral_v<T>, T, int>>, Wide>;
+  constexpr bool kInteger = std::is_integral_v<T> && !std::is_same_v<T, bool>;
+  constexpr bool kWrap = kInteger && (std::is_same_v<Op, Sum> || std::is_same_v<Op, Product>);
+  using A =
+      std::conditional_t<kWrap, std::make_unsigned_t<std::conditional_t<kInteger, T, int>>, Wide>;
   auto finish = [nsrcs](A a) -> T {
     if constexpr (kAvg) {
-      if constexpr (std::is_integral_v<T>) {
+      if constexpr (kInteger) {
         return static_cast<T>(static_cast<T>(a) / static_cast<T>(nsrcs));
       } else {
         return static_cast<T>(a / static_cast<A>(nsrcs));
@@ -135,22 +142,34 @@ void reduce_typed(const void* const* srcs_v, int nsrcs, int64_t count, void* dst
   }
 }
 
+// bool has max (or) and min (and) only, complex types sum, avg and product
+// only (check_reduce_op() rejects the rest before anything runs).
 template <typename T>
 void reduce_dispatch_op(ReduceOp op, const void* const* srcs, int nsrcs, int64_t count, void* dst,
                         void* dst2) {
+  constexpr bool kOrdered = !IsComplex<T>::value;
+  constexpr bool kArithmetic = !std::is_same_v<T, bool>;
   switch (op) {
     case ReduceOp::kSum:
-      return reduce_typed<T, Sum, false>(srcs, nsrcs, count, dst, dst2);
+      if constexpr (kArithmetic) return reduce_typed<T, Sum, false>(srcs, nsrcs, count, dst, dst2);
+      break;
     case ReduceOp::kAvg:
-      return reduce_typed<T, Sum, true>(srcs, nsrcs, count, dst, dst2);
+      if constexpr (kArithmetic) return reduce_typed<T, Sum, true>(srcs, nsrcs, count, dst, dst2);
+      break;
     case ReduceOp::kMin:
-      return reduce_typed<T, Min, false>(srcs, nsrcs, count, dst, dst2);
+      if constexpr (kOrdered) return reduce_typed<T, Min, false>(srcs, nsrcs, count, dst, dst2);
+      break;
     case ReduceOp::kMax:
-      return reduce_typed<T, Max, false>(srcs, nsrcs, count, dst, dst2);
+      if constexpr (kOrdered) return reduce_typed<T, Max, false>(srcs, nsrcs, count, dst, dst2);
+      break;
     case ReduceOp::kProduct:
-      return reduce_typed<T, Product, false>(srcs, nsrcs, count, dst, dst2);
+      if constexpr (kArithmetic) {
+        return reduce_typed<T, Product, false>(srcs, nsrcs, count, dst, dst2);
+      }
+      break;
   }
-  TANDEM_ASSERT(false, "reduce_arrays: unknown ReduceOp {}", static_cast<int>(op));
+  TANDEM_ASSERT(false, "reduce_arrays: ReduceOp {} on {}", to_string(op),
+                c10::toString(c10::CppTypeToScalarType<T>::value));
 }
 
 }  // namespace
@@ -194,23 +213,10 @@ void reduce_arrays(at::ScalarType dtype, ReduceOp op, const void* const* srcs, i
     if (dst2 != nullptr) std::memcpy(dst2, dst, count * c10::elementSize(dtype));
     return;
   }
-  switch (dtype) {
-    case at::kFloat:
-      return reduce_dispatch_op<float>(op, srcs, nsrcs, count, dst, dst2);
-    case at::kDouble:
-      return reduce_dispatch_op<double>(op, srcs, nsrcs, count, dst, dst2);
-    case at::kHalf:
-      return reduce_dispatch_op<c10::Half>(op, srcs, nsrcs, count, dst, dst2);
-    case at::kBFloat16:
-      return reduce_dispatch_op<c10::BFloat16>(op, srcs, nsrcs, count, dst, dst2);
-    case at::kInt:
-      return reduce_dispatch_op<int32_t>(op, srcs, nsrcs, count, dst, dst2);
-    case at::kLong:
-      return reduce_dispatch_op<int64_t>(op, srcs, nsrcs, count, dst, dst2);
-    default:
-      break;
-  }
-  TANDEM_ASSERT(false, "reduce_arrays: unsupported dtype {}", c10::toString(dtype));
+  // Every dtype the Communicator accepts (communicator.h).
+  AT_DISPATCH_ALL_TYPES_AND_COMPLEX_AND3(
+      at::kHalf, at::kBFloat16, at::kBool, dtype, "reduce_arrays",
+      [&] { reduce_dispatch_op<scalar_t>(op, srcs, nsrcs, count, dst, dst2); });
 }
 
 }  // namespace tandem::comm::detail

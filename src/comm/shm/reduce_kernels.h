@@ -18,7 +18,9 @@ namespace tandem::comm::detail {
 // same result), and writes the result to `dst` and, when not null, `dst2`.
 // float16 / bfloat16 accumulate in float and round once; integer sums and
 // products wrap around; kAvg divides the sum by `nsrcs` (integers truncate
-// toward zero). `dst` may alias one of the sources; `dst2` may not.
+// toward zero); bool has max (or) and min (and) only, complex dtypes sum,
+// avg and product only (others: InternalError; the Communicator rejects them
+// first). `dst` may alias one of the sources; `dst2` may not.
 void reduce_arrays(at::ScalarType dtype, ReduceOp op, const void* const* srcs, int nsrcs,
                    int64_t count, void* dst, void* dst2);
 

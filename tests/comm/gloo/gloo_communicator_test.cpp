@@ -3,6 +3,9 @@
 #include <ATen/ops/zeros.h>
 #include <gtest/gtest.h>
 
+#include <regex>
+#include <string>
+
 #include "tandem/comm/backend.h"
 #include "tandem/core/error.h"
 #include "tests/support/collective_checks.h"
@@ -125,6 +128,44 @@ TEST(GlooCommunicator, RankThatNeverJoinsIsNamed) {
   }
 }
 
+// A line of c10's or glog's own logging names its source file and line in
+// brackets: "E1201 21:24:21.826027 13609 socket.cpp:860] [c10d] ..." or
+// "[W ProcessGroupGloo.cpp:694] Warning: ...". Tandem's lines never do.
+bool has_c10d_line(const std::string& output) {
+  static const std::regex kLine(R"([A-Za-z0-9_]+\.(cpp|hpp|h|cc):[0-9]+\])");
+  return std::regex_search(output, kLine);
+}
+
+// Rank 1 first tries a store nobody serves (c10d logs each refused
+// connection), then both run a Gloo group.
+void gloo_after_a_refused_store(int rank, int size, int port) {
+  if (rank == 1) {
+    EXPECT_THROW(make_tcp_store("127.0.0.1", testing::free_port(), false, Millis(1'500)),
+                 TimeoutError);
+  }
+  auto comm = connect(rank, size, port);
+  testing::check_collectives(*comm, {0, 7});
+}
+
+// Issue 14: c10d's log lines leaked into user output. They are silenced
+// unless TANDEM_C10D_LOG=1 keeps them, which also shows that this test sees
+// them when they are there.
+TEST(GlooCommunicator, C10dLogLinesStayOutOfTheOutput) {
+  auto quiet = testing::run_ranks(2, gloo_after_a_refused_store);
+  for (const auto& r : quiet) {
+    EXPECT_TRUE(r.signal == 0 && r.exit_code == 0 && !r.killed_by_harness)
+        << "rank " << r.rank << ":\n"
+        << testing::tail(r.output);
+    EXPECT_FALSE(has_c10d_line(r.output)) << "rank " << r.rank << ":\n" << r.output;
+  }
+  testing::MultiprocOptions keep;
+  keep.env = {"TANDEM_C10D_LOG=1"};
+  auto kept = testing::run_ranks(2, gloo_after_a_refused_store, keep);
+  ASSERT_EQ(kept.size(), 2u);
+  EXPECT_TRUE(kept[1].signal == 0 && kept[1].exit_code == 0) << testing::tail(kept[1].output);
+  EXPECT_TRUE(has_c10d_line(kept[1].output)) << kept[1].output;
+}
+
 TEST(GlooCommunicator, BadInputIsRejectedBeforeCommunicating) {
   expect_ranks_succeed(2, [](int rank, int size, int port) {
     auto comm = connect(rank, size, port);
@@ -133,6 +174,8 @@ TEST(GlooCommunicator, BadInputIsRejectedBeforeCommunicating) {
     EXPECT_THROW(comm->all_gather(full, rank == 0 ? wrong : at::zeros({1}, at::kFloat)),
                  InvalidArgument);
     EXPECT_THROW(comm->all_reduce(at::zeros({3}, at::kBool)), InvalidArgument);
+    EXPECT_THROW(comm->all_reduce(at::zeros({3}, at::kComplexFloat), ReduceOp::kMax),
+                 InvalidArgument);
     EXPECT_THROW(comm->broadcast(full, 2), InvalidArgument);
     EXPECT_THROW(comm->send(full, rank), InvalidArgument);
     // Still usable after argument errors.
