@@ -29,6 +29,17 @@ std::string mpi_error_text(int code) {
   return std::string(text, static_cast<size_t>(len));
 }
 
+bool poll_until(MPI_Request& request, const Deadline& deadline, MPI_Status* status, int& rc) {
+  Backoff backoff;
+  int done = 0;
+  while (true) {
+    rc = MPI_Test(&request, &done, status);
+    if (rc != MPI_SUCCESS || done) return true;
+    if (deadline.expired()) return false;
+    backoff.pause();
+  }
+}
+
 MpiCommHandle::~MpiCommHandle() {
   int finalized = 0;
   MPI_Finalized(&finalized);
@@ -203,6 +214,18 @@ MPI_Datatype MpiRuntime::datatype(at::ScalarType dtype) const {
       return half_type_;
     case at::kBFloat16:
       return bfloat16_type_;
+    case at::kBool:
+      return MPI_C_BOOL;
+    case at::kByte:
+      return MPI_UINT8_T;
+    case at::kChar:
+      return MPI_INT8_T;
+    case at::kShort:
+      return MPI_INT16_T;
+    case at::kComplexFloat:
+      return MPI_C_FLOAT_COMPLEX;
+    case at::kComplexDouble:
+      return MPI_C_DOUBLE_COMPLEX;
     default:
       throw InternalError(
           fmt::format("MPI backend: no MPI datatype for dtype {}", c10::toString(dtype)));
@@ -212,6 +235,7 @@ MPI_Datatype MpiRuntime::datatype(at::ScalarType dtype) const {
 MPI_Op MpiRuntime::op(at::ScalarType dtype, ReduceOp op) const {
   if (dtype == at::kHalf) return half_ops_[0][op_index(op)];
   if (dtype == at::kBFloat16) return half_ops_[1][op_index(op)];
+  if (dtype == at::kBool) return op == ReduceOp::kMin ? MPI_LAND : MPI_LOR;
   switch (op) {
     case ReduceOp::kSum:
     case ReduceOp::kAvg:

@@ -24,11 +24,17 @@
 #include <vector>
 
 #include "tandem/comm/communicator.h"
+#include "tandem/core/deadline.h"
 
 namespace tandem::detail {
 
 // "MPI_ERR_TRUNCATE: message truncated": the text of an MPI error code.
 std::string mpi_error_text(int code);
+
+// Polls `request` with MPI_Test and backoff until it completes (true) or
+// `deadline` passes (false). An MPI error ends the wait early (true), with
+// `rc` set to it.
+bool poll_until(MPI_Request& request, const Deadline& deadline, MPI_Status* status, int& rc);
 
 // Owns one MPI communicator handle and frees it (MPI_Comm_free, which is
 // local in OpenMPI and does not wait for pending operations), unless MPI has
@@ -69,11 +75,14 @@ class MpiRuntime {
   // The largest tag MPI accepts (MPI_TAG_UB, at least 32767).
   int tag_ub() const { return tag_ub_; }
 
-  // The MPI datatype of a supported dtype: the predefined types, and 2-byte
+  // The MPI datatype of a supported dtype: the predefined types (bool is
+  // MPI_C_BOOL, complex64/128 MPI_C_FLOAT/DOUBLE_COMPLEX), and 2-byte
   // contiguous types of our own for float16 and bfloat16.
   MPI_Datatype datatype(at::ScalarType dtype) const;
-  // The MPI reduction of `op` on `dtype`. kAvg reduces with the sum (the
-  // caller divides). float16/bfloat16 use user-defined ops computing in float.
+  // The MPI reduction of `op` on `dtype` (a pair check_reduce_op accepts).
+  // kAvg reduces with the sum (the caller divides); bool's max and min are
+  // MPI_LOR and MPI_LAND. float16/bfloat16 use user-defined ops computing in
+  // float.
   MPI_Op op(at::ScalarType dtype, ReduceOp op) const;
 
   // Communicators count themselves, so that MPI is never finalised under one.

@@ -1,7 +1,11 @@
 // Tests of the MPI backend. The binary runs under mpirun (see CMakeLists.txt):
 // every rank runs every test, in definition order, so each test is collective
 // and every rank must take the same branches (skips included).
+#include "comm/mpi/mpi_communicator.h"
+
+#include <ATen/ops/arange.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
@@ -11,8 +15,10 @@
 #include <string>
 
 #include "tandem/comm/backend.h"
+#include "tandem/comm/store.h"
 #include "tandem/core/error.h"
 #include "tests/support/collective_checks.h"
+#include "tests/support/multiproc.h"
 
 namespace tandem {
 namespace {
@@ -38,13 +44,18 @@ WorldPosition world_position() {
   return {};
 }
 
-std::shared_ptr<Communicator> make_world(Millis timeout = kTestTimeout) {
+// Options for a communicator over the whole MPI world.
+BackendOptions world_options(Millis timeout = kTestTimeout) {
   WorldPosition w = world_position();
   BackendOptions options;
   options.rank = w.rank;
   options.size = w.size;
   options.timeout = timeout;
-  return make_mpi_communicator(options);
+  return options;
+}
+
+std::shared_ptr<Communicator> make_world(Millis timeout = kTestTimeout) {
+  return make_mpi_communicator(world_options(timeout));
 }
 
 bool contains(const std::string& text, const std::string& part) {
@@ -172,7 +183,14 @@ TEST(MpiCommunicator, RejectsBadInput) {
         comm->all_reduce(at::zeros({2, 4}, at::kFloat).t());
       },
       "contiguous");
-  expect_invalid_argument([&] { comm->all_reduce(at::zeros({4}, at::kShort)); }, "dtype");
+  expect_invalid_argument([&] { comm->all_reduce(at::zeros({4}, at::kBool)); },
+                          "ReduceOp sum is not defined for bool tensors");
+  expect_invalid_argument(
+      [&] {
+        comm->reduce_scatter(at::zeros({4}, at::kComplexDouble),
+                             at::zeros({4 * size}, at::kComplexDouble), ReduceOp::kMin);
+      },
+      "ReduceOp min is not defined for ComplexDouble tensors");
   // Shards of 4 everywhere, so every rank rejects the output of 5.
   expect_invalid_argument(
       [&] { comm->reduce_scatter(at::zeros({5}, at::kFloat), at::zeros({4 * size}, at::kFloat)); },
@@ -207,27 +225,120 @@ TEST(MpiCommunicator, RecvTimeoutNamesThePeer) {
   world->barrier();
 }
 
+// The last rank enters a barrier alone and times out; then the others join
+// it, so that its abandoned request completes and MPI_Finalize has nothing
+// pending. Returns the last rank's TimeoutError text (empty elsewhere).
+std::string last_rank_times_out_alone(Communicator& world, Communicator& comm) {
+  const int last = comm.size() - 1;
+  std::string message;
+  if (comm.rank() == last) {
+    try {
+      comm.barrier(Millis(300));
+      ADD_FAILURE() << "expected TimeoutError";
+    } catch (const TimeoutError& e) {
+      message = e.what();
+    }
+    EXPECT_THROW(comm.barrier(), PeerError);
+    EXPECT_TRUE(contains(message, fmt::format("rank {}: barrier #1", last))) << message;
+    EXPECT_TRUE(contains(message, fmt::format("{}-rank MPI group", comm.size()))) << message;
+    EXPECT_TRUE(contains(message, "unusable")) << message;
+    EXPECT_TRUE(contains(message, "TANDEM_COMM_TIMEOUT")) << message;
+  }
+  world.barrier();
+  if (comm.rank() != last) comm.barrier();
+  world.barrier();
+  return message;
+}
+
 TEST(MpiCommunicator, CollectiveTimeoutNamesTheGroup) {
   auto world = make_world();
   if (world->size() < 2) GTEST_SKIP() << "a collective times out only with a peer; use -np 2+";
   auto comm = make_world();
-  const int last = comm->size() - 1;
-  if (comm->rank() == last) {
-    try {
-      comm->barrier(Millis(300));
-      ADD_FAILURE() << "expected TimeoutError";
-    } catch (const TimeoutError& e) {
-      std::string m = e.what();
-      EXPECT_TRUE(contains(m, fmt::format("rank {}: barrier #1", last))) << m;
-      EXPECT_TRUE(contains(m, fmt::format("{}-rank MPI group", comm->size()))) << m;
-      EXPECT_TRUE(contains(m, "unusable")) << m;
+  std::string m = last_rank_times_out_alone(*world, *comm);
+  if (!m.empty()) EXPECT_TRUE(contains(m, "has no store to ask")) << m;
+}
+
+// A loopback TCP store shared by the job: rank 0 serves it on a port it
+// picks and tells the others over MPI.
+std::shared_ptr<Store> job_store(Communicator& world) {
+  at::Tensor port = at::full({1}, world.rank() == 0 ? testing::free_port() : 0, at::kInt);
+  world.broadcast(port, 0);
+  return make_tcp_store("127.0.0.1", port.item<int>(), world.rank() == 0, kTestTimeout);
+}
+
+// Issue 14: "every failure names the peers" was false under MPI. With a
+// store (init() always has one), each rank posts how far it got, and a
+// collective timeout names the ranks that have not reached it.
+TEST(MpiCommunicator, CollectiveTimeoutNamesTheMissingRanks) {
+  auto world = make_world();
+  if (world->size() < 2) GTEST_SKIP() << "a collective times out only with a peer; use -np 2+";
+  auto store = job_store(*world);
+  BackendOptions options = world_options();
+  options.store = with_prefix(store, "board-test");
+  options.group_name = "board-test";
+  auto comm = make_mpi_communicator(options);
+  world->barrier();  // every rank's board has posted (its constructor posts once)
+  std::string m = last_rank_times_out_alone(*world, *comm);
+  if (m.empty()) return;  // not the last rank
+  EXPECT_TRUE(contains(m, "ranks that have not reached it: rank 0 (last entered collective #0"))
+      << m;
+  if (comm->size() > 2) EXPECT_TRUE(contains(m, "rank 1 (last entered collective #0")) << m;
+  EXPECT_FALSE(contains(m, "MPI cannot tell")) << m;
+}
+
+// Issue 14: "any length" was false above INT_MAX elements. Every call is cut
+// into pieces of at most the communicator's largest count, which a test can
+// lower: the pieced paths must give what the whole calls give.
+TEST(MpiCommunicator, PiecedCallsGiveWhatWholeCallsGive) {
+  auto whole = make_world();
+  auto pieced = detail::make_pieced_mpi_communicator(world_options(), 5);
+  testing::check_collectives(*pieced, {0, 1, 5, 7, 1003});
+  const int rank = whole->rank();
+  const int size = whole->size();
+  const int64_t n = 1003;  // pieces of 5, uneven shards
+  auto run = [&](Communicator& c) {
+    std::vector<at::Tensor> out;
+    at::Tensor t = at::arange(n, at::kLong).mul_(rank + 1);
+    c.all_reduce(t);
+    out.push_back(t);
+    at::Tensor b = rank == size - 1 ? at::arange(n, at::kLong) : at::zeros({n}, at::kLong);
+    c.broadcast(b, size - 1);
+    out.push_back(b);
+    auto mine = shard_range(n, size, rank);
+    at::Tensor shard = at::zeros({mine.numel}, at::kLong);
+    c.reduce_scatter(shard, at::arange(n, at::kLong).add_(rank));
+    out.push_back(shard);
+    at::Tensor gathered = at::zeros({n}, at::kLong);
+    c.all_gather(gathered, shard);
+    out.push_back(gathered);
+    at::Tensor a2a = at::zeros({n * size}, at::kLong);
+    c.all_to_all(a2a, at::arange(n * size, at::kLong).add_(1000 * rank));
+    out.push_back(a2a);
+    if (size > 1) {
+      at::Tensor got = at::zeros({n}, at::kLong);
+      auto send = c.send_async(at::arange(n, at::kLong).add_(rank), (rank + 1) % size, 3);
+      c.recv(got, (rank + size - 1) % size, 3);
+      send->wait(kTestTimeout);
+      out.push_back(got);
     }
-    EXPECT_THROW(comm->barrier(), PeerError);
+    return out;
+  };
+  auto want = run(*whole);
+  auto got = run(*pieced);
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_TRUE(at::equal(want[i], got[i])) << "op " << i;
+}
+
+TEST(MpiCommunicator, PiecedReceiveChecksTheWholeLength) {
+  auto world = make_world();
+  if (world->size() < 2) GTEST_SKIP() << "a receive needs a peer; run with -np 2 or more";
+  auto comm = detail::make_pieced_mpi_communicator(world_options(), 4);
+  if (comm->rank() == 0) {
+    comm->send(at::zeros({12}, at::kFloat), 1, 9);
+  } else if (comm->rank() == 1) {
+    expect_invalid_argument([&] { comm->recv(at::zeros({10}, at::kFloat), 0, 9); },
+                            "sent 12 elements but this tensor holds 10");
   }
-  world->barrier();
-  // The others now join the barrier that timed out on `last`, so that its
-  // abandoned request completes and MPI_Finalize has nothing left pending.
-  if (comm->rank() != last) comm->barrier();
   world->barrier();
 }
 
