@@ -76,8 +76,12 @@ GlooOperand gloo_operand(const at::Tensor& t) {
 }
 
 // Operations that only move data see every tensor as bytes, which Gloo
-// moves whatever they hold.
-at::Tensor as_gloo_bytes(const at::Tensor& t) { return t.reshape({-1}).view(at::kByte); }
+// moves whatever they hold. A contiguous tensor's elements lie densely in
+// order, but a dimension of size 1 may carry any stride, which view(dtype)
+// refuses: as_strided gives the plain flat view first.
+at::Tensor as_gloo_bytes(const at::Tensor& t) {
+  return t.as_strided({t.numel()}, {1}).view(at::kByte);
+}
 
 std::shared_ptr<::gloo::transport::Device> make_device(const std::string& host) {
   if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname) {

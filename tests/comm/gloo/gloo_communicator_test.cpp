@@ -1,5 +1,6 @@
 #include <ATen/ops/full.h>
 #include <ATen/ops/ones.h>
+#include <ATen/ops/real.h>
 #include <ATen/ops/zeros.h>
 #include <gtest/gtest.h>
 
@@ -164,6 +165,31 @@ TEST(GlooCommunicator, C10dLogLinesStayOutOfTheOutput) {
   ASSERT_EQ(kept.size(), 2u);
   EXPECT_TRUE(kept[1].signal == 0 && kept[1].exit_code == 0) << testing::tail(kept[1].output);
   EXPECT_TRUE(has_c10d_line(kept[1].output)) << kept[1].output;
+}
+
+// A dimension of size 1 may carry any stride and the tensor still counts as
+// contiguous (the real part of a one-element complex tensor has stride 2);
+// Gloo's byte view of it once failed inside every data-moving op.
+TEST(GlooCommunicator, SizeOneDimensionsOfAnyStrideMove) {
+  expect_ranks_succeed(2, [](int rank, int size, int port) {
+    auto comm = connect(rank, size, port);
+    at::Tensor z = at::full({1}, c10::complex<double>(rank + 1.0, 0.0), at::kComplexDouble);
+    at::Tensor t = at::real(z);
+    ASSERT_TRUE(t.is_contiguous());
+    ASSERT_EQ(t.stride(0), 2);
+    comm->broadcast(t, 1);
+    EXPECT_EQ(t.item<double>(), 2.0);
+    at::Tensor gathered = at::zeros({2}, at::kDouble);
+    comm->all_gather(gathered, t);  // ranks hold 1 element each
+    EXPECT_EQ(gathered[0].item<double>(), 2.0);
+    EXPECT_EQ(gathered[1].item<double>(), 2.0);
+    at::Tensor out = at::real(at::zeros({1}, at::kComplexDouble));
+    if (rank == 0) comm->send(t, 1, 5);
+    if (rank == 1) {
+      comm->recv(out, 0, 5);
+      EXPECT_EQ(out.item<double>(), 2.0);
+    }
+  });
 }
 
 TEST(GlooCommunicator, BadInputIsRejectedBeforeCommunicating) {
