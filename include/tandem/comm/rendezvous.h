@@ -65,11 +65,11 @@ struct InitOptions {
   // Unset: TANDEM_COMM_TIMEOUT, else kDefaultTimeout (300 s). Raise it when
   // ranks are legitimately slow to meet (a long evaluation on one rank); a
   // lower value reports a hung peer sooner.
-  std::optional<Millis> timeout;
+  std::optional<Millis> timeout = std::nullopt;
   // Bound on joining: connecting to the store and waiting for every rank.
   // Unset: TANDEM_RDZV_TIMEOUT, else kDefaultRendezvousTimeout (120 s).
   // Raise it when ranks start far apart (a slow scheduler, a big image).
-  std::optional<Millis> rendezvous_timeout;
+  std::optional<Millis> rendezvous_timeout = std::nullopt;
 };
 
 // The timeouts init() uses.

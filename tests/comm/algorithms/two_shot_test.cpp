@@ -106,7 +106,7 @@ TEST(TwoShot, EveryRankEndsWithTheSameBits) {
   });
   EXPECT_TRUE(at::equal(got[0], got[1]));
   EXPECT_TRUE(at::equal(got[0], got[2]));
-  EXPECT_TRUE(got[0].allclose(in[0] + in[1] + in[2], 1e-5, 1e-5));
+  EXPECT_TRUE(got[0].allclose(in[0].add(in[1]).add(in[2]), 1e-5, 1e-5));
 }
 
 TEST(OneShot, AllReduceMatchesOneProcess) {
