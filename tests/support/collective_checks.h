@@ -27,8 +27,4 @@ inline const std::vector<at::ScalarType> kCheckDtypes = {
 void check_collectives(Communicator& comm, const std::vector<int64_t>& lengths = kCheckLengths,
                        bool with_all_to_all = true);
 
-// The deterministic input of `rank` for element `i`: small whole numbers,
-// exact in every dtype (including bfloat16) after a sum over 4 ranks.
-double check_value(int rank, int64_t i);
-
 }  // namespace tandem::testing
