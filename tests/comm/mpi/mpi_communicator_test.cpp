@@ -255,7 +255,9 @@ TEST(MpiCommunicator, CollectiveTimeoutNamesTheGroup) {
   if (world->size() < 2) GTEST_SKIP() << "a collective times out only with a peer; use -np 2+";
   auto comm = make_world();
   std::string m = last_rank_times_out_alone(*world, *comm);
-  if (!m.empty()) EXPECT_TRUE(contains(m, "has no store to ask")) << m;
+  if (!m.empty()) {
+    EXPECT_TRUE(contains(m, "has no store to ask")) << m;
+  }
 }
 
 // A loopback TCP store shared by the job: rank 0 serves it on a port it
@@ -282,7 +284,9 @@ TEST(MpiCommunicator, CollectiveTimeoutNamesTheMissingRanks) {
   if (m.empty()) return;  // not the last rank
   EXPECT_TRUE(contains(m, "ranks that have not reached it: rank 0 (last entered collective #0"))
       << m;
-  if (comm->size() > 2) EXPECT_TRUE(contains(m, "rank 1 (last entered collective #0")) << m;
+  if (comm->size() > 2) {
+    EXPECT_TRUE(contains(m, "rank 1 (last entered collective #0")) << m;
+  }
   EXPECT_FALSE(contains(m, "MPI cannot tell")) << m;
 }
 
