@@ -10,6 +10,7 @@
 #include <numeric>
 #include <thread>
 
+#include "comm/timeout_hints.h"
 #include "tandem/core/check.h"
 #include "tandem/core/log.h"
 
@@ -238,8 +239,9 @@ void Communicator::run_sync(Lane lane, OpDescription what, std::optional<Millis>
   if (pending && !pending->drain(ctx.deadline)) {
     throw TimeoutError(fmt::format(
         "rank {}: {} could not start within {}: earlier asynchronous operations on this "
-        "communicator are still running",
-        rank_, ctx.description, format_duration(ctx.deadline.timeout())));
+        "communicator are still running; wait for them first, or {}",
+        rank_, ctx.description, format_duration(ctx.deadline.timeout()),
+        detail::kCommTimeoutHint));
   }
   try {
     fn(ctx);

@@ -27,9 +27,9 @@ void poll_keys(Store& store, const std::vector<std::string>& keys, Millis timeou
     missing = std::move(still);
     if (missing.empty()) return;
     if (deadline.expired()) {
-      throw TimeoutError(fmt::format("store {}: waited {} for keys that never appeared: {}",
-                                     store.address(), format_duration(deadline.elapsed()),
-                                     fmt::join(missing, ", ")));
+      throw TimeoutError(fmt::format(
+          "store {}: waited {} (the timeout of this store call) for keys that never appeared: {}",
+          store.address(), format_duration(deadline.elapsed()), fmt::join(missing, ", ")));
     }
     std::this_thread::sleep_for(std::min(sleep, std::chrono::microseconds(deadline.remaining())));
     sleep = std::min(sleep * 2, std::chrono::microseconds(20'000));
@@ -80,8 +80,10 @@ class MemoryStore final : public Store {
     for (const auto& k : keys) {
       if (!data_.count(k)) missing.push_back(k);
     }
-    throw TimeoutError(fmt::format("store memory: waited {} for keys that never appeared: {}",
-                                   format_duration(timeout), fmt::join(missing, ", ")));
+    throw TimeoutError(fmt::format(
+        "store memory: waited {} (the timeout of this store call) for keys that never "
+        "appeared: {}",
+        format_duration(timeout), fmt::join(missing, ", ")));
   }
   std::string address() const override { return "memory"; }
 

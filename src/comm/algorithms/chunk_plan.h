@@ -55,6 +55,10 @@ struct WaitStage {
   int64_t chunks = 0;
 };
 
+// Stage names for wait messages, shared by the chunked algorithms.
+inline constexpr std::string_view kWaitBufferFree = "an earlier chunk not read yet";
+inline constexpr std::string_view kWaitCopiedIn = "input not copied in yet";
+
 // The buffer chunk g uses among `buffers` per rank, and the kDone count
 // every rank must have reached before chunk g may overwrite it (0: the
 // buffer is still unused).

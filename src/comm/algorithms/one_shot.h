@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "comm/algorithms/chunk_plan.h"
-#include "comm/algorithms/two_shot.h"
 
 namespace tandem::detail {
 

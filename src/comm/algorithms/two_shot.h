@@ -28,10 +28,6 @@
 
 namespace tandem::detail {
 
-// Stage names for wait messages, shared by the chunked algorithms.
-inline constexpr std::string_view kWaitBufferFree = "an earlier chunk not read yet";
-inline constexpr std::string_view kWaitCopiedIn = "input not copied in yet";
-
 // `plan` cuts `numel` elements into slices of at most transport.slice_bytes();
 // chunk t of the operation is chunk first_chunk + t of the protocol.
 // gather: all_reduce, in place (out == in; every rank ends with every

@@ -96,10 +96,13 @@ void MpiCommunicator::enter(const OpContext& ctx) {
 
 void MpiCommunicator::check_mpi(int rc, const char* call, const OpContext& ctx) const {
   if (rc == MPI_SUCCESS) return;
+  // A collective that failed: the board says which ranks are behind or gone.
+  const std::string peers =
+      board_ && ctx.seq > 0 ? fmt::format(" ({})", board_->describe_peers(ctx.seq)) : "";
   throw PeerError(
-      fmt::format("rank {}: {} failed in {}: {}; this communicator is unusable now, "
+      fmt::format("rank {}: {} failed in {}: {}{}; this communicator is unusable now, "
                   "rebuild it",
-                  rank(), call, ctx.description, mpi_error_text(rc)));
+                  rank(), call, ctx.description, mpi_error_text(rc), peers));
 }
 
 void MpiCommunicator::check_tag(int tag, const OpContext& ctx) const {
