@@ -1,6 +1,6 @@
 // The activation tracker counts the storages that forward ops create and
 // that are still alive: what autograd saved, or what the caller holds.
-#include "tandem/parallel/activation_tracker.h"
+#include "tandem/memory/activation_tracker.h"
 
 #include <ATen/ops/mm.h>
 #include <ATen/ops/ones.h>
@@ -13,9 +13,9 @@
 #include <thread>
 
 #include "tandem/core/error.h"
-#include "tandem/parallel/memory_accounting.h"
+#include "tandem/memory/storage_set.h"
 
-namespace tandem::parallel {
+namespace tandem::memory {
 namespace {
 
 at::Tensor weight() { return at::randn({64, 32}, at::kDouble).set_requires_grad(true); }
@@ -95,4 +95,4 @@ TEST(ActivationTracker, ForgetsDeadStorages) {
   EXPECT_EQ(tracker.watched_storages(), 1);  // w only
 }
 }  // namespace
-}  // namespace tandem::parallel
+}  // namespace tandem::memory

@@ -1,10 +1,10 @@
-#include "tandem/parallel/allocator_stats.h"
+#include "tandem/memory/allocator_stats.h"
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/ones.h>
 #include <gtest/gtest.h>
 
-namespace tandem::parallel {
+namespace tandem::memory {
 namespace {
 
 TEST(AllocatorStats, CountsTensorBytesNowAndAtPeak) {
@@ -34,4 +34,4 @@ TEST(AllocatorStats, ResidentSetGrowsWithTouchedMemory) {
 }
 
 }  // namespace
-}  // namespace tandem::parallel
+}  // namespace tandem::memory

@@ -1,4 +1,4 @@
-#include "tandem/core/malloc_tuning.h"
+#include "tandem/memory/malloc_tuning.h"
 
 #include <gtest/gtest.h>
 #include <malloc.h>
@@ -8,7 +8,7 @@
 
 #include "tandem/core/error.h"
 
-namespace tandem {
+namespace tandem::memory {
 namespace {
 
 // Each ctest case runs in its own process, so the tuning stays in this test.
@@ -42,4 +42,4 @@ TEST(MallocTuning, ValuesGlibcCannotTakeAreNamed) {
 }
 
 }  // namespace
-}  // namespace tandem
+}  // namespace tandem::memory

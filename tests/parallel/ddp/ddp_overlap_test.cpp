@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tandem/comm/backend.h"
-#include "tandem/parallel/distributed_data_parallel.h"
+#include "tandem/parallel/ddp/distributed_data_parallel.h"
 #include "tandem/train/models/models.h"
 #include "tests/support/multiproc.h"
 

@@ -11,7 +11,7 @@
 //   for the first 10) ends with a loss below 0.1 and within 0.1 of plain
 //   DDP's, while handing 65x fewer bytes to all-reduce;
 // - bad options throw InvalidArgument naming the field.
-#include "tandem/parallel/powersgd.h"
+#include "tandem/parallel/ddp/powersgd.h"
 
 #include <ATen/ops/allclose.h>
 #include <ATen/ops/cat.h>
@@ -32,7 +32,7 @@
 
 #include "tandem/comm/backend.h"
 #include "tandem/core/error.h"
-#include "tandem/parallel/distributed_data_parallel.h"
+#include "tandem/parallel/ddp/distributed_data_parallel.h"
 #include "tandem/train/data/make_dataset.h"
 #include "tandem/train/models/models.h"
 #include "tests/support/multiproc.h"

@@ -1,5 +1,5 @@
 // The FSDP wrap policies: which parameters form which unit.
-#include "src/parallel/detail/fsdp_units.h"
+#include "src/parallel/fsdp/unit_plan.h"
 
 #include <gtest/gtest.h>
 
@@ -7,19 +7,14 @@
 
 #include "tandem/core/error.h"
 #include "tandem/train/models/gpt_mini.h"
+#include "tests/parallel/support/equivalence.h"
 
 namespace tandem::parallel::detail {
 namespace {
 
 struct Fixture {
   Fixture() {
-    train::GptMiniOptions o;
-    o.vocab = 61;
-    o.context = 16;
-    o.layers = 2;
-    o.width = 32;
-    o.heads = 2;
-    model = std::make_shared<train::GptMiniImpl>(o);
+    model = std::make_shared<train::GptMiniImpl>(testing::small_gpt());
     for (const auto& item : model->named_parameters()) names.push_back(item.key());
   }
   std::vector<std::string> modules_of(const FsdpWrapPolicy& policy) const {
@@ -42,7 +37,7 @@ struct Fixture {
 
 using Names = std::vector<std::string>;
 
-TEST(FsdpUnits, ByModuleTypeWithOrWithoutNamespaces) {
+TEST(UnitPlan, ByModuleTypeWithOrWithoutNamespaces) {
   Fixture f;
   FsdpWrapPolicy p;
   p.module_types = {"GptBlockImpl"};
@@ -55,7 +50,7 @@ TEST(FsdpUnits, ByModuleTypeWithOrWithoutNamespaces) {
   EXPECT_EQ(f.modules_of(p), (Names{"", "block0", "block1"}));
 }
 
-TEST(FsdpUnits, NestedUnitsTakeTheirOwnParameters) {
+TEST(UnitPlan, NestedUnitsTakeTheirOwnParameters) {
   Fixture f;
   FsdpWrapPolicy p;
   p.module_types = {"GptBlockImpl", "LinearImpl"};
@@ -67,7 +62,7 @@ TEST(FsdpUnits, NestedUnitsTakeTheirOwnParameters) {
             (Names{"block0.attn.qkv.weight", "block0.attn.qkv.bias"}));
 }
 
-TEST(FsdpUnits, BySizeBottomUp) {
+TEST(UnitPlan, BySizeBottomUp) {
   Fixture f;
   FsdpWrapPolicy p;
   p.min_num_params = 10'000;  // a block has 12,704; lm_head 2,013
@@ -78,7 +73,7 @@ TEST(FsdpUnits, BySizeBottomUp) {
   EXPECT_EQ(f.params_of(p, "").size(), 6u + 2 * 6);  // root + each block's LayerNorms and proj
 }
 
-TEST(FsdpUnits, ByNameAndTheRootUnit) {
+TEST(UnitPlan, ByNameAndTheRootUnit) {
   Fixture f;
   FsdpWrapPolicy p;
   p.module_names = {"block1.attn"};
@@ -89,14 +84,14 @@ TEST(FsdpUnits, ByNameAndTheRootUnit) {
   EXPECT_EQ(f.modules_of({}), (Names{""}));  // no policy: one unit
 }
 
-TEST(FsdpUnits, TypeNamesMatchWholeComponents) {
+TEST(UnitPlan, TypeNamesMatchWholeComponents) {
   EXPECT_TRUE(module_type_matches("tandem::train::GptBlockImpl", "GptBlockImpl"));
   EXPECT_TRUE(module_type_matches("tandem::train::GptBlockImpl", "train::GptBlockImpl"));
   EXPECT_FALSE(module_type_matches("tandem::train::GptBlockImpl", "BlockImpl"));
   EXPECT_FALSE(module_type_matches("tandem::train::GptBlockImpl", "GptBlock"));
 }
 
-TEST(FsdpUnits, PoliciesThatMatchNothingAreErrors) {
+TEST(UnitPlan, PoliciesThatMatchNothingAreErrors) {
   Fixture f;
   FsdpWrapPolicy p;
   p.module_names = {"block9"};
@@ -106,7 +101,7 @@ TEST(FsdpUnits, PoliciesThatMatchNothingAreErrors) {
   EXPECT_THROW(f.modules_of(p), InvalidArgument);
 }
 
-TEST(FsdpUnits, PoliciesParseFromText) {
+TEST(UnitPlan, PoliciesParseFromText) {
   EXPECT_EQ(parse_fsdp_wrap_policy("type:GptBlockImpl,LinearImpl").module_types,
             (Names{"GptBlockImpl", "LinearImpl"}));
   EXPECT_EQ(parse_fsdp_wrap_policy("size:100000").min_num_params, 100000);

@@ -16,30 +16,13 @@
 
 #include "tandem/core/error.h"
 #include "tests/parallel/support/equivalence.h"
+#include "tests/parallel/zero/zero_cases.h"
 #include "tests/support/multiproc.h"
 
 namespace tandem::parallel {
 namespace {
 
-using testing::Backend;
 using testing::Opt;
-
-constexpr double kSmallCapMb = 1200.0 / (1024 * 1024);  // three buckets of the MLP
-
-std::shared_ptr<Communicator> connect(int rank, int size, int port) {
-  return testing::connect(Backend::kShm, rank, size, port, "zero");
-}
-
-OptimizerFactory factory(Opt opt) {
-  return [opt](std::vector<at::Tensor> p) { return testing::make_optimizer(opt, std::move(p)); };
-}
-
-ZeroOptions small_buckets(int stage) {
-  ZeroOptions o;
-  o.stage = stage;
-  o.bucket_cap_mb = kSmallCapMb;
-  return o;
-}
 
 // One rank: ZeRO degenerates to the plain optimizer. The shards are then
 // whole buckets, so every way of zeroing gradients must work: ours, the
@@ -48,7 +31,7 @@ ZeroOptions small_buckets(int stage) {
 // re-aliases .grad).
 TEST(ZeroRedundancyOptimizer, OneRankIsThePlainOptimizer) {
   testing::expect_ranks_succeed(1, [](int rank, int size, int port) {
-    auto comm = connect(rank, size, port);
+    auto comm = zero_connect(rank, size, port);
     const testing::Workload w = testing::mlp_workload();
     for (int stage : {1, 2}) {
       auto model = w.make();
@@ -84,7 +67,7 @@ TEST(ZeroRedundancyOptimizer, OneRankIsThePlainOptimizer) {
 // ends (overlap), and the step's all-gathers.
 TEST(ZeroRedundancyOptimizer, TraceShowsOverlapAndEveryBucket) {
   testing::expect_ranks_succeed(2, [](int rank, int size, int port) {
-    auto comm = connect(rank, size, port);
+    auto comm = zero_connect(rank, size, port);
     const testing::Workload w = testing::mlp_workload();
     auto model = w.make();
     ZeroOptions o = small_buckets(2);
@@ -112,24 +95,12 @@ TEST(ZeroRedundancyOptimizer, TraceShowsOverlapAndEveryBucket) {
   });
 }
 
-struct TwoHeads : torch::nn::Module {
-  TwoHeads() {
-    at::manual_seed(0);
-    used = register_module("used", torch::nn::Linear(6, 3));
-    unused = register_module("unused", torch::nn::Linear(6, 3));
-    to(at::kDouble);
-  }
-  at::Tensor forward(const at::Tensor& x) { return used->forward(x); }
-  torch::nn::Linear used{nullptr};
-  torch::nn::Linear unused{nullptr};
-};
-
 class ZeroStages : public ::testing::TestWithParam<int> {};
 
 TEST_P(ZeroStages, UnusedParametersAreAnErrorOrZeros) {
   const int stage = GetParam();
   testing::expect_ranks_succeed(2, [=](int rank, int size, int port) {
-    auto comm = connect(rank, size, port);
+    auto comm = zero_connect(rank, size, port);
     auto [x, y] = testing::mlp_workload().batch(rank, 0, 0);
     ZeroOptions o;
     o.stage = stage;
@@ -137,7 +108,7 @@ TEST_P(ZeroStages, UnusedParametersAreAnErrorOrZeros) {
       return std::make_unique<torch::optim::SGD>(p, torch::optim::SGDOptions(0.1).momentum(0.9));
     };
     {
-      auto model = std::make_shared<TwoHeads>();
+      auto model = std::make_shared<testing::TwoHeads>();
       ZeroRedundancyOptimizer zero(model, comm, sgd, o);
       try {
         torch::nn::functional::mse_loss(model->forward(x), y).backward();
@@ -148,7 +119,7 @@ TEST_P(ZeroStages, UnusedParametersAreAnErrorOrZeros) {
         EXPECT_NE(msg.find("find_unused_parameters"), std::string::npos) << msg;
       }
     }
-    auto model = std::make_shared<TwoHeads>();
+    auto model = std::make_shared<testing::TwoHeads>();
     o.find_unused_parameters = true;
     ZeroRedundancyOptimizer zero(model, comm, sgd, o);
     const at::Tensor before = model->unused->weight.detach().clone();
@@ -166,7 +137,7 @@ INSTANTIATE_TEST_SUITE_P(Stages, ZeroStages, ::testing::Values(1, 2));
 
 TEST(ZeroRedundancyOptimizer, BadOptionsNameTheOption) {
   testing::expect_ranks_succeed(1, [](int rank, int size, int port) {
-    auto comm = connect(rank, size, port);
+    auto comm = zero_connect(rank, size, port);
     auto model = testing::mlp_workload().make();
     auto expect_invalid = [&](ZeroOptions o, OptimizerFactory f, const std::string& words) {
       try {
@@ -211,7 +182,7 @@ TEST(ZeroRedundancyOptimizer, BadOptionsNameTheOption) {
 // products): stepping shards on their own would silently change it.
 TEST(ZeroRedundancyOptimizer, AnOptimizerItCannotShardIsNotSupportedAndNamed) {
   testing::expect_ranks_succeed(1, [](int rank, int size, int port) {
-    auto comm = connect(rank, size, port);
+    auto comm = zero_connect(rank, size, port);
     auto model = testing::mlp_workload().make();
     const OptimizerFactory lbfgs = [](std::vector<at::Tensor> p) {
       return std::make_unique<torch::optim::LBFGS>(p, torch::optim::LBFGSOptions(0.1));
