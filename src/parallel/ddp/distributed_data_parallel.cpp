@@ -32,25 +32,14 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
   if (options_.compression == GradCompression::kPowerSgd) {
     validate_powersgd_options(options_.powersgd);  // before any collective
   }
-  for (const auto& item : module_->named_parameters(/*recurse=*/true)) {
-    if (!item.value().requires_grad()) continue;  // frozen: never reduced
-    TANDEM_CHECK(item.value().device().is_cpu(),
-                 "DistributedDataParallel: parameter '{}' is on {}; this build reduces CPU "
-                 "tensors",
-                 item.key(), item.value().device().str());
-    names_.push_back(item.key());
-    params_.push_back(item.value());
-  }
+  // Frozen parameters are never reduced.
+  auto [names, params] =
+      detail::trainable_parameters(*module_, "DistributedDataParallel", "reduces");
+  names_ = std::move(names);
+  params_ = std::move(params);
   detail::check_replicas_match(*comm_, names_, params_, "DistributedDataParallel");
   broadcast_state();
-  std::vector<int64_t> numels;
-  std::vector<at::ScalarType> dtypes;
-  for (const auto& p : params_) {
-    numels.push_back(p.numel());
-    dtypes.push_back(p.scalar_type());
-  }
-  plan_ = make_bucket_plan(numels, dtypes,
-                           static_cast<int64_t>(options_.bucket_cap_mb * 1024.0 * 1024.0));
+  plan_ = make_bucket_plan(params_, static_cast<int64_t>(options_.bucket_cap_mb * 1024.0 * 1024.0));
   for (const auto& b : plan_.buckets) {
     buffers_.push_back(at::zeros({b.numel}, at::TensorOptions().dtype(b.dtype)));
   }

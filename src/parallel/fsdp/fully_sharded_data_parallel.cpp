@@ -31,21 +31,19 @@ FullyShardedDataParallel::FullyShardedDataParallel(std::shared_ptr<torch::nn::Mo
   TANDEM_CHECK(!options_.timeout || options_.timeout->count() > 0,
                "FsdpOptions::timeout must be positive (got {} ms)",
                options_.timeout ? options_.timeout->count() : 0);
+  // Frozen parameters stay replicated.
+  auto [names, params] =
+      detail::trainable_parameters(*module_, "FullyShardedDataParallel", "shards");
+  names_ = std::move(names);
+  params_ = std::move(params);
   std::unordered_set<const void*> seen;
-  for (const auto& item : module_->named_parameters(/*recurse=*/true)) {
-    const at::Tensor& p = item.value();
-    if (!p.requires_grad()) continue;  // frozen: stays replicated
-    TANDEM_CHECK(p.device().is_cpu(),
-                 "FullyShardedDataParallel: parameter '{}' is on {}; this build shards CPU tensors",
-                 item.key(), p.device().str());
-    if (!seen.insert(p.unsafeGetTensorImpl()).second) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!seen.insert(params_[i].unsafeGetTensorImpl()).second) {
       throw NotSupported(fmt::format(
           "FullyShardedDataParallel: parameter '{}' is registered twice (tied weights); "
           "FSDP shards each parameter once, so untie them or freeze one",
-          item.key()));
+          names_[i]));
     }
-    names_.push_back(item.key());
-    params_.push_back(p);
   }
   build_units();  // validates the policy and dtypes before any collective
   detail::check_replicas_match(*comm_, names_, params_, "FullyShardedDataParallel");

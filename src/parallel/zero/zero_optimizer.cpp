@@ -47,14 +47,10 @@ ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::shared_ptr<torch::nn::Modu
   TANDEM_CHECK(make_optimizer != nullptr,
                "ZeroRedundancyOptimizer: the optimizer factory is empty");
   check_options(options_);
-  for (const auto& item : module_->named_parameters(/*recurse=*/true)) {
-    if (!item.value().requires_grad()) continue;  // frozen: replicated, never updated
-    TANDEM_CHECK(item.value().device().is_cpu(),
-                 "ZeroRedundancyOptimizer: parameter '{}' is on {}; this build shards CPU tensors",
-                 item.key(), item.value().device().str());
-    names_.push_back(item.key());
-    params_.push_back(item.value());
-  }
+  // Frozen parameters stay replicated, never updated.
+  auto [names, params] = detail::trainable_parameters(*module_, "ZeroRedundancyOptimizer", "shards");
+  names_ = std::move(names);
+  params_ = std::move(params);
   detail::check_replicas_match(*comm_, names_, params_, "ZeroRedundancyOptimizer");
   build_buckets();
   {
@@ -87,14 +83,8 @@ ZeroRedundancyOptimizer::~ZeroRedundancyOptimizer() {
 // Moves every parameter into its bucket's flat buffer (the parameter
 // becomes an alias of it) and sets up the gradient storage of the stage.
 void ZeroRedundancyOptimizer::build_buckets() {
-  std::vector<int64_t> numels;
-  std::vector<at::ScalarType> dtypes;
-  for (const auto& p : params_) {
-    numels.push_back(p.numel());
-    dtypes.push_back(p.scalar_type());
-  }
   const double cap = options_.bucket_cap_mb * 1024.0 * 1024.0;
-  plan_ = make_bucket_plan(numels, dtypes, std::max<int64_t>(1, static_cast<int64_t>(cap)));
+  plan_ = make_bucket_plan(params_, std::max<int64_t>(1, static_cast<int64_t>(cap)));
   grad_views_.resize(params_.size());
   at::NoGradGuard no_grad;
   for (const auto& spec : plan_.buckets) {
