@@ -62,7 +62,7 @@ TEST(MemoryAccounting, SampleCountsEachStorageOnceUnderItsFirstKind) {
 // Under an armed tracker a sample adds the live activations, less the
 // storages it counted as model state.
 TEST(MemoryAccounting, SampleAddsTheActivationsBesideTheModelState) {
-  at::Tensor w = at::ones({8, 4}, at::kDouble).set_requires_grad(true);
+  at::Tensor w = at::ones({4, 8}, at::kDouble).set_requires_grad(true);
   ActivationTracker tracker;
   at::Tensor x = at::ones({2, 8}, at::kDouble);
   at::Tensor h = at::mm(x, w.t());  // w.t() shares w's storage

@@ -41,6 +41,8 @@ struct Expected {
   bool step;
 };
 
+void PrintTo(const Expected& e, std::ostream* os) { *os << to_string(e.kind); }
+
 class OptimizerStateOf : public ::testing::TestWithParam<Expected> {};
 
 // Three steps, then the state moves through its fields into a second
@@ -72,7 +74,9 @@ TEST_P(OptimizerStateOf, FieldsRebuildAStateThatStepsTheSame) {
   }
   EXPECT_EQ(names, e.fields);
   EXPECT_EQ(fields.step.has_value(), e.step);
-  if (e.step) EXPECT_EQ(*fields.step, 3);
+  if (e.step) {
+    EXPECT_EQ(*fields.step, 3);
+  }
   ParamStateFields copies;
   for (const auto& [name, t] : fields.tensors) copies.tensors.emplace_back(name, t.clone());
   copies.step = fields.step;

@@ -16,6 +16,8 @@
 #include <torch/optim/rmsprop.h>
 #include <torch/optim/sgd.h>
 
+#include <ostream>
+
 #include "tandem/comm/backend.h"
 #include "tandem/core/check.h"
 #include "tandem/core/error.h"
@@ -62,6 +64,17 @@ Workload two_heads_workload() {
     return torch::nn::functional::mse_loss(dynamic_cast<TwoHeads&>(m).forward(x), y);
   };
   return w;
+}
+
+void expect_unused_head_named(const std::function<void()>& backward) {
+  try {
+    backward();
+    ADD_FAILURE() << "a backward that left parameters without gradients passed";
+  } catch (const std::exception& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("unused.weight, unused.bias got no gradient"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("find_unused_parameters"), std::string::npos) << msg;
+  }
 }
 
 train::GptMiniOptions small_gpt() {
@@ -126,6 +139,8 @@ std::string opt_name(Opt opt) {
   }
   return "?";
 }
+
+void PrintTo(Opt opt, std::ostream* os) { *os << opt_name(opt); }
 
 // Each with the options that give it the most state: AMSGrad's maximum,
 // Adagrad's decaying rate, RMSprop's momentum and centring.
@@ -260,6 +275,8 @@ std::string backend_name(Backend backend) {
   }
   return "?";
 }
+
+void PrintTo(Backend backend, std::ostream* os) { *os << backend_name(backend); }
 
 std::shared_ptr<Communicator> connect(Backend backend, int rank, int size, int port,
                                       const std::string& name, Millis timeout) {

@@ -12,6 +12,7 @@
 #include <torch/ordered_dict.h>
 
 #include <functional>
+#include <iosfwd>
 #include <memory>
 #include <string>
 #include <utility>
@@ -56,6 +57,9 @@ struct TwoHeads : torch::nn::Module {
 };
 // mlp_workload()'s batches and loss, on TwoHeads.
 Workload two_heads_workload();
+// A gtest failure unless `backward` throws an error that names TwoHeads'
+// unused parameters and the option that lets them be.
+void expect_unused_head_named(const std::function<void()>& backward);
 
 // Rank `rank`'s share of step `step`'s loss: its micro-batch `micro` of
 // `micros`, scaled by 1 / micros so that the micro-batches sum to its mean.
@@ -71,6 +75,7 @@ at::Tensor one_process_loss(const Workload& w, torch::nn::Module& m, int world, 
 // where LibTorch has it (so that it is sharded too).
 enum class Opt { kSgd, kSgdNesterov, kAdam, kAdamW, kAdagrad, kRmsprop };
 std::string opt_name(Opt opt);
+void PrintTo(Opt opt, std::ostream* os);  // gtest prints parameters with it
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(Opt opt, std::vector<at::Tensor> params);
 
 // `steps` steps of `opt` on one_process_loss, from a fresh w.make().
@@ -109,6 +114,7 @@ enum class Backend {
   kHierarchical,  // two "hosts" of size / 2 ranks: shared memory inside, Gloo across
 };
 std::string backend_name(Backend backend);
+void PrintTo(Backend backend, std::ostream* os);
 
 // A communicator of forked rank `rank` of `size` over `backend`, meeting
 // through a loopback TCP store (rank 0 serves it on `port`); `name` keeps
