@@ -34,4 +34,14 @@ BucketPlan make_bucket_plan(const std::vector<int64_t>& numels,
   return plan;
 }
 
+BucketPlan make_bucket_plan(const std::vector<at::Tensor>& params, int64_t cap_bytes) {
+  std::vector<int64_t> numels;
+  std::vector<at::ScalarType> dtypes;
+  for (const auto& p : params) {
+    numels.push_back(p.numel());
+    dtypes.push_back(p.scalar_type());
+  }
+  return make_bucket_plan(numels, dtypes, cap_bytes);
+}
+
 }  // namespace tandem::parallel

@@ -15,6 +15,8 @@
 #include <chrono>
 
 #include "tandem/core/check.h"
+#include "tandem/memory/storage_set.h"
+#include "tandem/parallel/optimizer_state.h"
 #include "tandem/train/straggler.h"
 #include "tandem/parallel/async/gossip.h"
 #include "tandem/parallel/async/local_sgd.h"
@@ -77,7 +79,7 @@ class AsyncBase : public Strategy {
   void clip_grad_norm(double max_norm) override {
     torch::nn::utils::clip_grad_norm_(params_, max_norm);
   }
-  parallel::MemoryAccounting memory() const override { return memory_; }
+  memory::MemoryAccounting memory() const override { return memory_; }
   Stats stats() const override { return stats_; }
 
  protected:
@@ -95,7 +97,7 @@ class AsyncBase : public Strategy {
   void sample_memory() {
     std::vector<at::Tensor> state;
     if (opt_) state = parallel::optimizer_state_tensors(*opt_);
-    memory_.sample(params_, parallel::gradients_of(params_), state);
+    memory_.sample(params_, memory::gradients_of(params_), state);
   }
 
   std::shared_ptr<Communicator> workers_;
@@ -103,7 +105,7 @@ class AsyncBase : public Strategy {
   std::unique_ptr<torch::optim::Optimizer> opt_;
   double lr_ = 0;
   Stats stats_;
-  parallel::MemoryAccounting memory_;
+  memory::MemoryAccounting memory_;
 };
 
 // ps, easgd, and ddp with backup workers: the worker's side.

@@ -323,7 +323,7 @@ torch::OrderedDict<std::string, at::Tensor> MeshModel::full_parameters() {
   return whole;
 }
 
-parallel::MemoryAccounting MeshModel::memory() const { return impl_->strategy->memory(); }
+memory::MemoryAccounting MeshModel::memory() const { return impl_->strategy->memory(); }
 
 int MeshModel::max_in_flight() const { return impl_->last.max_in_flight; }
 

@@ -6,10 +6,7 @@
 #include <ATen/ops/ones.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <torch/optim/adam.h>
-#include <torch/optim/adamw.h>
 #include <torch/optim/optimizer.h>
-#include <torch/optim/sgd.h>
 #include <torch/serialize/output-archive.h>
 
 #include <algorithm>
@@ -19,6 +16,7 @@
 
 #include "tandem/core/check.h"
 #include "tandem/core/error.h"
+#include "tandem/parallel/optimizer_state.h"
 
 namespace tandem::train {
 namespace {
@@ -348,10 +346,6 @@ void consolidate_checkpoint(const std::string& step_dir, const std::string& out)
 
 namespace {
 
-std::string state_key(const at::Tensor& param) {
-  return c10::guts::to_string(param.unsafeGetTensorImpl());
-}
-
 at::Tensor flat_copy(const at::Tensor& t) { return t.detach().reshape({-1}).clone(); }
 
 at::Tensor step_tensor(int64_t step) {
@@ -360,93 +354,61 @@ at::Tensor step_tensor(int64_t step) {
   return t;
 }
 
-template <typename State>
-std::vector<std::pair<std::string, at::Tensor>> adam_fields(const State& s) {
-  std::vector<std::pair<std::string, at::Tensor>> f = {{"exp_avg", flat_copy(s.exp_avg())},
-                                                       {"exp_avg_sq", flat_copy(s.exp_avg_sq())},
-                                                       {"step", step_tensor(s.step())}};
-  if (s.max_exp_avg_sq().defined()) f.emplace_back("max_exp_avg_sq", flat_copy(s.max_exp_avg_sq()));
-  return f;
+// The optimizers whose state sharded checkpoints store.
+bool checkpointed(const torch::optim::Optimizer& optimizer) {
+  using parallel::OptimizerKind;
+  const auto kind = parallel::known_kind(optimizer);
+  return kind == OptimizerKind::kSgd || kind == OptimizerKind::kAdam ||
+         kind == OptimizerKind::kAdamW;
 }
 
 }  // namespace
 
 std::vector<std::pair<std::string, at::Tensor>> optimizer_state_of(
     const torch::optim::Optimizer& optimizer, const at::Tensor& param) {
-  auto it = optimizer.state().find(state_key(param));
-  if (it == optimizer.state().end()) return {};
-  const torch::optim::OptimizerParamState* s = it->second.get();
-  if (auto* sgd = dynamic_cast<const torch::optim::SGDParamState*>(s)) {
-    if (!sgd->momentum_buffer().defined()) return {};
-    return {{"momentum_buffer", flat_copy(sgd->momentum_buffer())}};
+  const torch::optim::OptimizerParamState* s = parallel::find_param_state(optimizer, param);
+  if (s == nullptr) return {};
+  if (!checkpointed(optimizer)) {
+    throw NotSupported(
+        "sharded checkpoints store the state of SGD, Adam and AdamW; this optimizer's state type "
+        "is not one of them");
   }
-  if (auto* adam = dynamic_cast<const torch::optim::AdamParamState*>(s)) return adam_fields(*adam);
-  if (auto* adamw = dynamic_cast<const torch::optim::AdamWParamState*>(s)) {
-    return adam_fields(*adamw);
-  }
-  throw NotSupported(
-      "sharded checkpoints store the state of SGD, Adam and AdamW; this optimizer's state type is "
-      "not one of them");
+  const parallel::ParamStateFields f = parallel::param_state_fields(*s);
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& [name, t] : f.tensors) out.emplace_back(name, flat_copy(t));
+  if (f.step) out.emplace_back("step", step_tensor(*f.step));
+  return out;
 }
-
-namespace {
-
-at::Tensor field(const std::vector<std::pair<std::string, at::Tensor>>& fields,
-                 const std::string& name, const at::Tensor& param, bool required) {
-  for (const auto& [n, t] : fields) {
-    if (n != name) continue;
-    if (name == "step") return t;
-    if (t.numel() != param.numel()) {
-      throw CheckpointError(fmt::format(
-          "optimizer state field '{}' has {} elements but the parameter shard has {}", name,
-          t.numel(), param.numel()));
-    }
-    return t.reshape(param.sizes()).to(param.scalar_type()).clone();
-  }
-  if (required) {
-    throw CheckpointError(
-        fmt::format("optimizer state field '{}' is missing; was the checkpoint written with "
-                    "another --optimizer?",
-                    name));
-  }
-  return at::Tensor();
-}
-
-template <typename State>
-std::unique_ptr<State> make_adam_state(const std::vector<std::pair<std::string, at::Tensor>>& f,
-                                       const at::Tensor& param) {
-  auto s = std::make_unique<State>();
-  s->step(field(f, "step", param, true).template item<int64_t>());
-  s->exp_avg(field(f, "exp_avg", param, true));
-  s->exp_avg_sq(field(f, "exp_avg_sq", param, true));
-  at::Tensor max_sq = field(f, "max_exp_avg_sq", param, false);
-  if (max_sq.defined()) s->max_exp_avg_sq(max_sq);
-  return s;
-}
-
-}  // namespace
 
 void set_optimizer_state(torch::optim::Optimizer& optimizer, const at::Tensor& param,
                          const std::vector<std::pair<std::string, at::Tensor>>& fields) {
-  const std::string key = state_key(param);
   if (fields.empty()) {
-    optimizer.state().erase(key);
+    parallel::set_param_state(optimizer, param, nullptr);
     return;
   }
-  std::unique_ptr<torch::optim::OptimizerParamState> state;
-  if (dynamic_cast<torch::optim::SGD*>(&optimizer) != nullptr) {
-    auto s = std::make_unique<torch::optim::SGDParamState>();
-    s->momentum_buffer(field(fields, "momentum_buffer", param, true));
-    state = std::move(s);
-  } else if (dynamic_cast<torch::optim::AdamW*>(&optimizer) != nullptr) {
-    state = make_adam_state<torch::optim::AdamWParamState>(fields, param);
-  } else if (dynamic_cast<torch::optim::Adam*>(&optimizer) != nullptr) {
-    state = make_adam_state<torch::optim::AdamParamState>(fields, param);
-  } else {
+  if (!checkpointed(optimizer)) {
     throw NotSupported(
         "sharded checkpoints restore the state of SGD, Adam and AdamW; not this optimizer");
   }
-  optimizer.state()[key] = std::move(state);
+  parallel::ParamStateFields f;
+  for (const auto& [name, t] : fields) {
+    if (name == "step") {
+      f.step = t.item<int64_t>();
+    } else if (t.numel() != param.numel()) {
+      throw CheckpointError(fmt::format(
+          "optimizer state field '{}' has {} elements but the parameter shard has {}", name,
+          t.numel(), param.numel()));
+    } else {
+      f.tensors.emplace_back(name, t.reshape(param.sizes()).to(param.scalar_type()).clone());
+    }
+  }
+  try {
+    parallel::set_param_state(optimizer, param,
+                              parallel::make_param_state(parallel::optimizer_kind(optimizer), f));
+  } catch (const InvalidArgument& e) {
+    throw CheckpointError(
+        fmt::format("{}; was the checkpoint written with another --optimizer?", e.what()));
+  }
 }
 
 std::vector<std::pair<std::string, at::Tensor>> optimizer_state_of(

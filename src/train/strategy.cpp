@@ -9,11 +9,10 @@
 
 #include "tandem/core/check.h"
 #include "tandem/core/error.h"
-#include "tandem/parallel/activation_tracker.h"
-#include "tandem/parallel/distributed_data_parallel.h"
-#include "tandem/parallel/fully_sharded_data_parallel.h"
-#include "tandem/parallel/zero_optimizer.h"
-#include "parallel/detail/grad_hooks.h"
+#include "tandem/parallel/ddp/distributed_data_parallel.h"
+#include "tandem/parallel/fsdp/fully_sharded_data_parallel.h"
+#include "tandem/parallel/local_model.h"
+#include "tandem/parallel/zero/zero_optimizer.h"
 #include "train/async_strategies.h"
 
 namespace tandem::train {
@@ -82,20 +81,8 @@ class Replicated final : public Strategy {
       ddp_ = std::make_unique<parallel::DistributedDataParallel>(module_, comm, dd);
     }
     opt_ = make_optimizer(o, module_->parameters());
-    if (!ddp_) {
-      // Under an ActivationTracker, one sample per backward as it begins,
-      // when nearly every activation is alive (DDP takes its own).
-      std::vector<at::Tensor> trainable;
-      for (const auto& p : module_->parameters()) {
-        if (p.requires_grad()) trainable.push_back(p);
-      }
-      hooks_ = std::make_unique<parallel::detail::GradReadyHooks>(trainable, [this](size_t) {
-        if (sampled_in_backward_ || parallel::ActivationTracker::current() == nullptr) return;
-        sampled_in_backward_ = true;
-        parallel::detail::at_end_of_backward([this] { sampled_in_backward_ = false; });
-        sample();
-      });
-    }
+    // Memory samples as backward begins and after each step (DDP takes its own).
+    if (!ddp_) local_ = std::make_unique<parallel::LocalModel>(module_, opt_.get());
   }
   void set_lr(double lr) override { train::set_lr(*opt_, lr); }
   void zero_grad() override { opt_->zero_grad(); }
@@ -107,7 +94,7 @@ class Replicated final : public Strategy {
     if (ddp_) {
       ddp_->sample_memory(opt_.get());
     } else {
-      sample();
+      local_->sample_memory();
     }
   }
   std::shared_ptr<void> accumulate_locally() override {
@@ -117,7 +104,9 @@ class Replicated final : public Strategy {
   int64_t gradient_bytes() const override {
     return ddp_ ? ddp_->last_stats().all_reduce_bytes : 0;
   }
-  parallel::MemoryAccounting memory() const override { return ddp_ ? ddp_->memory() : memory_; }
+  memory::MemoryAccounting memory() const override {
+    return ddp_ ? ddp_->memory() : local_->memory();
+  }
   void capture(Checkpoint& ckpt) override {
     capture_module(*module_, ckpt);
     capture_optimizer(*opt_, ckpt);
@@ -128,17 +117,9 @@ class Replicated final : public Strategy {
   }
 
  private:
-  void sample() {
-    auto params = module_->parameters();
-    memory_.sample(params, parallel::gradients_of(params),
-                   parallel::optimizer_state_tensors(*opt_));
-  }
-
   std::unique_ptr<parallel::DistributedDataParallel> ddp_;
   std::unique_ptr<torch::optim::Optimizer> opt_;
-  parallel::MemoryAccounting memory_;
-  std::unique_ptr<parallel::detail::GradReadyHooks> hooks_;
-  bool sampled_in_backward_ = false;
+  std::unique_ptr<parallel::LocalModel> local_;  // without DDP
 };
 
 // zero1 and zero2: ZeroRedundancyOptimizer; every rank holds the whole
@@ -163,7 +144,7 @@ class Zero final : public Strategy {
     return std::make_shared<parallel::ZeroRedundancyOptimizer::NoSyncGuard>(*zero_);
   }
   void step() override { zero_->step(); }
-  parallel::MemoryAccounting memory() const override { return zero_->memory(); }
+  memory::MemoryAccounting memory() const override { return zero_->memory(); }
   bool sharded() const override { return true; }
   ShardedState sharded_state() override {
     ShardedState s;
@@ -236,7 +217,7 @@ class Fsdp final : public Strategy {
   torch::OrderedDict<std::string, at::Tensor> full_parameters() override {
     return fsdp_->full_state_dict();
   }
-  parallel::MemoryAccounting memory() const override { return fsdp_->memory(); }
+  memory::MemoryAccounting memory() const override { return fsdp_->memory(); }
   bool sharded() const override { return true; }
   ShardedState sharded_state() override {
     ShardedState s;

@@ -122,7 +122,7 @@ std::vector<double> average_over_ranks(Communicator& comm, std::vector<double> v
   return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
 }
 
-void record_memory(TrainSummary& s, const parallel::MemoryAccounting& memory) {
+void record_memory(TrainSummary& s, const memory::MemoryAccounting& memory) {
   s.parameter_bytes = memory.now().parameters;
   s.gradient_bytes = memory.now().gradients;
   s.optimizer_bytes = memory.now().optimizer_state;
@@ -131,8 +131,8 @@ void record_memory(TrainSummary& s, const parallel::MemoryAccounting& memory) {
   s.peak_bytes_with_activations = memory.peak_with_activations();
 }
 
-std::unique_ptr<parallel::ActivationTracker> track_activations(const TrainerOptions& o) {
-  return o.track_activations ? std::make_unique<parallel::ActivationTracker>() : nullptr;
+std::unique_ptr<memory::ActivationTracker> track_activations(const TrainerOptions& o) {
+  return o.track_activations ? std::make_unique<memory::ActivationTracker>() : nullptr;
 }
 
 std::string memory_line(const TrainSummary& s, const std::string& what) {

@@ -15,8 +15,8 @@
 
 #include "tandem/comm/communicator.h"
 #include "tandem/core/trace.h"
-#include "tandem/parallel/activation_tracker.h"
-#include "tandem/parallel/memory_accounting.h"
+#include "tandem/memory/activation_tracker.h"
+#include "tandem/memory/memory_accounting.h"
 #include "tandem/train/data/dataset.h"
 #include "tandem/train/models/models.h"
 #include "tandem/train/trainer.h"
@@ -66,9 +66,9 @@ class Progress {
 };
 
 // Fills s's model-state (and activation) bytes from what a strategy measured.
-void record_memory(TrainSummary& s, const parallel::MemoryAccounting& memory);
+void record_memory(TrainSummary& s, const memory::MemoryAccounting& memory);
 // An ActivationTracker armed on this thread under o.track_activations, else null.
-std::unique_ptr<parallel::ActivationTracker> track_activations(const TrainerOptions& o);
+std::unique_ptr<memory::ActivationTracker> track_activations(const TrainerOptions& o);
 // Rank 0's closing lines: "model state on rank 0 (WHAT): ..." and "summary: ...".
 std::string memory_line(const TrainSummary& s, const std::string& what);
 std::string summary_line(const TrainSummary& s);

@@ -1,5 +1,6 @@
 #include "tandem/parallel/bucket_plan.h"
 
+#include <ATen/ops/zeros.h>
 #include <gtest/gtest.h>
 
 #include "tandem/core/error.h"
@@ -26,6 +27,17 @@ TEST(BucketPlan, NeverMixesDtypes) {
   EXPECT_EQ(plan.buckets[0].dtype, at::kDouble);
   EXPECT_EQ(plan.buckets[0].params, (std::vector<size_t>{2, 1}));
   EXPECT_EQ(plan.buckets[1].dtype, at::kFloat);
+}
+
+TEST(BucketPlan, FromTensorsAsFromTheirSizesAndDtypes) {
+  auto plan = make_bucket_plan({at::zeros({100}), at::zeros({50}, at::kDouble), at::zeros({50})},
+                               450);
+  auto same = make_bucket_plan({100, 50, 50}, {at::kFloat, at::kDouble, at::kFloat}, 450);
+  ASSERT_EQ(plan.buckets.size(), same.buckets.size());
+  for (size_t b = 0; b < plan.buckets.size(); ++b) {
+    EXPECT_EQ(plan.buckets[b].params, same.buckets[b].params);
+    EXPECT_EQ(plan.buckets[b].dtype, same.buckets[b].dtype);
+  }
 }
 
 TEST(BucketPlan, EmptyAndBadInput) {

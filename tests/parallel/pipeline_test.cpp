@@ -23,7 +23,7 @@
 #include <tuple>
 
 #include "tandem/core/error.h"
-#include "tandem/parallel/allocator_stats.h"
+#include "tandem/memory/allocator_stats.h"
 #include "tests/support/multiproc.h"
 #include "tests/support/rank_init.h"
 
@@ -175,17 +175,17 @@ std::pair<int64_t, PipelineStepStats> step_peak(const std::shared_ptr<Communicat
   Pipeline pipe(make_mlp(256), comm, po);
   auto [x, t] = batch(0, 512);
   comm->barrier();
-  reset_cpu_allocator_peak();
-  const int64_t before = cpu_allocator_stats().current_bytes;
+  memory::reset_cpu_allocator_peak();
+  const int64_t before = memory::cpu_allocator_stats().current_bytes;
   const auto stats = pipe.train_step(x, t, mse);
-  return {cpu_allocator_stats().peak_bytes - before, stats};
+  return {memory::cpu_allocator_stats().peak_bytes - before, stats};
 }
 
 // Stage 0 of 2 under GPipe at 8 micro-batches holds every micro-batch's
 // activations; with recomputation only their inputs.
 TEST(Pipeline, RecomputationHoldsLessActivationMemory) {
   tandem::testing::expect_ranks_succeed(2, [](int rank, int size, int port) {
-    install_counting_cpu_allocator();
+    memory::install_counting_cpu_allocator();
     auto comm = connect(rank, size, port);
     auto peak_of = [&](bool recompute) {
       const auto [peak, stats] = step_peak(comm, PipelineScheduleKind::kGPipe, recompute);
@@ -233,7 +233,7 @@ TEST(Pipeline, ForwardOnlyMatchesTheWholeModel) {
 // Stage 0 of 2 (step_peak).
 TEST(Pipeline, OneFOneBHoldsLessActivationMemoryThanGPipe) {
   tandem::testing::expect_ranks_succeed(2, [](int rank, int size, int port) {
-    install_counting_cpu_allocator();
+    memory::install_counting_cpu_allocator();
     auto comm = connect(rank, size, port);
     auto peak_of = [&](PipelineScheduleKind kind) {
       const auto [peak, stats] = step_peak(comm, kind, false);

@@ -19,7 +19,7 @@
 
 #include "tandem/comm/backend.h"
 #include "tandem/core/error.h"
-#include "tandem/parallel/distributed_data_parallel.h"
+#include "tandem/parallel/ddp/distributed_data_parallel.h"
 #include "tests/support/multiproc.h"
 
 namespace tandem::parallel {

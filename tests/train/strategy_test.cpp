@@ -10,14 +10,14 @@
 
 #include <memory>
 
-#include "tandem/parallel/activation_tracker.h"
+#include "tandem/memory/activation_tracker.h"
 
 namespace tandem::train {
 namespace {
 
 // One step of strategy none on a 16-32-4 network whose first bias is frozen;
 // returns its memory accounting.
-parallel::MemoryAccounting one_step(int64_t batch) {
+memory::MemoryAccounting one_step(int64_t batch) {
   torch::nn::Sequential net(torch::nn::Linear(16, 32), torch::nn::ReLU(), torch::nn::Linear(32, 4));
   net->ptr(0)->named_parameters()["bias"].set_requires_grad(false);
   TrainerOptions o;
@@ -31,12 +31,12 @@ parallel::MemoryAccounting one_step(int64_t batch) {
 
 TEST(Strategy, NoneCountsActivationsAsBackwardBegins) {
   constexpr int64_t kBatch = 64;
-  const parallel::MemoryAccounting untracked = one_step(kBatch);
+  const memory::MemoryAccounting untracked = one_step(kBatch);
   EXPECT_EQ(untracked.peak_activations(), 0);
   EXPECT_EQ(untracked.peak_with_activations(), untracked.peak_total());
 
-  parallel::ActivationTracker tracker;
-  const parallel::MemoryAccounting m = one_step(kBatch);
+  memory::ActivationTracker tracker;
+  const memory::MemoryAccounting m = one_step(kBatch);
   // Alive when the first gradient is ready: at least the input (saved for the
   // first weight's gradient) and ReLU's output (saved for its own), float32.
   EXPECT_GE(m.peak_activations(), kBatch * (16 + 32) * 4);

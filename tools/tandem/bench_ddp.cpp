@@ -22,7 +22,7 @@
 #include "child_ranks.h"
 #include "tandem/comm/rendezvous.h"
 #include "tandem/core/check.h"
-#include "tandem/parallel/distributed_data_parallel.h"
+#include "tandem/parallel/ddp/distributed_data_parallel.h"
 #include "tandem/train/models/models.h"
 
 namespace tandem::tools {

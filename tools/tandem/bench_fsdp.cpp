@@ -20,9 +20,10 @@
 #include "child_ranks.h"
 #include "tandem/comm/rendezvous.h"
 #include "tandem/core/check.h"
-#include "tandem/parallel/distributed_data_parallel.h"
-#include "tandem/parallel/fully_sharded_data_parallel.h"
-#include "tandem/parallel/memory_accounting.h"
+#include "tandem/memory/storage_set.h"
+#include "tandem/parallel/ddp/distributed_data_parallel.h"
+#include "tandem/parallel/fsdp/fully_sharded_data_parallel.h"
+#include "tandem/parallel/optimizer_state.h"
 #include "tandem/train/models/models.h"
 
 namespace tandem::tools {
@@ -113,8 +114,8 @@ Result run_steps(const Options& o, const std::shared_ptr<Communicator>& comm) {
     r.zero3_bytes = 16.0 * static_cast<double>(total) / comm->size() + 8.0 * largest;
   } else {  // replicated: every tensor is whole all the time
     r.state_bytes = static_cast<double>(
-        parallel::storage_bytes(params) + parallel::storage_bytes(parallel::gradients_of(params)) +
-        parallel::storage_bytes(parallel::optimizer_state_tensors(opt)));
+        memory::storage_bytes(params) + memory::storage_bytes(memory::gradients_of(params)) +
+        memory::storage_bytes(parallel::optimizer_state_tensors(opt)));
   }
   return r;
 }

@@ -22,8 +22,8 @@
 #include "child_ranks.h"
 #include "tandem/comm/rendezvous.h"
 #include "tandem/core/check.h"
-#include "tandem/parallel/activation_tracker.h"
-#include "tandem/parallel/allocator_stats.h"
+#include "tandem/memory/activation_tracker.h"
+#include "tandem/memory/allocator_stats.h"
 #include "tandem/train/models/models.h"
 #include "tandem/train/strategy.h"
 
@@ -84,15 +84,14 @@ void forward_backward(torch::nn::AnyModule& model, const at::Tensor& x, const at
 // One rank: count allocations from the start, build the model and the
 // strategy, train a few steps, and (rank 0) print one JSON line.
 int run_as_rank(const Options& o) {
-  parallel::install_counting_cpu_allocator();
+  memory::install_counting_cpu_allocator();
   // Counts the activations beside the model state, so that the accounting's
   // peak can be held against the allocator's.
-  parallel::ActivationTracker activations;
-  parallel::reset_peak_resident();
-  auto comm = init({.backend = Backend::kAuto,
-                    .timeout = Millis(300'000),
-                    .rendezvous_timeout = Millis(60'000)});
-  const int64_t rss_base = parallel::resident_bytes();
+  memory::ActivationTracker activations;
+  memory::reset_peak_resident();
+  auto comm =
+      init({.backend = Backend::kAuto, .timeout = Millis(300'000), .rendezvous_timeout = Millis(60'000)});
+  const int64_t rss_base = memory::resident_bytes();
 
   train::TrainerOptions to;
   to.model = o.model;
@@ -103,7 +102,7 @@ int run_as_rank(const Options& o) {
   at::manual_seed(0);
   // Counted from here: what the process holds beyond LibTorch's and the
   // communicator's own start-up allocations.
-  const int64_t alloc_base = parallel::cpu_allocator_stats().current_bytes;
+  const int64_t alloc_base = memory::cpu_allocator_stats().current_bytes;
   torch::nn::AnyModule model = train::make_model(o.model, mo);
   int64_t params = 0;
   for (const auto& p : model.ptr()->parameters()) params += p.numel();
@@ -115,7 +114,7 @@ int run_as_rank(const Options& o) {
   }
   // The peak is taken over the training steps (construction copies the
   // parameters into flat buffers once, a transient no step repeats).
-  parallel::reset_cpu_allocator_peak();
+  memory::reset_cpu_allocator_peak();
   at::manual_seed(1 + comm->rank());
   for (int s = 0; s < o.steps; ++s) {
     const auto [x, y] = random_batch(o, mo);
@@ -124,7 +123,7 @@ int run_as_rank(const Options& o) {
     strategy->step();
   }
   const auto memory = strategy->memory();
-  const auto alloc = parallel::cpu_allocator_stats();
+  const auto alloc = memory::cpu_allocator_stats();
   const int n = comm->size();
   const double per = static_cast<double>(params);
   // Theory, bytes per parameter with fp32 Adam (ZeRO paper, Figure 1).
@@ -161,7 +160,7 @@ int run_as_rank(const Options& o) {
       {"accounting_peak_over_allocator_peak",
        static_cast<double>(memory.peak_with_activations()) /
            static_cast<double>(alloc.peak_bytes - alloc_base)},
-      {"rss_peak_growth_bytes", parallel::peak_resident_bytes() - rss_base}};
+      {"rss_peak_growth_bytes", memory::peak_resident_bytes() - rss_base}};
   if (comm->rank() == 0) {
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);
@@ -187,8 +186,8 @@ void measure_tracker_overhead(const Options& o) {
   torch::nn::AnyModule model = train::make_model(o.model, mo);
   const auto [x, y] = random_batch(o, mo);
   auto seconds_per_step = [&](bool track) {
-    std::unique_ptr<parallel::ActivationTracker> tracker;
-    if (track) tracker = std::make_unique<parallel::ActivationTracker>();
+    std::unique_ptr<memory::ActivationTracker> tracker;
+    if (track) tracker = std::make_unique<memory::ActivationTracker>();
     constexpr int kSteps = 5;
     const double start = thread_cpu_seconds();
     for (int s = 0; s < kSteps; ++s) forward_backward(model, x, y);

@@ -14,7 +14,7 @@
 #include "bench_fsdp.h"
 #include "tandem/core/env.h"
 #include "tandem/core/error.h"
-#include "tandem/core/malloc_tuning.h"
+#include "tandem/memory/malloc_tuning.h"
 #include "train_cmd.h"
 
 int main(int argc, char** argv) {
@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
     // malloc_tuning.h); TANDEM_KEEP_FREED_MEMORY=0 keeps glibc's defaults.
     if (tandem::env::get(tandem::env::process_lookup(), "TANDEM_KEEP_FREED_MEMORY")
             .value_or("1") != "0") {
-      tandem::keep_freed_memory_for_reuse();
+      tandem::memory::keep_freed_memory_for_reuse();
     }
     at::set_num_threads(1);
     app.parse(argc, argv);

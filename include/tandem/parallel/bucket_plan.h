@@ -29,5 +29,7 @@ struct BucketPlan {
 // Throws InvalidArgument if the lists differ in length or cap_bytes < 1.
 BucketPlan make_bucket_plan(const std::vector<int64_t>& numels,
                             const std::vector<at::ScalarType>& dtypes, int64_t cap_bytes);
+// The same for these tensors' element counts and dtypes.
+BucketPlan make_bucket_plan(const std::vector<at::Tensor>& params, int64_t cap_bytes);
 
 }  // namespace tandem::parallel

@@ -31,7 +31,7 @@
 #include "tandem/comm/communicator.h"
 #include "tandem/comm/device_mesh.h"
 #include "tandem/core/trace.h"
-#include "tandem/parallel/memory_accounting.h"
+#include "tandem/memory/memory_accounting.h"
 #include "tandem/train/trainer.h"
 
 namespace tandem::train {
@@ -87,7 +87,7 @@ class MeshModel {
   torch::OrderedDict<std::string, at::Tensor> full_parameters();
   // This rank's model-state bytes, as the data dimension's strategy
   // measures them.
-  parallel::MemoryAccounting memory() const;
+  memory::MemoryAccounting memory() const;
   // Pipeline: micro-batches in flight at most, and the bubble (1 -
   // compute / step time) of this stage, in the last step; 0 otherwise.
   int max_in_flight() const;

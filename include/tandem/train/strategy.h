@@ -20,7 +20,7 @@
 
 #include "tandem/comm/communicator.h"
 #include "tandem/core/trace.h"
-#include "tandem/parallel/memory_accounting.h"
+#include "tandem/memory/memory_accounting.h"
 #include "tandem/train/checkpoint.h"
 #include "tandem/train/sharded_checkpoint.h"
 #include "tandem/train/trainer.h"
@@ -58,7 +58,7 @@ class Strategy {
   // Bytes handed to collectives for gradients in the last step (0 if none).
   virtual int64_t gradient_bytes() const { return 0; }
   // Model-state bytes this rank holds, measured (now and at peak).
-  virtual parallel::MemoryAccounting memory() const = 0;
+  virtual memory::MemoryAccounting memory() const = 0;
 
   // False for strategies whose ranks do not meet every step (ps, easgd,
   // gossip, local-sgd, backup workers): the trainer then logs each rank's

@@ -3,6 +3,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <fmt/format.h>
+#include <torch/nn/module.h>
 
 #include <algorithm>
 #include <functional>
@@ -23,6 +24,20 @@ std::string shape_of(const int64_t* row) {
 }
 
 }  // namespace
+
+Trainable trainable_parameters(const torch::nn::Module& module, std::string_view who,
+                               std::string_view does) {
+  Trainable t;
+  for (const auto& item : module.named_parameters(/*recurse=*/true)) {
+    if (!item.value().requires_grad()) continue;
+    TANDEM_CHECK(item.value().device().is_cpu(),
+                 "{}: parameter '{}' is on {}; this build {} CPU tensors", who, item.key(),
+                 item.value().device().str(), does);
+    t.names.push_back(item.key());
+    t.params.push_back(item.value());
+  }
+  return t;
+}
 
 void check_replicas_match(Communicator& comm, const std::vector<std::string>& names,
                           const std::vector<at::Tensor>& params, std::string_view who) {

@@ -12,7 +12,23 @@
 
 #include "tandem/comm/communicator.h"
 
+namespace torch::nn {
+class Module;
+}
+
 namespace tandem::parallel::detail {
+
+// The parameters a strategy synchronises: those of `module` that require
+// grad (frozen ones stay as they are), by full name, in registration order.
+struct Trainable {
+  std::vector<std::string> names;
+  std::vector<at::Tensor> params;
+};
+
+// Local. Throws InvalidArgument naming `who`, the first parameter not on
+// the CPU and its device: "...; this build `does` CPU tensors".
+Trainable trainable_parameters(const torch::nn::Module& module, std::string_view who,
+                               std::string_view does);
 
 // Collective. Compares every rank's (name, dtype, shape) per parameter with
 // rank 0's; all ranks throw the same InvalidArgument naming the first

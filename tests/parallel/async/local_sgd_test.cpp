@@ -15,7 +15,7 @@
 #include <torch/optim/sgd.h>
 
 #include "tandem/core/error.h"
-#include "tandem/parallel/distributed_data_parallel.h"
+#include "tandem/parallel/ddp/distributed_data_parallel.h"
 #include "tests/parallel/async/async_test_support.h"
 #include "tests/support/multiproc.h"
 

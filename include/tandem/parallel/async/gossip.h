@@ -75,7 +75,6 @@ class GossipMixer {
   struct Peer;
   void serve(int peer);
   void merge(const at::Tensor& message);  // mutex_ held
-  void merge_pending();
   at::Tensor message(double kind, double weight);  // mutex_ held
   int pick_peer();
   void rethrow_failure();
