@@ -1,5 +1,7 @@
 #include "tandem/train/data/mnist_dataset.h"
 
+#include <fmt/format.h>
+
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
