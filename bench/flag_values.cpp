@@ -38,14 +38,29 @@ CLI::Option* add_int(CLI::App& command, const std::string& flag, Int& target,
 
 template <typename Int>
 CLI::Option* add_int_list(CLI::App& command, const std::string& flag, std::vector<Int>& target,
-                          const std::string& help) {
+                          const std::string& help, EmptyList empty) {
   return add_list_flag(
       command, flag, "INT", fmt::format("{}", fmt::join(target, ",")),
       [&target](const std::string& what, const std::vector<std::string>& texts) {
         target.clear();
         for (const auto& text : texts) target.push_back(checked_int<Int>(what, text));
       },
-      help);
+      help, empty);
+}
+
+// Appends the comma-separated entries of `text`. Split here, not by CLI11's
+// delimiter, which drops empty entries.
+void split_entries(const std::string& what, const std::string& text,
+                   std::vector<std::string>& entries) {
+  for (size_t begin = 0;;) {
+    const size_t comma = std::min(text.find(',', begin), text.size());
+    entries.push_back(text.substr(begin, comma - begin));
+    if (entries.back().empty()) {
+      throw InvalidArgument(fmt::format("{} has an empty entry (in '{}')", what, text));
+    }
+    if (comma == text.size()) return;
+    begin = comma + 1;
+  }
 }
 
 }  // namespace
@@ -95,13 +110,14 @@ CLI::Option* add_double_flag(CLI::App& command, const std::string& flag, double&
 }
 
 CLI::Option* add_int_list_flag(CLI::App& command, const std::string& flag, std::vector<int>& target,
-                               const std::string& help) {
-  return add_int_list(command, flag, target, help);
+                               const std::string& help, EmptyList empty) {
+  return add_int_list(command, flag, target, help, empty);
 }
 
 CLI::Option* add_int_list_flag(CLI::App& command, const std::string& flag,
-                               std::vector<int64_t>& target, const std::string& help) {
-  return add_int_list(command, flag, target, help);
+                               std::vector<int64_t>& target, const std::string& help,
+                               EmptyList empty) {
+  return add_int_list(command, flag, target, help, empty);
 }
 
 CLI::Option* add_value_flag(CLI::App& command, const std::string& flag, const std::string& type,
@@ -116,25 +132,20 @@ CLI::Option* add_value_flag(CLI::App& command, const std::string& flag, const st
 }
 
 CLI::Option* add_list_flag(CLI::App& command, const std::string& flag, const std::string& type,
-                           const std::string& default_text, ListSetter set,
-                           const std::string& help) {
+                           const std::string& default_text, ListSetter set, const std::string& help,
+                           EmptyList empty) {
   const std::string what = flag_name(command, flag);
-  // Split here, not by CLI11's delimiter, which drops empty entries.
   return command
       .add_option_function<std::vector<std::string>>(
           flag,
-          [what, set = std::move(set)](const std::vector<std::string>& texts) {
+          [what, set = std::move(set), empty](const std::vector<std::string>& texts) {
             std::vector<std::string> entries;
             for (const auto& text : texts) {
-              for (size_t begin = 0;;) {
-                const size_t comma = std::min(text.find(',', begin), text.size());
-                entries.push_back(text.substr(begin, comma - begin));
-                if (entries.back().empty()) {
-                  throw InvalidArgument(fmt::format("{} has an empty entry (in '{}')", what, text));
-                }
-                if (comma == text.size()) break;
-                begin = comma + 1;
+              if (text.empty() && empty == EmptyList::kAllowed) continue;
+              if (text.empty()) {
+                throw InvalidArgument(fmt::format("{} takes at least one entry (got '')", what));
               }
+              split_entries(what, text, entries);
             }
             set(what, entries);
           },

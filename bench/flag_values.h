@@ -68,6 +68,10 @@ std::string choice_name(E value, std::span<const Choice<E>> choices) {
   throw InternalError("choice_name: a value without a name");
 }
 
+// Whether a list flag may be given as "" (no entries at all); an empty entry
+// inside a list ("2,,4") is always an error.
+enum class EmptyList { kRefused, kAllowed };
+
 // CLI11 options of `command` whose values go through the parsers above. The
 // help shows the type and the target's value as its default.
 CLI::Option* add_int_flag(CLI::App& command, const std::string& flag, int& target,
@@ -77,22 +81,23 @@ CLI::Option* add_int_flag(CLI::App& command, const std::string& flag, int64_t& t
 CLI::Option* add_double_flag(CLI::App& command, const std::string& flag, double& target,
                              const std::string& help);
 CLI::Option* add_int_list_flag(CLI::App& command, const std::string& flag, std::vector<int>& target,
-                               const std::string& help);
+                               const std::string& help, EmptyList empty = EmptyList::kRefused);
 CLI::Option* add_int_list_flag(CLI::App& command, const std::string& flag,
-                               std::vector<int64_t>& target, const std::string& help);
+                               std::vector<int64_t>& target, const std::string& help,
+                               EmptyList empty = EmptyList::kRefused);
 
 // The primitives under the flags above: `set(what, text)` parses the one
 // value of a flag and stores it; `set(what, entries)` receives the entries
-// of a list flag (each non-empty, else InvalidArgument). `type` and
-// `default_text` are what the help shows.
+// of a list flag (each non-empty, else InvalidArgument; none for "" when
+// `empty` allows it). `type` and `default_text` are what the help shows.
 using ValueSetter = std::function<void(const std::string& what, const std::string& text)>;
 using ListSetter = std::function<void(const std::string& what, const std::vector<std::string>&)>;
 CLI::Option* add_value_flag(CLI::App& command, const std::string& flag, const std::string& type,
                             const std::string& default_text, ValueSetter set,
                             const std::string& help);
 CLI::Option* add_list_flag(CLI::App& command, const std::string& flag, const std::string& type,
-                           const std::string& default_text, ListSetter set,
-                           const std::string& help);
+                           const std::string& default_text, ListSetter set, const std::string& help,
+                           EmptyList empty = EmptyList::kRefused);
 
 // A list of choices ("--strategies ddp,zero1").
 template <typename E>

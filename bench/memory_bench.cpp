@@ -279,7 +279,9 @@ void add_memory_bench(CLI::App& bench, int& exit_code) {
   add_choice_flag<Optimizer>(*cmd, "--optimizer", o->optimizer, kOptimizers, "adamw|sgd");
   add_choice_list_flag<Strategy>(*cmd, "--strategies", o->strategies, kStrategies,
                                  "comma-separated");
-  add_int_list_flag(*cmd, "--ranks", o->ranks, "world sizes, comma-separated");
+  add_int_list_flag(*cmd, "--ranks", o->ranks,
+                    "world sizes, comma-separated (\"\": none, e.g. to time the tracker alone)",
+                    EmptyList::kAllowed);
   add_int_flag(*cmd, "--batch-size", o->batch, "samples per rank per step");
   add_int_flag(*cmd, "--steps", o->steps, "training steps before measuring");
   add_int_flag(*cmd, "--gpt-width", o->gpt_width, "gpt-mini width (0: the model's default, 128)");

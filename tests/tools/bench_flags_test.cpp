@@ -88,7 +88,7 @@ TEST(BenchFlags, StrategiesNumbersAndListsAreChecked) {
       {"strategies --ranks 4x", "bench strategies: --ranks takes whole numbers (got '4x')"},
       {"strategies --lr 0.01x", "bench strategies: --lr takes a finite number (got '0.01x')"},
       {"strategies --strategies ddp,", "bench strategies: --strategies has an empty entry"},
-      {"strategies --strategies ''", "bench strategies: --strategies has an empty entry"},
+      {"strategies --strategies ''", "bench strategies: --strategies takes at least one entry"},
       {"strategies --strategies ddp,hogwild",
        "bench strategies: --strategies hogwild is not one of ddp, ddp-backup"},
   });

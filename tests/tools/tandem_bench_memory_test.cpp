@@ -56,4 +56,14 @@ TEST(TandemBenchMemory, AccountingPeakAgreesWithTheAllocatorOnGptMini) {
   EXPECT_EQ(rows.size(), 4u);
 }
 
+// `--ranks ""` runs no world size: only the tracker's overhead, as
+// docs/sharding.md measures it.
+TEST(TandemBenchMemory, NoWorldSizesTimesTheTrackerAlone) {
+  const auto rows =
+      bench_memory("--model mlp --ranks \"\" --tracker-overhead-rounds 1 --batch-size 2");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["bench"], "activation_tracker_overhead");
+  EXPECT_GT(rows[0]["with_over_without"].get<double>(), 0.0);
+}
+
 }  // namespace
