@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps configure build test demo bench bench-ddp clean
+.PHONY: deps configure build tools test demo bench bench-ddp clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -16,12 +16,19 @@ build: configure
 	@bash scripts/check-blas.sh
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
+# Only what `make demo` runs: the library and the two tools (not the tests,
+# benchmarks' extras or examples).
+tools: configure
+	@bash scripts/check-blas.sh
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target tandem_cli tandem-run
+
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 300 -j 2
 
 # About a minute of 2-rank data-parallel training (ResNet-18, synthetic
-# CIFAR-10), then the 2-rank collective bandwidth table.
-demo: build
+# CIFAR-10), then the 2-rank collective bandwidth table. Builds only the two
+# tools it runs; `make test` builds the rest.
+demo: tools
 	$(BUILD_DIR)/tools/tandem-run --nproc-per-node 2 -- $(BUILD_DIR)/tools/tandem train \
 		--model resnet18 --data synthetic-cifar --dataset-size 4096 --steps 120 \
 		--batch-size 16 --lr 0.05 --momentum 0.9 --nesterov --log-every 5

@@ -49,7 +49,7 @@ def main(argv):
     p.add_argument("--jobs", default="resnet18,mlp", help=",".join(JOBS))
     p.add_argument("--pytorch-keep-freed-memory", action="store_true",
                    help="also run PyTorch with glibc's malloc tuned as the tandem tool tunes "
-                        "its own (GLIBC_TUNABLES; see include/tandem/core/malloc_tuning.h)")
+                        "its own (GLIBC_TUNABLES; see include/tandem/memory/malloc_tuning.h)")
     a = p.parse_args(argv)
     tandem = os.path.join(a.build_dir, "tools", "tandem")
     if not os.access(tandem, os.X_OK):

@@ -10,16 +10,20 @@
 // --warmup N, --iters N (default: enough for about 0.25 GiB per size, 5 to
 // 1000 calls), --thread-multiple (initialise as Tandem does), --nonblocking
 // (MPI_Iallreduce polled with MPI_Test, as Tandem does; prints
-// "mpi_raw_iallreduce"). This is the one bench/ file that includes <mpi.h>:
-// it is the baseline, not Tandem.
+// "mpi_raw_iallreduce"). Numbers go through the benches' checked parser
+// (bench/flag_values.h). Beside bench/mpi_raw.cpp (the in-process baseline)
+// it is the one bench/ file that includes <mpi.h>, and it links no Tandem
+// library: it is the baseline, not Tandem.
 #include <mpi.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
+
+#include "bench/flag_values.h"
 
 namespace {
 
@@ -32,10 +36,13 @@ struct Options {
   bool nonblocking = false;
 };
 
-// Returns false (after a message on rank 0) on an unknown flag.
-bool parse(int argc, char** argv, Options& o) {
+// Returns the problem with the flags, or "" when there is none.
+std::string parse(int argc, char** argv, Options& o) try {
   for (int i = 1; i < argc; ++i) {
-    auto value = [&] { return i + 1 < argc ? std::atoll(argv[++i]) : 0LL; };
+    const std::string flag = argv[i];
+    auto value = [&] {
+      return tandem::bench::parse_int(flag, i + 1 < argc ? argv[++i] : "", 0, INT32_MAX);
+    };
     if (!std::strcmp(argv[i], "--min-bytes"))
       o.min_bytes = value();
     else if (!std::strcmp(argv[i], "--max-bytes"))
@@ -49,9 +56,12 @@ bool parse(int argc, char** argv, Options& o) {
     else if (!std::strcmp(argv[i], "--nonblocking"))
       o.nonblocking = true;
     else
-      return false;
+      return "unknown flag '" + flag + "'";
   }
-  return o.min_bytes >= 4 && o.max_bytes >= o.min_bytes && o.warmup >= 0 && o.iters >= 0;
+  if (o.min_bytes < 4 || o.max_bytes < o.min_bytes) return "need 4 <= --min-bytes <= --max-bytes";
+  return "";
+} catch (const tandem::InvalidArgument& e) {
+  return e.what();
 }
 
 void all_reduce(std::vector<float>& buf, bool nonblocking) {
@@ -82,7 +92,7 @@ double time_all_reduce(std::vector<float>& buf, const Options& o, int iters) {
 
 int main(int argc, char** argv) {
   Options o;
-  const bool ok = parse(argc, argv, o);
+  const std::string problem = parse(argc, argv, o);
   int provided = 0;
   MPI_Init_thread(&argc, &argv, o.thread_multiple ? MPI_THREAD_MULTIPLE : MPI_THREAD_SINGLE,
                   &provided);
@@ -90,12 +100,13 @@ int main(int argc, char** argv) {
   int size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  if (!ok) {
+  if (!problem.empty()) {
     if (rank == 0) {
       std::fprintf(stderr,
-                   "mpi_raw_allreduce_bench: bad arguments; usage: mpirun -np N "
+                   "mpi_raw_allreduce_bench: %s; usage: mpirun -np N "
                    "mpi_raw_allreduce_bench [--min-bytes B] [--max-bytes B] [--warmup N] "
-                   "[--iters N] [--thread-multiple] [--nonblocking]\n");
+                   "[--iters N] [--thread-multiple] [--nonblocking]\n",
+                   problem.c_str());
     }
     MPI_Finalize();
     return 2;

@@ -110,45 +110,47 @@ void validate(const LaunchOptions& o) {
   if (o.command.front().empty()) usage_error("PROGRAM must not be an empty string");
 }
 
+namespace {
+
+std::string name_of(const std::string& entry) { return entry.substr(0, entry.find('=')); }
+
+}  // namespace
+
+std::vector<std::string> environment_with(const std::vector<std::string>& base,
+                                          const std::vector<std::string>& set) {
+  auto is_set = [&](const std::string& name) {
+    return std::any_of(set.begin(), set.end(),
+                       [&](const std::string& entry) { return name_of(entry) == name; });
+  };
+  std::vector<std::string> env;
+  env.reserve(base.size() + set.size());
+  for (const auto& entry : base) {
+    if (!is_set(name_of(entry))) env.push_back(entry);
+  }
+  env.insert(env.end(), set.begin(), set.end());
+  return env;
+}
+
 std::vector<std::string> worker_environment(const std::vector<std::string>& base,
                                             const LaunchOptions& o, const WorkerIdentity& w) {
   const int rank = o.node_rank * o.nproc_per_node + w.local_rank;
-  const std::vector<std::pair<std::string, std::string>> set = {
-      {"MASTER_ADDR", o.master_addr},
-      {"MASTER_PORT", std::to_string(w.master_port)},
-      {"RANK", std::to_string(rank)},
-      {"WORLD_SIZE", std::to_string(o.world_size())},
-      {"LOCAL_RANK", std::to_string(w.local_rank)},
-      {"LOCAL_WORLD_SIZE", std::to_string(o.nproc_per_node)},
-      {"GROUP_RANK", std::to_string(o.node_rank)},
-      {"TANDEM_NODE_RANK", std::to_string(o.node_rank)},
-      {"TANDEM_RESTART_COUNT", std::to_string(w.restart_count)},
-      {"TORCHELASTIC_RESTART_COUNT", std::to_string(w.restart_count)},
-  };
-  const std::vector<std::string> defaults = {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"};
-
-  auto name_of = [](const std::string& entry) { return entry.substr(0, entry.find('=')); };
-  auto is_set = [&](const std::string& name) {
-    for (const auto& [n, v] : set) {
-      if (n == name) return true;
-    }
-    return false;
-  };
-
-  std::vector<std::string> env;
-  env.reserve(base.size() + set.size() + defaults.size());
-  std::vector<bool> have_default(defaults.size(), false);
-  for (const auto& entry : base) {
-    std::string name = name_of(entry);
-    if (is_set(name)) continue;
-    for (size_t i = 0; i < defaults.size(); ++i) {
-      if (name == defaults[i]) have_default[i] = true;
-    }
-    env.push_back(entry);
-  }
-  for (const auto& [n, v] : set) env.push_back(n + "=" + v);
-  for (size_t i = 0; i < defaults.size(); ++i) {
-    if (!have_default[i]) env.push_back(defaults[i] + "=1");
+  std::vector<std::string> env =
+      environment_with(base, {
+                                 "MASTER_ADDR=" + o.master_addr,
+                                 "MASTER_PORT=" + std::to_string(w.master_port),
+                                 "RANK=" + std::to_string(rank),
+                                 "WORLD_SIZE=" + std::to_string(o.world_size()),
+                                 "LOCAL_RANK=" + std::to_string(w.local_rank),
+                                 "LOCAL_WORLD_SIZE=" + std::to_string(o.nproc_per_node),
+                                 "GROUP_RANK=" + std::to_string(o.node_rank),
+                                 "TANDEM_NODE_RANK=" + std::to_string(o.node_rank),
+                                 "TANDEM_RESTART_COUNT=" + std::to_string(w.restart_count),
+                                 "TORCHELASTIC_RESTART_COUNT=" + std::to_string(w.restart_count),
+                             });
+  for (const std::string name : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"}) {
+    const bool given = std::any_of(
+        env.begin(), env.end(), [&](const std::string& entry) { return name_of(entry) == name; });
+    if (!given) env.push_back(name + "=1");
   }
   return env;
 }

@@ -58,12 +58,6 @@ class SubreaperScope {
   SubreaperScope& operator=(const SubreaperScope&) = delete;
 };
 
-std::vector<std::string> current_environment() {
-  std::vector<std::string> env;
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) env.emplace_back(*e);
-  return env;
-}
-
 void make_log_dir(const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -104,6 +98,12 @@ std::string resolve_program(const std::string& program, const std::optional<std:
                                  "path (e.g. ./{}) or fix PATH",
                                  program, search, program),
                      127);
+}
+
+std::vector<std::string> current_environment() {
+  std::vector<std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) env.emplace_back(*e);
+  return env;
 }
 
 int pick_free_port(const std::string& address) {

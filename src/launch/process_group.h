@@ -1,7 +1,8 @@
 // One attempt of a job on this node: the nproc_per_node workers started
-// together, watched together and stopped together. Output is relayed line by
-// line (and copied raw to the rank's log file); the first worker that fails,
-// or a signal to the launcher, stops all of them. Not thread-safe.
+// together (through ChildProcesses), watched together and stopped together.
+// Output is relayed line by line (and copied raw to the rank's log file); the
+// first worker that fails, or a signal to the launcher, stops all of them.
+// Not thread-safe.
 #pragma once
 
 #include <sys/types.h>
@@ -13,6 +14,7 @@
 #include "launch/output_prefixer.h"
 #include "launch/signal_relay.h"
 #include "tandem/core/deadline.h"
+#include "tandem/launch/child_processes.h"
 #include "tandem/launch/launcher.h"
 
 namespace tandem::launch {
@@ -31,11 +33,13 @@ struct AttemptOutcome {
 class ProcessGroup {
  public:
   // `attempt` counts from 0 (it is TANDEM_RESTART_COUNT). The references
-  // must outlive the group.
+  // must outlive the group. The calling process must be a child subreaper
+  // (launch::run makes it one), so that processes left in the workers'
+  // groups are reaped here.
   ProcessGroup(const LaunchOptions& options, const LaunchOutput& output, const SignalRelay& signals,
                int attempt);
-  // Bounded: SIGKILLs every process still in the workers' groups and reaps
-  // them for at most a few seconds, then closes every descriptor.
+  // Bounded: ChildProcesses SIGKILLs and reaps what is left; then the log
+  // files are closed.
   ~ProcessGroup();
   ProcessGroup(const ProcessGroup&) = delete;
   ProcessGroup& operator=(const ProcessGroup&) = delete;
@@ -53,43 +57,30 @@ class ProcessGroup {
   AttemptOutcome wait();
 
  private:
-  struct Worker {
+  // What the launcher keeps per worker beside its process.
+  struct Relay {
     int rank = 0;
-    pid_t pid = -1;  // also its process group id
-    int out_fd = -1;
-    int err_fd = -1;
     int log_fd = -1;
     std::string log_path;
     OutputPrefixer out_lines{""};
     OutputPrefixer err_lines{""};
-    bool exited = false;      // the worker itself has been reaped
-    bool group_gone = false;  // nothing of its process group is left
-    int wait_status = 0;
   };
 
-  void open_log(Worker& w);
+  void open_log(Relay& w);
   void handle_signals(AttemptOutcome& outcome, int& signals_seen, Clock::time_point now);
   void check_failure(AttemptOutcome& outcome, Clock::time_point now);
-  void drain_all();
-  void pump_output(Millis timeout);
-  bool read_stream(Worker& w, int& fd, bool is_err);
-  void relay(Worker& w, std::string_view data, bool is_err);
-  void end_stream(Worker& w, int& fd, bool is_err);
-  void reap();
-  void signal_all(int sig);
+  void relay(size_t index, Stream stream, std::string_view data);
+  void end_stream(size_t index, Stream stream);
   void stop(int sig, Clock::time_point now);
   void kill_survivors(Clock::time_point now);
-  bool all_exited() const;
-  bool all_gone() const;
-  const Worker* first_failed() const;
   void say(const std::string& line) const;
-  std::string survivors() const;
 
   const LaunchOptions& options_;
   const LaunchOutput& output_;
   const SignalRelay& signals_;
   int attempt_;
-  std::vector<Worker> workers_;
+  std::vector<Relay> relays_;  // in start order, as children_'s results
+  ChildProcesses children_;    // after relays_: destroyed first, while its sink is valid
   std::optional<Clock::time_point> sigkill_at_;  // the grace period ends
   std::optional<Clock::time_point> give_up_at_;  // SIGKILL did not work
 };

@@ -235,7 +235,8 @@ TEST(Rendezvous, WrongTokenIsRefusedAndTheJobCarriesOn) {
       },
       {.timeout = std::chrono::milliseconds(60'000), .env = {}});
   for (const auto& r : results) {
-    EXPECT_EQ(r.exit_code, 0) << "process " << r.rank << ":\n" << testing::tail(r.output);
+    EXPECT_TRUE(r.ok()) << "process " << r.rank << " (" << r.how() << "):\n"
+                        << testing::tail(r.output);
   }
 }
 

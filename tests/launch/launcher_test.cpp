@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "src/launch/worker_process.h"
+#include "src/launch/spawn.h"
 #include "tests/launch/tandem_run_process.h"
 
 namespace tandem::testing {
@@ -33,8 +33,6 @@ std::vector<std::string> pid_files(const TempDir& d, int n) {
   for (int r = 0; r < n; ++r) out.push_back(d.file("pid-" + std::to_string(r)));
   return out;
 }
-
-pid_t read_pid(const std::string& path) { return static_cast<pid_t>(std::stol(read_text(path))); }
 
 std::map<std::string, std::string> read_env_file(const std::string& path) {
   std::map<std::string, std::string> env;

@@ -1,14 +1,12 @@
-// Test helper: runs the tandem-run binary as a child with its stdout and
-// stderr captured, and waits for it with a deadline (SIGKILL when it passes,
-// so no test hangs and nothing is left behind). Header-only because the test
-// binary is built from tests/launch/*_test.cpp.
+// Test helper: runs the tandem-run binary as a child (through
+// launch::ChildProcesses) with its stdout and stderr captured, and waits for
+// it with a deadline (SIGKILL when it passes, so no test hangs and nothing is
+// left behind). Header-only because the test binary is built from
+// tests/launch/*_test.cpp.
 #pragma once
 
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -19,6 +17,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "tandem/launch/child_processes.h"
+#include "tandem/launch/launch_options.h"
+#include "tandem/launch/launcher.h"
 
 namespace tandem::testing {
 
@@ -37,99 +39,39 @@ class TandemRunProcess {
  public:
   // Starts `tandem-run args...` with `extra_env` ("NAME=value") added.
   explicit TandemRunProcess(const std::vector<std::string>& args,
-                            const std::vector<std::string>& extra_env = {}) {
-    int out[2], err[2];
-    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) std::abort();
-    start_ = std::chrono::steady_clock::now();
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(out[1], STDOUT_FILENO);
-      dup2(err[1], STDERR_FILENO);
-      for (const auto& kv : extra_env) putenv(const_cast<char*>(kv.c_str()));
-      std::vector<std::string> all = {tandem_run_path()};
-      all.insert(all.end(), args.begin(), args.end());
-      std::vector<char*> argv;
-      for (auto& a : all) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(99);
-    }
-    ::close(out[1]);
-    ::close(err[1]);
-    out_fd_ = out[0];
-    err_fd_ = err[0];
+                            const std::vector<std::string>& extra_env = {})
+      : start_(std::chrono::steady_clock::now()), process_(capture()) {
+    std::vector<std::string> argv = {tandem_run_path()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    process_.start_program(0, argv[0], argv,
+                           launch::environment_with(launch::current_environment(), extra_env));
   }
 
-  ~TandemRunProcess() {
-    if (pid_ > 0 && !reaped_) {
-      kill(pid_, SIGKILL);
-      wait_with_deadline(std::chrono::milliseconds(5000));
-    }
-    if (out_fd_ >= 0) ::close(out_fd_);
-    if (err_fd_ >= 0) ::close(err_fd_);
-  }
-
-  TandemRunProcess(const TandemRunProcess&) = delete;
-  TandemRunProcess& operator=(const TandemRunProcess&) = delete;
-
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return process_.results()[0].pid; }
 
   // Collects output until tandem-run exits, or SIGKILLs it after `timeout`.
   TandemRunResult wait(std::chrono::milliseconds timeout) {
-    bool in_time = wait_with_deadline(timeout);
-    if (!in_time) {
-      kill(pid_, SIGKILL);
-      wait_with_deadline(std::chrono::milliseconds(5000));
-      result_.timed_out = true;
-    }
+    const launch::ChildResult& r = process_.wait(std::chrono::steady_clock::now() + timeout)[0];
+    result_.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - start_);
+    result_.exit_code = r.exit_code;
+    result_.signal = r.timed_out ? 0 : r.signal;
+    result_.timed_out = r.timed_out;
     return result_;
   }
 
  private:
-  bool wait_with_deadline(std::chrono::milliseconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      pump(20);
-      if (!reaped_) {
-        int status = 0;
-        if (waitpid(pid_, &status, WNOHANG) == pid_) {
-          reaped_ = true;
-          result_.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
-              std::chrono::steady_clock::now() - start_);
-          if (WIFEXITED(status)) result_.exit_code = WEXITSTATUS(status);
-          if (WIFSIGNALED(status)) result_.signal = WTERMSIG(status);
-        }
-      }
-      if (reaped_ && out_fd_ < 0 && err_fd_ < 0) return true;
-    }
-    return reaped_ && out_fd_ < 0 && err_fd_ < 0;
+  launch::ChildOptions capture() {
+    launch::ChildOptions o;
+    o.on_data = [this](size_t, launch::Stream s, std::string_view d) {
+      (s == launch::Stream::kStdout ? result_.out : result_.err).append(d);
+    };
+    return o;
   }
 
-  void pump(int timeout_ms) {
-    pollfd fds[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
-    if (poll(fds, 2, timeout_ms) <= 0) return;
-    read_into(out_fd_, fds[0].revents, result_.out);
-    read_into(err_fd_, fds[1].revents, result_.err);
-  }
-
-  static void read_into(int& fd, short revents, std::string& text) {
-    if (fd < 0 || revents == 0) return;
-    char buf[4096];
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n > 0) {
-      text.append(buf, static_cast<size_t>(n));
-    } else if (n == 0 || errno != EINTR) {
-      ::close(fd);
-      fd = -1;
-    }
-  }
-
-  pid_t pid_ = -1;
-  int out_fd_ = -1;
-  int err_fd_ = -1;
-  bool reaped_ = false;
   std::chrono::steady_clock::time_point start_;
   TandemRunResult result_;
+  launch::ChildProcesses process_;  // after result_, which its sink fills
 };
 
 // Runs tandem-run to completion (at most `timeout`).
@@ -166,6 +108,11 @@ inline std::string read_text(const std::string& path) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// The pid a worker script wrote to `path`.
+inline pid_t read_pid(const std::string& path) {
+  return static_cast<pid_t>(std::stol(read_text(path)));
 }
 
 // Waits (bounded) until every file exists and is non-empty.

@@ -1,10 +1,14 @@
 // The fork-per-rank harness: runs a test body in N real processes that meet
-// through a loopback TCP store (rank 0 serves it on `port`). The parent waits
-// with a deadline, kills stragglers with SIGKILL, and reports each failed or
-// hung rank with the tail of its output; no process is left behind.
+// through a loopback TCP store (rank 0 serves it on `port`). The ranks are
+// started, watched and reaped by launch::ChildProcesses: the parent waits with
+// a deadline, kills stragglers with SIGKILL, and reports each failed or hung
+// rank with how it ended and the tail of its output; no process is left
+// behind.
 //
 // Inside a rank, gtest assertions work as usual: a rank whose body records a
-// failure or throws exits non-zero, and the parent fails the test.
+// failure or throws exits non-zero, and the parent fails the test. A rank
+// killed by a signal or by the deadline is never a success: its exit_code is
+// -1 and ok() is false.
 #pragma once
 
 #include <chrono>
@@ -12,15 +16,13 @@
 #include <string>
 #include <vector>
 
+#include "tandem/launch/child_processes.h"
+
 namespace tandem::testing {
 
-struct RankResult {
-  int rank = 0;
-  int exit_code = 0;               // valid when signal == 0
-  int signal = 0;                  // the signal that ended it, or 0
-  bool killed_by_harness = false;  // it outlived the deadline
-  std::string output;              // stdout + stderr
-};
+// rank, pid, exit_code (-1 unless the rank exited by itself), signal,
+// timed_out, output (stdout + stderr), ok() and how().
+using RankResult = launch::ChildResult;
 
 struct MultiprocOptions {
   std::chrono::milliseconds timeout{60'000};
@@ -34,8 +36,8 @@ std::vector<RankResult> run_ranks(int world_size,
                                   const std::function<void(int rank, int size, int port)>& body,
                                   const MultiprocOptions& options = {});
 
-// run_ranks, then a gtest failure for every rank that did not exit 0, with
-// the tail of its output.
+// run_ranks, then a gtest failure for every rank that is not ok(), saying how
+// it ended and the tail of its output.
 void expect_ranks_succeed(int world_size,
                           const std::function<void(int rank, int size, int port)>& body,
                           const MultiprocOptions& options = {});

@@ -2,29 +2,23 @@
 // model-state bytes per parameter match the ZeRO theory, and the accounting's
 // peak (model state plus tracked activations) matches the allocator's.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "tests/support/command.h"
+
 namespace {
 
 // Runs `tandem bench memory ARGS` and returns its JSON lines.
 std::vector<nlohmann::json> bench_memory(const std::string& args) {
-  const std::string cmd =
-      "timeout -s KILL 120 " TANDEM_BINARY_DIR "/tools/tandem bench memory " + args + " 2>&1";
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  const int status = pclose(p);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  const auto r =
+      tandem::testing::run_command(TANDEM_BINARY_DIR "/tools/tandem bench memory " + args, 120);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
   std::vector<nlohmann::json> rows;
-  std::istringstream lines(out);
+  std::istringstream lines(r.output);
   for (std::string line; std::getline(lines, line);) {
     if (!line.empty() && line[0] == '{') rows.push_back(nlohmann::json::parse(line));
   }
@@ -60,6 +54,16 @@ TEST(TandemBenchMemory, AccountingPeakAgreesWithTheAllocatorOnGptMini) {
     EXPECT_NEAR(j["accounting_peak_over_allocator_peak"].get<double>(), 1.0, 0.2) << j.dump();
   }
   EXPECT_EQ(rows.size(), 4u);
+}
+
+// `--ranks ""` runs no world size: only the tracker's overhead, as
+// docs/sharding.md measures it.
+TEST(TandemBenchMemory, NoWorldSizesTimesTheTrackerAlone) {
+  const auto rows =
+      bench_memory("--model mlp --ranks \"\" --tracker-overhead-rounds 1 --batch-size 2");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["bench"], "activation_tracker_overhead");
+  EXPECT_GT(rows[0]["with_over_without"].get<double>(), 0.0);
 }
 
 }  // namespace

@@ -6,24 +6,19 @@
 #include <torch/serialize.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <string>
 
 #include "tandem/train/models/models.h"
 #include "tandem/train/sharded_checkpoint.h"
+#include "tests/support/command.h"
 
 namespace {
 
 std::string run(const std::string& command, int& exit_code) {
-  std::string out;
-  FILE* p = popen(("timeout -s KILL 120 " + command + " 2>&1").c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  int status = pclose(p);
-  exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
+  auto r = tandem::testing::run_command(command, 120);
+  exit_code = r.exit_code;
+  return r.output;
 }
 
 const std::string kTandem = TANDEM_BINARY_DIR "/tools/tandem";

@@ -1,17 +1,13 @@
 // `tandem`: the command-line entry point. Subcommands parse flags, call the
-// library and map exceptions to exit codes (2: usage, 1: failure).
+// library and map exceptions to exit codes (2: usage, 1: failure). The
+// benchmarks are the tandem_bench library's (bench/bench.h).
 #include <ATen/Parallel.h>
 
 #include <CLI/CLI.hpp>
 #include <iostream>
 
-#include "bench_comm.h"
-#include "bench_ddp.h"
-#include "bench_memory.h"
-#include "bench_pipeline.h"
-#include "bench_strategies.h"
+#include "bench/bench.h"
 #include "checkpoint_cmd.h"
-#include "bench_fsdp.h"
 #include "tandem/core/env.h"
 #include "tandem/core/error.h"
 #include "tandem/memory/malloc_tuning.h"
@@ -21,14 +17,7 @@ int main(int argc, char** argv) {
   CLI::App app{"tandem: distributed training for LibTorch"};
   app.require_subcommand(1);
   int exit_code = 0;
-  auto* bench = app.add_subcommand("bench", "Benchmarks (JSON lines and tables)");
-  bench->require_subcommand(1);
-  tandem::tools::add_bench_comm(*bench, exit_code);
-  tandem::tools::add_bench_ddp(*bench, exit_code);
-  tandem::tools::add_bench_memory(*bench, exit_code);
-  tandem::tools::add_bench_fsdp(*bench, exit_code);
-  tandem::tools::add_bench_strategies(*bench, exit_code);
-  tandem::tools::add_bench_pipeline(*bench, exit_code);
+  tandem::bench::add_bench_commands(app, exit_code);
   tandem::tools::add_train(app, exit_code);
   tandem::tools::add_checkpoint(app, exit_code);
   try {

@@ -57,9 +57,4 @@ std::shared_ptr<Communicator> make_hierarchical_communicator(int rank, int size,
 // True if this build includes the MPI backend (CMake TANDEM_WITH_MPI).
 bool mpi_available();
 
-// The benchmark baseline: a plain MPI_Allreduce (sum, in place) on
-// MPI_COMM_WORLD with no Tandem layer around it. Blocking without a deadline,
-// like MPI itself: for benchmarks only, never for training code.
-void mpi_raw_all_reduce(const at::Tensor& tensor);
-
 }  // namespace tandem

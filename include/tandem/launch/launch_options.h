@@ -67,6 +67,11 @@ LaunchOptions make_launch_options(const LaunchFlags& flags);
 // Throws tandem::InvalidArgument.
 void validate(const LaunchOptions& options);
 
+// `base` ("NAME=value" entries) with every entry of `set` added, replacing
+// the entries of `base` that have the same names.
+std::vector<std::string> environment_with(const std::vector<std::string>& base,
+                                          const std::vector<std::string>& set);
+
 // Who one worker is; the source of its environment variables.
 struct WorkerIdentity {
   int local_rank = 0;

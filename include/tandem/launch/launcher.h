@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "tandem/core/error.h"
 #include "tandem/launch/launch_options.h"
@@ -61,6 +62,9 @@ struct LaunchResult {
 // ProgramError naming the program and why (not found, a directory, not
 // executable).
 std::string resolve_program(const std::string& program, const std::optional<std::string>& path);
+
+// This process's environment as "NAME=value" entries.
+std::vector<std::string> current_environment();
 
 // A TCP port that is free on `address` right now: binds port 0, reads the
 // port the kernel chose and closes the socket. Throws tandem::Error when the

@@ -12,9 +12,4 @@ std::shared_ptr<Communicator> make_mpi_communicator(const BackendOptions&) {
 
 bool mpi_available() { return false; }
 
-void mpi_raw_all_reduce(const at::Tensor&) {
-  throw NotSupported(
-      "the MPI baseline needs the MPI backend; reconfigure with -DTANDEM_WITH_MPI=ON");
-}
-
 }  // namespace tandem

@@ -1,37 +1,35 @@
-#include "bench_fsdp.h"
-
-#include <ATen/ops/randint.h>
-#include <ATen/ops/randn.h>
+// `tandem bench fsdp`: training throughput and model-state memory of N ranks
+// under DistributedDataParallel and under FullyShardedDataParallel (one
+// intra-op thread each, shared memory, AdamW), measured in one invocation in
+// alternating rounds because the machine is shared; prints one JSON line with
+// both samples/s, their ratio, each strategy's peak model state per rank and
+// the load average.
 #include <ATen/ops/tensor.h>
 #include <fmt/format.h>
-#include <torch/nn/functional/loss.h>
 #include <torch/optim/adamw.h>
-#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <chrono>
-#include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "bench_stats.h"
-#include "child_ranks.h"
+#include "bench/child_ranks.h"
+#include "bench/flag_values.h"
+#include "bench/subcommands.h"
+#include "bench/training_steps.h"
 #include "tandem/comm/rendezvous.h"
 #include "tandem/core/check.h"
 #include "tandem/memory/storage_set.h"
 #include "tandem/parallel/ddp/distributed_data_parallel.h"
 #include "tandem/parallel/fsdp/fully_sharded_data_parallel.h"
 #include "tandem/parallel/optimizer_state.h"
-#include "tandem/train/models/models.h"
 
-namespace tandem::tools {
+namespace tandem::bench {
 namespace {
 
-// The parent waits this long for its children (their collectives time out
-// after 300 s each), then kills them.
-constexpr int kChildTimeoutS = 1800;
+enum class Strategy { kDdp, kFsdp };
+NLOHMANN_JSON_SERIALIZE_ENUM(Strategy, {{Strategy::kDdp, "ddp"}, {Strategy::kFsdp, "fsdp"}})
 
 struct Options {
   std::string model = "gpt-mini";
@@ -42,9 +40,11 @@ struct Options {
   int rounds = 3;
   std::vector<std::string> wrap;  // module types; default per model
   bool no_prefetch = false;
-  bool no_overlap = false;  // FSDP without reduce-scatter overlap
-  std::string strategy;     // internal: "ddp" or "fsdp" for a rank process
+  bool no_overlap = false;             // FSDP without reduce-scatter overlap
+  Strategy strategy = Strategy::kDdp;  // of a child
 };
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Options, model, ranks, batch, steps, warmup, rounds,
+                                                wrap, no_prefetch, no_overlap, strategy)
 
 struct Result {
   double step_seconds = 0;  // slowest rank's mean over the timed steps
@@ -60,16 +60,29 @@ std::vector<std::string> default_wrap(const std::string& model) {
   return {"BasicBlockImpl", "BottleneckImpl", "Conv2dImpl"};
 }
 
+// FSDP's peaks of each part, and the ZeRO-3 theory for its units.
+void read_fsdp_memory(const parallel::FullyShardedDataParallel& fsdp, int ranks, Result& r) {
+  r.state_bytes = static_cast<double>(fsdp.memory().peak_total());
+  r.parameter_bytes = static_cast<double>(fsdp.memory().peak().parameters);
+  r.gradient_bytes = static_cast<double>(fsdp.memory().peak().gradients);
+  r.optimizer_bytes = static_cast<double>(fsdp.memory().peak().optimizer_state);
+  int64_t total = 0, largest = 0;
+  for (const auto& unit : fsdp.units()) {
+    total += unit.layout.numel;
+    largest = std::max(largest, unit.layout.numel);
+  }
+  r.zero3_bytes = 16.0 * static_cast<double>(total) / ranks + 8.0 * static_cast<double>(largest);
+}
+
 // Trains warmup + steps steps on one random batch; returns this rank's mean
 // step time and peak model-state bytes.
 Result run_steps(const Options& o, const std::shared_ptr<Communicator>& comm) {
   at::manual_seed(0);
   auto model = train::make_model(o.model);
-  auto spec = train::input_spec(o.model);
   std::unique_ptr<parallel::DistributedDataParallel> ddp;
   std::unique_ptr<parallel::FullyShardedDataParallel> fsdp;
   std::vector<at::Tensor> params = model.ptr()->parameters();
-  if (o.strategy == "fsdp") {
+  if (o.strategy == Strategy::kFsdp) {
     parallel::FsdpOptions f;
     f.wrap.module_types = o.wrap.empty() ? default_wrap(o.model) : o.wrap;
     f.prefetch = !o.no_prefetch;
@@ -82,36 +95,17 @@ Result run_steps(const Options& o, const std::shared_ptr<Communicator>& comm) {
   torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-4));
   if (fsdp) fsdp->account_optimizer(&opt);
   at::manual_seed(comm->rank() + 1);
-  at::Tensor x = spec.dtype == at::kLong
-                     ? at::randint(0, spec.token_range, spec.input_shape(o.batch), at::kLong)
-                     : at::randn(spec.input_shape(o.batch));
-  at::Tensor y = at::randint(0, spec.classes, spec.target_batch_shape(o.batch), at::kLong);
-  std::chrono::steady_clock::time_point start;
-  for (int s = 0; s < o.warmup + o.steps; ++s) {
-    if (s == o.warmup) {
-      comm->barrier();
-      start = std::chrono::steady_clock::now();
-    }
-    opt.zero_grad();
-    at::Tensor logits = model.forward(x);
-    torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), y.reshape({-1}))
-        .backward();
-    opt.step();
-  }
+  const Batch batch = random_batch(o.model, {}, o.batch);
   Result r;
-  r.step_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / o.steps;
+  r.step_seconds = time_steps(model, batch,
+                              {.warmup = o.warmup,
+                               .steps = o.steps,
+                               .zero_grad = [&] { opt.zero_grad(); },
+                               .step = [&] { opt.step(); },
+                               .sync = comm.get(),
+                               .after_timed_step = {}});
   if (fsdp) {
-    r.state_bytes = static_cast<double>(fsdp->memory().peak_total());
-    r.parameter_bytes = static_cast<double>(fsdp->memory().peak().parameters);
-    r.gradient_bytes = static_cast<double>(fsdp->memory().peak().gradients);
-    r.optimizer_bytes = static_cast<double>(fsdp->memory().peak().optimizer_state);
-    int64_t total = 0, largest = 0;
-    for (const auto& unit : fsdp->units()) {
-      total += unit.layout.numel;
-      largest = std::max(largest, unit.layout.numel);
-    }
-    r.zero3_bytes = 16.0 * static_cast<double>(total) / comm->size() + 8.0 * largest;
+    read_fsdp_memory(*fsdp, comm->size(), r);
   } else {  // replicated: every tensor is whole all the time
     r.state_bytes = static_cast<double>(
         memory::storage_bytes(params) + memory::storage_bytes(memory::gradients_of(params)) +
@@ -120,46 +114,45 @@ Result run_steps(const Options& o, const std::shared_ptr<Communicator>& comm) {
   return r;
 }
 
-int run_as_rank(const Options& o) {
-  auto comm = init({.backend = Backend::kAuto,
-                    .timeout = Millis(300'000),
-                    .rendezvous_timeout = Millis(60'000)});
+// This process is one rank of a ddp or fsdp run; rank 0 reports the largest
+// figures over the ranks.
+int run_child(const Options& o) {
+  auto comm =
+      init({.backend = Backend::kAuto, .timeout = Millis(300'000), .rendezvous_timeout = Millis(60'000)});
   Result r = run_steps(o, comm);
   at::Tensor t = at::tensor(std::vector<double>{r.step_seconds, r.state_bytes, r.parameter_bytes,
                                                 r.gradient_bytes, r.optimizer_bytes, r.zero3_bytes},
                             at::kDouble);
   comm->all_reduce(t, ReduceOp::kMax);
   if (comm->rank() == 0) {
-    std::printf("%.9f %.0f %.0f %.0f %.0f %.0f\n", t[0].item<double>(), t[1].item<double>(),
-                t[2].item<double>(), t[3].item<double>(), t[4].item<double>(), t[5].item<double>());
-    std::fflush(stdout);
+    report({{"step_seconds", t[0].item<double>()},
+            {"state_bytes", t[1].item<double>()},
+            {"parameter_bytes", t[2].item<double>()},
+            {"gradient_bytes", t[3].item<double>()},
+            {"optimizer_bytes", t[4].item<double>()},
+            {"zero3_bytes", t[5].item<double>()}});
   }
   return 0;
 }
 
-// Starts o.ranks children running `/proc/self/exe bench fsdp --strategy S`,
-// one BLAS/OpenMP thread each unless set otherwise, and reads rank 0's line.
-Result run_children(const Options& o, const std::string& strategy) {
-  std::vector<std::string> args = {"tandem",  "bench",   "fsdp",
-                                   "--strategy", strategy, "--model",
-                                   o.model,   "--batch-size", std::to_string(o.batch),
-                                   "--steps", std::to_string(o.steps), "--warmup",
-                                   std::to_string(o.warmup)};
-  for (const auto& w : o.wrap) {
-    args.push_back("--wrap");
-    args.push_back(w);
+// One o.ranks-rank run of `strategy` (one BLAS/OpenMP thread per rank unless
+// set otherwise); rank 0's line.
+Result run_strategy(Options o, Strategy strategy) {
+  o.strategy = strategy;
+  const auto lines = run_children(fmt::format("bench fsdp: the {}-rank {} run", o.ranks,
+                                              strategy == Strategy::kFsdp ? "fsdp" : "ddp"),
+                                  child_args("fsdp", o), o.ranks);
+  if (lines.size() != 1) {
+    throw Error(
+        fmt::format("bench fsdp: the children printed {} result lines, not 1", lines.size()));
   }
-  if (o.no_prefetch) args.push_back("--no-prefetch");
-  if (o.no_overlap) args.push_back("--no-overlap");
-  const auto run = tools::run_children(args, {.processes = o.ranks, .timeout_s = kChildTimeoutS, .log_dir = {}});
-  Result r;
-  TANDEM_CHECK(run.error.empty() &&
-                   std::sscanf(run.output.c_str(), "%lf %lf %lf %lf %lf %lf", &r.step_seconds,
-                               &r.state_bytes, &r.parameter_bytes, &r.gradient_bytes,
-                               &r.optimizer_bytes, &r.zero3_bytes) == 6,
-               "bench fsdp: the {}-rank {} run failed: {}", o.ranks, strategy,
-               run.error.empty() ? "no result line" : run.error);
-  return r;
+  const auto& j = lines[0];
+  return {.step_seconds = j.at("step_seconds"),
+          .state_bytes = j.at("state_bytes"),
+          .parameter_bytes = j.at("parameter_bytes"),
+          .gradient_bytes = j.at("gradient_bytes"),
+          .optimizer_bytes = j.at("optimizer_bytes"),
+          .zero3_bytes = j.at("zero3_bytes")};
 }
 
 std::string load_average() {
@@ -175,22 +168,17 @@ int run(const Options& o) {
   TANDEM_CHECK(o.batch >= 1 && o.steps >= 1 && o.warmup >= 0 && o.rounds >= 1,
                "bench fsdp: --batch-size, --steps and --rounds must be >= 1, --warmup >= 0");
   train::input_spec(o.model);  // validates the name
-  if (!o.strategy.empty()) {
-    TANDEM_CHECK(o.strategy == "ddp" || o.strategy == "fsdp",
-                 "bench fsdp: --strategy must be ddp or fsdp (got '{}')", o.strategy);
-    return run_as_rank(o);
-  }
   const std::string load_before = load_average();
   std::vector<double> ddp_sps, fsdp_sps, ratios;
   Result ddp, fsdp;
   for (int round = 0; round < o.rounds; ++round) {
     // Alternate which goes first, so that neither always meets the same load.
     if (round % 2 == 0) {
-      ddp = run_children(o, "ddp");
-      fsdp = run_children(o, "fsdp");
+      ddp = run_strategy(o, Strategy::kDdp);
+      fsdp = run_strategy(o, Strategy::kFsdp);
     } else {
-      fsdp = run_children(o, "fsdp");
-      ddp = run_children(o, "ddp");
+      fsdp = run_strategy(o, Strategy::kFsdp);
+      ddp = run_strategy(o, Strategy::kDdp);
     }
     ddp_sps.push_back(static_cast<double>(o.batch * o.ranks) / ddp.step_seconds);
     fsdp_sps.push_back(static_cast<double>(o.batch * o.ranks) / fsdp.step_seconds);
@@ -225,24 +213,28 @@ int run(const Options& o) {
 
 }  // namespace
 
-void add_bench_fsdp(CLI::App& bench, int& exit_code) {
+void add_fsdp_bench(CLI::App& bench, int& exit_code) {
   auto o = std::make_shared<Options>();
+  auto child = std::make_shared<std::string>();
   auto* cmd = bench.add_subcommand(
       "fsdp", "Samples/s and model-state bytes per rank: N DDP ranks vs N FSDP ranks");
   cmd->add_option("--model", o->model, "mlp|convnet|resnet18|resnet50|gpt-mini (default gpt-mini)");
-  cmd->add_option("--ranks", o->ranks, "ranks of each run (default 2)");
-  cmd->add_option("--batch-size", o->batch, "samples per rank per step (default 8)");
-  cmd->add_option("--steps", o->steps, "timed steps (default 10)");
-  cmd->add_option("--warmup", o->warmup, "untimed steps first (default 3)");
-  cmd->add_option("--rounds", o->rounds, "DDP/FSDP run pairs; the median is reported (default 3)");
+  add_int_flag(*cmd, "--ranks", o->ranks, "ranks of each run (default 2)");
+  add_int_flag(*cmd, "--batch-size", o->batch, "samples per rank per step (default 8)");
+  add_int_flag(*cmd, "--steps", o->steps, "timed steps (default 10)");
+  add_int_flag(*cmd, "--warmup", o->warmup, "untimed steps first (default 3)");
+  add_int_flag(*cmd, "--rounds", o->rounds,
+               "DDP/FSDP run pairs; the median is reported (default 3)");
   cmd->add_option("--wrap", o->wrap,
                   "module types that become FSDP units (default: GptBlockImpl for gpt-mini, "
                   "LinearImpl for mlp)");
   cmd->add_flag("--no-prefetch", o->no_prefetch, "FSDP without all-gather prefetch");
   cmd->add_flag("--no-overlap", o->no_overlap,
                 "FSDP holding one unit's full gradients at a time (no reduce-scatter overlap)");
-  cmd->add_option("--strategy", o->strategy, "internal: run as one rank of ddp or fsdp")->group("");
-  cmd->callback([o, &exit_code] { exit_code = run(*o); });
+  add_child_flag(*cmd, *child);
+  cmd->callback([o, child, &exit_code] {
+    exit_code = child->empty() ? run(*o) : run_child(child_options(*child).get<Options>());
+  });
 }
 
-}  // namespace tandem::tools
+}  // namespace tandem::bench
