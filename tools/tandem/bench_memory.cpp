@@ -94,10 +94,10 @@ int run_as_rank(const Options& o) {
   const int64_t rss_base = parallel::resident_bytes();
 
   train::TrainerOptions to;
-  to.model = o.model;
-  to.optimizer = o.optimizer;
-  to.strategy = o.strategy;
-  to.lr = 1e-3;
+  to.model.kind = train::model_kind(o.model);
+  to.optimizer.kind = train::parse_choice<train::OptimizerKind>(o.optimizer);
+  to.strategy.kind = train::parse_choice<train::StrategyKind>(o.strategy);
+  to.optimizer.lr = 1e-3;
   const train::ModelOptions mo = model_options(o);
   at::manual_seed(0);
   // Counted from here: what the process holds beyond LibTorch's and the
@@ -129,9 +129,9 @@ int run_as_rank(const Options& o) {
   // Theory, bytes per parameter with fp32 Adam (ZeRO paper, Figure 1).
   double theory = 16.0;
   double theory_peak = 16.0;
-  if (o.strategy == "zero1") theory = theory_peak = 4 + 4 + 8.0 / n;
-  if (o.strategy == "zero2") theory = theory_peak = 4 + 12.0 / n;
-  if (o.strategy == "zero3") {
+  if (to.strategy.kind == train::StrategyKind::kZero1) theory = theory_peak = 4 + 4 + 8.0 / n;
+  if (to.strategy.kind == train::StrategyKind::kZero2) theory = theory_peak = 4 + 12.0 / n;
+  if (to.strategy.kind == train::StrategyKind::kZero3) {
     theory = 16.0 / n;
     theory_peak = theory + 8.0 * static_cast<double>(largest_group) / per;  // one unit's params+grads
   }
@@ -230,7 +230,7 @@ std::string run_children(const Options& o, const std::string& strategy, int rank
 }
 
 int run(const Options& o) {
-  TANDEM_CHECK(o.optimizer == "adamw" || o.optimizer == "sgd",
+  TANDEM_CHECK(train::find_choice<train::OptimizerKind>(o.optimizer).has_value(),
                "bench memory: --optimizer {} is not one of adamw, sgd", o.optimizer);
   TANDEM_CHECK(o.batch >= 1 && o.steps >= 1, "bench memory: --batch-size and --steps must be >= 1");
   TANDEM_CHECK(o.tracker_overhead_rounds >= 0,
@@ -251,7 +251,8 @@ int run(const Options& o) {
   }
   const auto strategies = split(o.strategies);
   for (const auto& s : strategies) {
-    TANDEM_CHECK(s == "ddp" || s == "zero1" || s == "zero2" || s == "zero3",
+    const auto kind = train::find_choice<train::StrategyKind>(s);
+    TANDEM_CHECK(kind && (*kind == train::StrategyKind::kDdp || train::is_sharded(*kind)),
                  "bench memory: --strategies: {} is not one of ddp, zero1, zero2, zero3", s);
   }
   std::cout << fmt::format("{:<7} {:>5} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9} {:>10}\n",
