@@ -4,6 +4,7 @@
 // traces whose spans on each stage follow the schedule. The measured
 // bubble's agreement with theory is the benchmark's to report, not
 // asserted here (timing in unit tests would be flaky).
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
