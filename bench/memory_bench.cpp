@@ -72,10 +72,12 @@ train::ModelOptions model_options(const Options& o) {
 std::unique_ptr<train::Strategy> make_strategy(const Options& o, torch::nn::AnyModule& model,
                                                const std::shared_ptr<Communicator>& comm) {
   train::TrainerOptions to;
-  to.model = o.model;
-  to.optimizer = choice_name<Optimizer>(o.optimizer, kOptimizers);
-  to.strategy = choice_name<Strategy>(o.strategy, kStrategies);
-  to.lr = 1e-3;
+  to.model.kind = train::model_kind(o.model);
+  to.optimizer.kind =
+      train::parse_choice<train::OptimizerKind>(choice_name<Optimizer>(o.optimizer, kOptimizers));
+  to.strategy.kind =
+      train::parse_choice<train::StrategyKind>(choice_name<Strategy>(o.strategy, kStrategies));
+  to.optimizer.lr = 1e-3;
   return train::make_strategy(to, model.ptr(), comm, nullptr);
 }
 

@@ -16,12 +16,12 @@
 
 #include "tandem/core/check.h"
 #include "tandem/memory/storage_set.h"
-#include "tandem/parallel/optimizer_state.h"
-#include "tandem/train/straggler.h"
 #include "tandem/parallel/async/gossip.h"
 #include "tandem/parallel/async/local_sgd.h"
 #include "tandem/parallel/async/parameter_client.h"
 #include "tandem/parallel/async/parameter_server.h"
+#include "tandem/parallel/optimizer_state.h"
+#include "tandem/train/straggler.h"
 
 namespace tandem::train {
 namespace {
@@ -37,7 +37,8 @@ at::Tensor flat_of(const std::vector<at::Tensor>& params) {
 at::Tensor flat_gradients(const std::vector<at::Tensor>& params) {
   std::vector<at::Tensor> parts;
   for (const auto& p : params) {
-    parts.push_back(p.grad().defined() ? p.grad().reshape(-1) : at::zeros({p.numel()}, p.options()));
+    parts.push_back(p.grad().defined() ? p.grad().reshape(-1)
+                                       : at::zeros({p.numel()}, p.options()));
   }
   return at::cat(parts);
 }
@@ -52,9 +53,14 @@ void copy_into(const at::Tensor& flat, const std::vector<at::Tensor>& params) {
 }
 
 parallel::PsMode ps_mode(const TrainerOptions& o) {
-  if (o.strategy == "easgd") return parallel::PsMode::kElastic;
-  if (o.strategy == "ddp") return parallel::PsMode::kSync;
-  return parallel::PsMode::kAsync;
+  switch (o.strategy.kind) {
+    case StrategyKind::kEasgd:
+      return parallel::PsMode::kElastic;
+    case StrategyKind::kDdp:
+      return parallel::PsMode::kSync;  // backup workers
+    default:
+      return parallel::PsMode::kAsync;
+  }
 }
 
 // The strategies share this: a local LibTorch optimizer (when the worker
@@ -113,12 +119,13 @@ class PsWorker final : public AsyncBase {
  public:
   PsWorker(const TrainerOptions& o, std::shared_ptr<torch::nn::Module> module,
            std::shared_ptr<Communicator> comm, std::shared_ptr<Communicator> workers)
-      : AsyncBase(o, std::move(module), std::move(workers), o.strategy == "easgd"),
+      : AsyncBase(o, std::move(module), std::move(workers),
+                  ps_mode(o) == parallel::PsMode::kElastic),
         mode_(ps_mode(o)),
-        tau_(o.tau) {
+        tau_(o.strategy.async.tau) {
     flat_ = flat_of(params_).contiguous();
     client_ = std::make_unique<parallel::ParameterClient>(
-        comm, parallel::PsRoles::of(comm->size(), o.servers), flat_.numel(),
+        comm, parallel::PsRoles::of(comm->size(), o.strategy.async.servers), flat_.numel(),
         flat_.scalar_type());
     // Start from the servers' parameters (the same as ours when every rank
     // built the model from the same seed, but the servers' are the truth).
@@ -183,8 +190,9 @@ class Gossip final : public AsyncBase {
          std::shared_ptr<Communicator> workers)
       : AsyncBase(o, std::move(module), std::move(workers), true) {
     parallel::GossipOptions go;
-    go.variant = o.gossip == "pull" ? parallel::GossipVariant::kPull : parallel::GossipVariant::kPush;
-    go.seed = o.seed;
+    go.variant = o.strategy.async.gossip == GossipMode::kPull ? parallel::GossipVariant::kPull
+                                                              : parallel::GossipVariant::kPush;
+    go.seed = o.run.seed;
     mixer_ = std::make_unique<parallel::GossipMixer>(workers_, params_, go);
   }
   bool synchronous() const override { return false; }
@@ -198,8 +206,7 @@ class Gossip final : public AsyncBase {
   }
   void finish() override {
     mixer_->finish();  // waits for the slowest peer's goodbye: not a per-step wait
-    stats_.consensus_distance =
-        parallel::consensus_distance(*workers_, params_, mixer_->weight());
+    stats_.consensus_distance = parallel::consensus_distance(*workers_, params_, mixer_->weight());
   }
 
  private:
@@ -211,7 +218,8 @@ class LocalSgdStrategy final : public AsyncBase {
   LocalSgdStrategy(const TrainerOptions& o, std::shared_ptr<torch::nn::Module> module,
                    std::shared_ptr<Communicator> workers)
       : AsyncBase(o, module, workers, true),
-        local_(std::make_unique<parallel::LocalSgd>(module, workers, o.sync_every)) {}
+        local_(std::make_unique<parallel::LocalSgd>(module, workers, o.strategy.async.sync_every)) {
+  }
   // Workers meet only every sync_every steps; a per-step log collective
   // would add the barrier local SGD exists to avoid.
   bool synchronous() const override { return false; }
@@ -236,111 +244,89 @@ class LocalSgdStrategy final : public AsyncBase {
 
 }  // namespace
 
-// The options of the asynchronous strategies and of straggler injection.
-void validate_async(const TrainerOptions& o, int world) {
-  parse_inject_delay(o.inject_delay);
-  parse_inject_slowdown(o.inject_slowdown);
-  TANDEM_CHECK(o.backup_workers >= 0, "--backup-workers must be >= 0 (got {})", o.backup_workers);
-  TANDEM_CHECK(o.backup_workers == 0 || o.strategy == "ddp",
-               "--backup-workers is for --strategy ddp (got --strategy {})", o.strategy);
-  TANDEM_CHECK(o.backup_workers == 0 || o.steps > 0,
-               "--backup-workers needs --steps: the servers end the run after that many applied "
-               "steps");
-  const int servers = servers_for(o);
-  if (servers > 0) {
-    TANDEM_CHECK(o.servers >= 1 && o.servers < world,
-                 "--strategy {} serves parameters from the last --servers ranks and trains on the "
-                 "others: --servers {} with {} rank(s) leaves {} worker(s); it needs at least one "
-                 "server and one worker (launch more ranks or change --servers)",
-                 o.strategy, o.servers, world, std::max(world - o.servers, 0));
-    TANDEM_CHECK(o.backup_workers < world - o.servers,
-                 "--backup-workers {} must be below the {} workers ({} ranks - {} servers)",
-                 o.backup_workers, world - o.servers, world, o.servers);
-  }
-  TANDEM_CHECK(o.staleness >= -1, "--staleness must be >= -1 (-1: none; got {})", o.staleness);
-  TANDEM_CHECK(o.tau >= 1, "--tau must be at least 1 (got {})", o.tau);
-  TANDEM_CHECK(o.alpha > 0 && o.alpha <= 1, "--alpha must be in (0, 1] (got {})", o.alpha);
-  TANDEM_CHECK(o.sync_every >= 1, "--sync-every must be at least 1 (got {})", o.sync_every);
-  TANDEM_CHECK(o.gossip == "push" || o.gossip == "pull", "--gossip {} is not one of push, pull",
-               o.gossip);
-  TANDEM_CHECK(o.strategy != "gossip" || world >= 2,
-               "--strategy gossip needs at least 2 ranks (got {})", world);
-  const bool async = is_async_strategy(o);
-  TANDEM_CHECK(!async || (o.checkpoint_dir.empty() && !o.resume),
-               "--checkpoint-dir: --strategy {}{} does not write checkpoints yet (its workers "
-               "hold different parameters); use ddp or zero1-3 for resumable runs",
-               o.strategy, o.backup_workers > 0 ? " with --backup-workers" : "");
-  TANDEM_CHECK(!async || o.grad_compression == "none",
-               "--grad-compression needs plain --strategy ddp");
-}
-
 // " (3 workers + 1 server, staleness 2)": the strategy's knobs, for the header line.
 std::string strategy_details(const TrainerOptions& o, int world) {
+  const AsyncConfig& a = o.strategy.async;
   std::string d;
   const int servers = servers_for(o);
-  const std::string roles = fmt::format("{} workers + {} server{}", world - servers, servers,
-                                        servers == 1 ? "" : "s");
-  if (o.strategy == "ps") {
-    d = fmt::format(" ({}, staleness {})", roles,
-                    o.staleness < 0 ? std::string("unbounded") : std::to_string(o.staleness));
-  } else if (o.strategy == "easgd") {
-    d = fmt::format(" ({}, tau {}, alpha {})", roles, o.tau, o.alpha);
-  } else if (o.backup_workers > 0) {
-    d = fmt::format(" ({}, {} backup worker{})", roles, o.backup_workers,
-                    o.backup_workers == 1 ? "" : "s");
-  } else if (o.strategy == "gossip") {
-    d = fmt::format(" ({})", o.gossip);
-  } else if (o.strategy == "local-sgd") {
-    d = fmt::format(" (average every {} steps)", o.sync_every);
+  const std::string roles =
+      fmt::format("{} workers + {} server{}", world - servers, servers, servers == 1 ? "" : "s");
+  switch (o.strategy.kind) {
+    case StrategyKind::kPs:
+      d = fmt::format(" ({}, staleness {})", roles,
+                      a.staleness < 0 ? std::string("unbounded") : std::to_string(a.staleness));
+      break;
+    case StrategyKind::kEasgd:
+      d = fmt::format(" ({}, tau {}, alpha {})", roles, a.tau, a.alpha);
+      break;
+    case StrategyKind::kGossip:
+      d = fmt::format(" ({})", name_of(a.gossip));
+      break;
+    case StrategyKind::kLocalSgd:
+      d = fmt::format(" (average every {} steps)", a.sync_every);
+      break;
+    default:
+      if (a.backup_workers > 0) {
+        d = fmt::format(" ({}, {} backup worker{})", roles, a.backup_workers,
+                        a.backup_workers == 1 ? "" : "s");
+      }
   }
-  if (!o.inject_delay.empty()) d += fmt::format(", inject-delay {}", o.inject_delay);
-  if (!o.inject_slowdown.empty()) d += fmt::format(", inject-slowdown {}", o.inject_slowdown);
+  const std::string delay = describe(o.straggler.delay);
+  const std::string slowdown = describe(o.straggler.slowdown);
+  if (!delay.empty()) d += fmt::format(", inject-delay {}", delay);
+  if (!slowdown.empty()) d += fmt::format(", inject-slowdown {}", slowdown);
   return d;
 }
 
 // Rank 0's strategy measurements, one line.
 std::string strategy_summary(const TrainerOptions& o, const TrainSummary& s) {
-  std::string line = fmt::format("strategy {} on rank 0: {:.1f} ms/step, waiting {:.1f} ms/step",
-                                 o.strategy, s.mean_step_seconds * 1e3,
-                                 s.steps > 0 ? s.wait_seconds * 1e3 / s.steps : 0.0);
+  const StrategyKind kind = o.strategy.kind;
+  std::string line =
+      fmt::format("strategy {} on rank 0: {:.1f} ms/step, waiting {:.1f} ms/step", name_of(kind),
+                  s.mean_step_seconds * 1e3, s.steps > 0 ? s.wait_seconds * 1e3 / s.steps : 0.0);
   if (!s.staleness_histogram.empty()) {
     std::vector<std::string> bins;
     for (const auto& [k, n] : s.staleness_histogram) bins.push_back(fmt::format("{}: {}", k, n));
-    line += fmt::format("; {} histogram {{{}}}", o.strategy == "easgd" ? "delay" : "staleness",
-                        fmt::join(bins, ", "));
+    line +=
+        fmt::format("; {} histogram {{{}}}", kind == StrategyKind::kEasgd ? "delay" : "staleness",
+                    fmt::join(bins, ", "));
   }
-  if (o.backup_workers > 0) line += fmt::format("; dropped gradients {}", s.dropped_gradients);
+  if (o.strategy.async.backup_workers > 0) {
+    line += fmt::format("; dropped gradients {}", s.dropped_gradients);
+  }
   if (s.consensus_distance >= 0) {
     line += fmt::format("; consensus distance {:.4g}", s.consensus_distance);
   }
   return line + "\n";
 }
 
-bool is_async_strategy(const TrainerOptions& o) {
-  return o.strategy == "ps" || o.strategy == "easgd" || o.strategy == "gossip" ||
-         o.strategy == "local-sgd" || (o.strategy == "ddp" && o.backup_workers > 0);
-}
-
 std::unique_ptr<Strategy> make_async_strategy(const TrainerOptions& o,
                                               const std::shared_ptr<torch::nn::Module>& module,
                                               const std::shared_ptr<Communicator>& comm,
                                               const std::shared_ptr<Communicator>& workers) {
-  if (o.strategy == "gossip") return std::make_unique<Gossip>(o, module, workers);
-  if (o.strategy == "local-sgd") return std::make_unique<LocalSgdStrategy>(o, module, workers);
-  return std::make_unique<PsWorker>(o, module, comm, workers);
+  switch (o.strategy.kind) {
+    case StrategyKind::kGossip:
+      return std::make_unique<Gossip>(o, module, workers);
+    case StrategyKind::kLocalSgd:
+      return std::make_unique<LocalSgdStrategy>(o, module, workers);
+    default:
+      return std::make_unique<PsWorker>(o, module, comm, workers);  // ps, easgd, backup workers
+  }
 }
 
 TrainSummary serve_parameters(const TrainerOptions& o,
                               const std::shared_ptr<torch::nn::Module>& module,
                               const std::shared_ptr<Communicator>& comm) {
-  TANDEM_CHECK(servers_for(o) > 0, "--strategy {} has no parameter servers", o.strategy);
-  const auto roles = parallel::PsRoles::of(comm->size(), o.servers);
+  TANDEM_CHECK(servers_for(o) > 0, "--strategy {} has no parameter servers",
+               name_of(o.strategy.kind));
+  const AsyncConfig& a = o.strategy.async;
+  const auto roles = parallel::PsRoles::of(comm->size(), a.servers);
   parallel::ParameterServerOptions so;
   so.mode = ps_mode(o);
-  so.staleness = o.staleness;
-  so.backup_workers = o.backup_workers;
-  so.total_steps = o.strategy == "ddp" ? o.steps : 0;
-  so.alpha = o.alpha;
+  so.staleness = a.staleness;
+  so.backup_workers = a.backup_workers;
+  so.total_steps = so.mode == parallel::PsMode::kSync ? o.run.steps : 0;
+  so.alpha = a.alpha;
   so.make_optimizer = [o](std::vector<at::Tensor> p) { return make_optimizer(o, std::move(p)); };
   so.set_lr = [](torch::optim::Optimizer& opt, double lr) { train::set_lr(opt, lr); };
   parallel::ParameterServer server(comm, roles, flat_of(module->parameters()), so);

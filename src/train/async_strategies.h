@@ -10,10 +10,6 @@
 
 namespace tandem::train {
 
-// Checks the options of these strategies and of straggler injection
-// (InvalidArgument naming the flag); `world` counts every rank.
-void validate_async(const TrainerOptions& o, int world);
-
 // " (3 workers + 1 server, staleness 2)": the strategy's knobs and any
 // straggler injection, for the trainer's header line.
 std::string strategy_details(const TrainerOptions& o, int world);
@@ -21,10 +17,8 @@ std::string strategy_details(const TrainerOptions& o, int world);
 // Rank 0's strategy measurements, one line ending in a newline.
 std::string strategy_summary(const TrainerOptions& o, const TrainSummary& s);
 
-// True when o.strategy is built by make_async_strategy.
-bool is_async_strategy(const TrainerOptions& o);
-
-// On a training rank. `comm`: every rank; `workers`: the training ranks.
+// On a training rank, for is_asynchronous(o). `comm`: every rank;
+// `workers`: the training ranks.
 std::unique_ptr<Strategy> make_async_strategy(const TrainerOptions& o,
                                               const std::shared_ptr<torch::nn::Module>& module,
                                               const std::shared_ptr<Communicator>& comm,

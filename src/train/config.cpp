@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -18,80 +20,174 @@
 namespace tandem::train {
 namespace {
 
-// Accessors the table points at: a field of the TrainConfig itself or of its
-// TrainerOptions.
-template <auto Member>
-auto& own(TrainConfig& c) {
-  return c.*Member;
+// Accessors the table points at: a field of the TrainConfig, reached
+// through a path of members (&TrainConfig::trainer, &TrainerOptions::run,
+// &RunConfig::steps).
+template <auto... Path>
+auto& at(TrainConfig& c) {
+  return (c.*....*Path);
 }
-template <auto Member>
-auto& trainer(TrainConfig& c) {
-  return c.trainer.*Member;
+template <auto... Path>
+const auto& at_const(const TrainConfig& c) {
+  return (c.*....*Path);
+}
+
+// A TextField that reads text with Parse and writes it with Format.
+template <auto Parse, auto Format, auto... Path>
+TextField text_field(std::string_view type_name = "TEXT", bool flag = false) {
+  return {[](TrainConfig& c, const std::string& text) { at<Path...>(c) = Parse(text); },
+          [](const TrainConfig& c) { return std::string(Format(at_const<Path...>(c))); },
+          [](TrainConfig& into, const TrainConfig& from) {
+            at<Path...>(into) = at_const<Path...>(from);
+          },
+          [] { return std::string(); },
+          type_name,
+          flag};
+}
+
+// A TextField of an enum, by its spellings (choices.h).
+template <auto... Path>
+TextField choice_field(bool flag = false) {
+  using E = std::remove_cvref_t<decltype(at<Path...>(std::declval<TrainConfig&>()))>;
+  TextField f = text_field<&parse_choice<E>, &name_of<E>, Path...>("TEXT", flag);
+  f.choices = [] { return choice_names<E>("|"); };
+  return f;
+}
+
+// --mesh: "" is no mesh.
+std::optional<MeshShape> mesh_of(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  return parse_mesh(text);
+}
+std::string mesh_text(const std::optional<MeshShape>& shape) {
+  return shape ? shape->describe() : "";
+}
+std::string wrap_text(const WrapPolicy& w) { return describe(w); }
+std::string delay_text(const InjectDelay& d) { return describe(d); }
+std::string slowdown_text(const InjectSlowdown& s) { return describe(s); }
+
+// A positive number of seconds, the whole text (no trailing junk), at most
+// about 30 years so that the milliseconds fit.
+Millis seconds_of(std::string_view flag, const std::string& text) {
+  double seconds = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, seconds);
+  const bool number = !text.empty() && ec == std::errc() && ptr == end && std::isfinite(seconds);
+  if (!number || seconds < 0.001 || seconds > 1e9) {
+    throw InvalidArgument(fmt::format(
+        "--{} takes a positive number of seconds, from 0.001 to 1e9 (got '{}')", flag, text));
+  }
+  return Millis(std::llround(seconds * 1000.0));
+}
+std::optional<Millis> comm_timeout_of(const std::string& text) {
+  return seconds_of("comm-timeout", text);
+}
+std::optional<Millis> rendezvous_timeout_of(const std::string& text) {
+  return seconds_of("rendezvous-timeout", text);
+}
+std::string seconds_text(const std::optional<Millis>& t) {
+  return t ? fmt::format("{}", static_cast<double>(t->count()) / 1000.0) : "";
 }
 
 // In --help order. An option of TrainerOptions that users should set is one
-// line here and becomes both a flag and a config key; `eval_batches` and
-// `stop_at_step` are for tests and stay out.
+// line here and becomes both a flag and a config key; eval_batches and
+// stop_at_step are for tests and stay out.
+constexpr auto kT = &TrainConfig::trainer;
 using T = TrainerOptions;
+using Run = RunConfig;
+using Opt = OptimizerConfig;
+using Str = StrategyConfig;
+using Async = AsyncConfig;
+using Obs = ObservabilityConfig;
+using Ckpt = CheckpointConfig;
 const ConfigKey kKeys[] = {
-    {"model", "mlp|convnet|resnet18|resnet50|gpt-mini", &trainer<&T::model>},
-    {"data", "a path, or synthetic-mnist|synthetic-cifar|synthetic-tokens", &trainer<&T::data>},
-    {"dataset-size", "synthetic samples (0: the real set's size)", &trainer<&T::dataset_size>},
+    {"model", "mlp|convnet|resnet18|resnet50|gpt-mini",
+     choice_field<kT, &T::model, &ModelConfig::kind>()},
+    {"data", "a path, or synthetic-mnist|synthetic-cifar|synthetic-tokens",
+     &at<kT, &T::data, &DataConfig::source>},
+    {"data-format", "auto|mnist|cifar|tokens: how to read a --data path (auto: detect it)",
+     choice_field<kT, &T::data, &DataConfig::format>()},
+    {"dataset-size", "synthetic samples (0: the real set's size)",
+     &at<kT, &T::data, &DataConfig::synthetic_size>},
     {"data-noise", "synthetic data: weight of per-sample noise in [0, 1]",
-     &trainer<&T::data_noise>},
-    {"steps", "optimizer steps (overrides --epochs; 0: use --epochs)", &trainer<&T::steps>},
-    {"epochs", "epochs", &trainer<&T::epochs>},
-    {"batch-size", "samples per rank per step", &trainer<&T::batch_size>},
-    {"optimizer", "sgd|adamw", &trainer<&T::optimizer>},
-    {"lr", "learning rate", &trainer<&T::lr>},
-    {"momentum", "SGD momentum", &trainer<&T::momentum>},
-    {"nesterov", "Nesterov momentum", &trainer<&T::nesterov>},
-    {"weight-decay", "weight decay", &trainer<&T::weight_decay>},
-    {"warmup-steps", "linear warmup steps", &trainer<&T::warmup_steps>},
-    {"lr-schedule", "constant|cosine|step", &trainer<&T::lr_schedule>},
-    {"scale-lr", "multiply --lr by the world size", &trainer<&T::scale_lr>},
-    {"clip-grad-norm", "clip the gradient norm (0: off)", &trainer<&T::clip_grad_norm>},
-    {"seed", "seed of weights and data order", &trainer<&T::seed>},
-    {"dtype", "float32|float64: parameter and activation dtype", &trainer<&T::dtype>},
-    {"threads", "intra-op threads per rank", &own<&TrainConfig::threads>},
-    {"strategy", "none|ddp|zero1|zero2|zero3|ps|easgd|gossip|local-sgd", &trainer<&T::strategy>},
-    {"wrap-policy", "zero3 units: auto|type:A,B|size:N|name:a,b|none", &trainer<&T::wrap_policy>},
-    {"bucket-cap-mb", "DDP bucket size in MiB", &trainer<&T::bucket_cap_mb>},
+     &at<kT, &T::data, &DataConfig::noise>},
+    {"steps", "optimizer steps (overrides --epochs; 0: use --epochs)",
+     &at<kT, &T::run, &Run::steps>},
+    {"epochs", "epochs", &at<kT, &T::run, &Run::epochs>},
+    {"batch-size", "samples per rank per step", &at<kT, &T::run, &Run::batch_size>},
+    {"optimizer", "sgd|adamw", choice_field<kT, &T::optimizer, &Opt::kind>()},
+    {"lr", "learning rate", &at<kT, &T::optimizer, &Opt::lr>},
+    {"momentum", "SGD momentum", &at<kT, &T::optimizer, &Opt::momentum>},
+    {"nesterov", "Nesterov momentum", &at<kT, &T::optimizer, &Opt::nesterov>},
+    {"weight-decay", "weight decay", &at<kT, &T::optimizer, &Opt::weight_decay>},
+    {"warmup-steps", "linear warmup steps", &at<kT, &T::optimizer, &Opt::warmup_steps>},
+    {"lr-schedule", "constant|cosine|step", choice_field<kT, &T::optimizer, &Opt::schedule>()},
+    {"scale-lr", "multiply --lr by the world size", &at<kT, &T::optimizer, &Opt::scale_lr>},
+    {"clip-grad-norm", "clip the gradient norm (0: off)",
+     &at<kT, &T::optimizer, &Opt::clip_grad_norm>},
+    {"seed", "seed of weights and data order", &at<kT, &T::run, &Run::seed>},
+    {"dtype", "float32|float64: parameter and activation dtype",
+     choice_field<kT, &T::model, &ModelConfig::dtype>()},
+    {"threads", "intra-op threads per rank", &at<&TrainConfig::threads>},
+    {"strategy", "none|ddp|zero1|zero2|zero3|ps|easgd|gossip|local-sgd",
+     choice_field<kT, &T::strategy, &Str::kind>()},
+    {"wrap-policy", "zero3 units: auto|type:A,B|size:N|name:a,b|none",
+     text_field<&parse_wrap_policy, &wrap_text, kT, &T::strategy, &Str::zero, &ZeroConfig::wrap>()},
+    {"bucket-cap-mb", "DDP bucket size in MiB", &at<kT, &T::strategy, &Str::bucket_cap_mb>},
     {"grad-compression", "none|fp16|bf16|powersgd: compress DDP's all-reduce",
-     &trainer<&T::grad_compression>},
-    {"powersgd-rank", "PowerSGD approximation rank", &trainer<&T::powersgd_rank>},
+     choice_field<kT, &T::strategy, &Str::ddp, &DdpConfig::compression>()},
+    {"powersgd-rank", "PowerSGD approximation rank",
+     &at<kT, &T::strategy, &Str::ddp, &DdpConfig::powersgd_rank>},
     {"powersgd-start-iter", "steps of plain all-reduce before PowerSGD starts",
-     &trainer<&T::powersgd_start_iter>},
+     &at<kT, &T::strategy, &Str::ddp, &DdpConfig::powersgd_start_iter>},
     {"servers", "ps, easgd, ddp with backups: the last N ranks serve parameters",
-     &trainer<&T::servers>},
-    {"staleness", "ps: stale-synchronous bound in steps (-1: none)", &trainer<&T::staleness>},
-    {"tau", "easgd: steps between elastic exchanges", &trainer<&T::tau>},
-    {"alpha", "easgd: elastic coefficient in (0, 1]", &trainer<&T::alpha>},
-    {"sync-every", "local-sgd: steps between parameter averages", &trainer<&T::sync_every>},
-    {"gossip", "gossip: push|pull", &trainer<&T::gossip>},
+     &at<kT, &T::strategy, &Str::async, &Async::servers>},
+    {"staleness", "ps: stale-synchronous bound in steps (-1: none)",
+     &at<kT, &T::strategy, &Str::async, &Async::staleness>},
+    {"tau", "easgd: steps between elastic exchanges",
+     &at<kT, &T::strategy, &Str::async, &Async::tau>},
+    {"alpha", "easgd: elastic coefficient in (0, 1]",
+     &at<kT, &T::strategy, &Str::async, &Async::alpha>},
+    {"sync-every", "local-sgd: steps between parameter averages",
+     &at<kT, &T::strategy, &Str::async, &Async::sync_every>},
+    {"gossip", "gossip: push|pull", choice_field<kT, &T::strategy, &Str::async, &Async::gossip>()},
     {"backup-workers", "ddp: apply the first workers-N gradients, drop the late ones",
-     &trainer<&T::backup_workers>},
-    {"mesh", "model parallelism: dp=N,pp=P,tp=T (any of them; ranks = product)", &trainer<&T::mesh>},
-    {"micro-batches", "pipeline: micro-batches per step", &trainer<&T::micro_batches>},
-    {"schedule", "pipeline: gpipe|1f1b", &trainer<&T::pipeline_schedule>},
-    {"recompute", "pipeline: recompute activations in backward", &trainer<&T::recompute>},
+     &at<kT, &T::strategy, &Str::async, &Async::backup_workers>},
+    {"mesh", "model parallelism: dp=N,pp=P,tp=T (any of them; ranks = product)",
+     text_field<&mesh_of, &mesh_text, kT, &T::mesh, &MeshConfig::shape>()},
+    {"micro-batches", "pipeline: micro-batches per step",
+     &at<kT, &T::mesh, &MeshConfig::micro_batches>},
+    {"schedule", "pipeline: gpipe|1f1b", choice_field<kT, &T::mesh, &MeshConfig::schedule>()},
+    {"recompute", "pipeline: recompute activations in backward",
+     &at<kT, &T::mesh, &MeshConfig::recompute>},
     {"inject-delay", "straggler: ranks=R,ms=M[,prob=P] sleep before backward",
-     &trainer<&T::inject_delay>},
+     text_field<&parse_inject_delay, &delay_text, kT, &T::straggler, &StragglerConfig::delay>()},
     {"inject-slowdown", "straggler: ranks=R,factor=F slower compute",
-     &trainer<&T::inject_slowdown>},
-    {"backend", "auto|shm|gloo|mpi", &own<&TrainConfig::backend>},
-    {"eval-every", "steps between evaluations (0: at the end)", &trainer<&T::eval_every>},
-    {"log-every", "steps between progress updates", &trainer<&T::log_every>},
+     text_field<&parse_inject_slowdown, &slowdown_text, kT, &T::straggler,
+                &StragglerConfig::slowdown>()},
+    {"backend", "auto|shm|gloo|mpi", &at<&TrainConfig::backend>},
+    {"comm-timeout", "seconds a collective may wait for its peers (default: InitOptions', 300)",
+     text_field<&comm_timeout_of, &seconds_text, &TrainConfig::comm_timeout>("SECONDS")},
+    {"rendezvous-timeout", "seconds to wait for every rank to join (default: InitOptions', 120)",
+     text_field<&rendezvous_timeout_of, &seconds_text, &TrainConfig::rendezvous_timeout>(
+         "SECONDS")},
+    {"eval-every", "steps between evaluations (0: at the end)",
+     &at<kT, &T::observe, &Obs::eval_every>},
+    {"log-every", "steps between progress updates", &at<kT, &T::observe, &Obs::log_every>},
     {"track-activations", "count live activations in the memory summary (slower)",
-     &trainer<&T::track_activations>},
-    {"metrics", "append JSON lines to FILE ({rank} expands)", &trainer<&T::metrics_file>},
-    {"trace-dir", "write a Chrome trace per rank to DIR/rank-<r>.json", &trainer<&T::trace_dir>},
+     &at<kT, &T::observe, &Obs::track_activations>},
+    {"metrics", "append JSON lines to FILE ({rank} expands)",
+     &at<kT, &T::observe, &Obs::metrics_file>},
+    {"trace-dir", "write a Chrome trace per rank to DIR/rank-<r>.json",
+     &at<kT, &T::observe, &Obs::trace_dir>},
     {"checkpoint-dir", "write checkpoints to DIR (rank 0; atomic; DIR/latest names the newest)",
-     &trainer<&T::checkpoint_dir>},
+     &at<kT, &T::checkpoint, &Ckpt::dir>},
     {"checkpoint-every", "steps between checkpoints (0: only at the end)",
-     &trainer<&T::checkpoint_every>},
-    {"resume", "continue from DIR/latest of --checkpoint-dir with the same data order",
-     &trainer<&T::resume>},
+     &at<kT, &T::checkpoint, &Ckpt::every>},
+    {"resume",
+     "continue from DIR/latest of --checkpoint-dir with the same data order, or start at step 0 "
+     "if there is none yet; --resume=require fails instead",
+     choice_field<kT, &T::checkpoint, &Ckpt::resume>(true)},
 };
 
 size_t edit_distance(std::string_view a, std::string_view b) {
@@ -149,6 +245,19 @@ class Parser {
     } catch (const YAML::BadConversion&) {
       fail(value.Mark(),
            fmt::format("key '{}' takes {} (got '{}')", key.name, kind<V>(), value.Scalar()));
+    }
+  }
+
+  // A text key: the scalar, parsed by the key's own function.
+  void set_text(const ConfigKey& key, const YAML::Node& value, const TextField& field,
+                TrainConfig& config) const {
+    if (!value.IsScalar()) {
+      fail(value.Mark(), fmt::format("key '{}' takes a string, not {}", key.name, shape_of(value)));
+    }
+    try {
+      field.set(config, value.Scalar());
+    } catch (const InvalidArgument& e) {
+      fail(value.Mark(), fmt::format("key '{}': {}", key.name, e.what()));
     }
   }
 
@@ -252,7 +361,17 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
                                                "keep one",
                                                name, it->second));
     }
-    std::visit([&](auto field) { parser.set(*key, item.second, field(config)); }, key->field);
+    if (const auto* text = std::get_if<TextField>(&key->field)) {
+      parser.set_text(*key, item.second, *text, config);
+    } else {
+      std::visit(
+          [&](auto field) {
+            if constexpr (!std::is_same_v<decltype(field), TextField>) {
+              parser.set(*key, item.second, field(config));
+            }
+          },
+          key->field);
+    }
   }
   return config;
 }
@@ -283,7 +402,15 @@ void override_keys(TrainConfig& into, const TrainConfig& from, std::span<const s
     if (key == nullptr) {
       throw InvalidArgument(fmt::format("override_keys: {}", unknown_key_message(name)));
     }
-    std::visit([&](auto field) { field(into) = field(source); }, key->field);
+    std::visit(
+        [&](auto field) {
+          if constexpr (std::is_same_v<decltype(field), TextField>) {
+            field.copy(into, from);
+          } else {
+            field(into) = field(source);
+          }
+        },
+        key->field);
   }
 }
 

@@ -3,17 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "tandem/core/check.h"
-
 namespace tandem::train {
-
-LrSchedule parse_lr_schedule(const std::string& name) {
-  if (name == "constant") return LrSchedule::kConstant;
-  if (name == "cosine") return LrSchedule::kCosine;
-  if (name == "step") return LrSchedule::kStep;
-  TANDEM_CHECK(false, "--lr-schedule {} is not one of constant, cosine, step", name);
-  return LrSchedule::kConstant;
-}
 
 double learning_rate(LrSchedule schedule, double base_lr, int64_t step, int64_t warmup_steps,
                      int64_t total_steps) {

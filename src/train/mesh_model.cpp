@@ -1,18 +1,14 @@
 #include "tandem/train/mesh_model.h"
 
-#include <ATen/ops/argmax.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/scalar_tensor.h>
-#include <ATen/ops/stack.h>
+#include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
-#include <torch/nn/functional/loss.h>
 
 #include <cmath>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include "tandem/core/check.h"
 #include "tandem/parallel/pipeline.h"
@@ -25,83 +21,22 @@
 
 namespace tandem::train {
 
-std::string MeshShape::describe() const {
-  std::string s = fmt::format("dp={}", dp);
-  if (pp > 1) s += fmt::format(",pp={}", pp);
-  if (tp > 1) s += fmt::format(",tp={}", tp);
-  return s;
-}
-
-MeshShape parse_mesh(const std::string& text) {
-  MeshShape shape;
-  std::map<std::string, int*> dims = {{"dp", &shape.dp}, {"pp", &shape.pp}, {"tp", &shape.tp}};
-  std::map<std::string, bool> seen;
-  std::stringstream in(text);
-  std::string item;
-  TANDEM_CHECK(!text.empty(), "--mesh is empty; give e.g. dp=2,pp=2 or dp=2,tp=2");
-  while (std::getline(in, item, ',')) {
-    const auto eq = item.find('=');
-    const std::string name = item.substr(0, eq);
-    TANDEM_CHECK(eq != std::string::npos && dims.count(name) == 1,
-                 "--mesh {}: '{}' is not DIM=N with DIM one of dp, pp, tp", text, item);
-    TANDEM_CHECK(!seen[name], "--mesh {}: {} is given twice", text, name);
-    seen[name] = true;
-    const std::string value = item.substr(eq + 1);
-    size_t used = 0;
-    int n = 0;
-    try {
-      n = std::stoi(value, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    TANDEM_CHECK(used == value.size() && !value.empty() && n >= 1,
-                 "--mesh {}: {}={} is not a positive integer", text, name, value);
-    *dims[name] = n;
-  }
-  return shape;
-}
-
-void validate_mesh(const TrainerOptions& o, int world_size) {
-  const MeshShape m = parse_mesh(o.mesh);
-  TANDEM_CHECK(o.strategy == "ddp" || o.strategy == "zero1",
-               "--mesh averages the data dimension with --strategy ddp or zero1, not {}",
-               o.strategy);
-  TANDEM_CHECK(m.pp == 1 || has_sequential_layers(o.model),
-               "--mesh {}: pipeline parallelism splits --model mlp or gpt-mini into layers, not {}",
-               o.mesh, o.model);
-  TANDEM_CHECK(m.tp == 1 || o.model == "gpt-mini",
-               "--mesh {}: tensor parallelism splits --model gpt-mini, not {}", o.mesh, o.model);
-  TANDEM_CHECK(m.size() == world_size,
-               "--mesh {} needs {} ranks ({}) but {} were started; launch that many, or change "
-               "the mesh",
-               o.mesh, m.size(), m.describe(), world_size);
-  TANDEM_CHECK(m.pp == 1 || o.batch_size % o.micro_batches == 0,
-               "--batch-size {} does not split into --micro-batches {}", o.batch_size,
-               o.micro_batches);
-  TANDEM_CHECK(m.pp > 1 || !o.recompute,
-               "--recompute recomputes pipeline stages; it needs pp > 1 "
-               "in --mesh");
-  TANDEM_CHECK(o.checkpoint_dir.empty() && !o.resume,
-               "--mesh does not write or resume checkpoints yet; drop --checkpoint-dir");
-  TANDEM_CHECK(o.grad_compression == "none",
-               "--mesh does not compress gradients yet; drop "
-               "--grad-compression");
-  TANDEM_CHECK(o.inject_delay.empty() && o.inject_slowdown.empty(),
-               "--mesh does not inject stragglers yet; drop --inject-delay/--inject-slowdown");
-}
-
 namespace {
 
-// Sums of cross-entropy, correct predictions and predictions of `logits`
-// [..., classes] (the whole vocabulary) against `target`.
-at::Tensor eval_sums(const at::Tensor& logits, const at::Tensor& target) {
-  at::Tensor flat = logits.reshape({-1, logits.size(-1)});
-  at::Tensor t = target.reshape({-1});
-  at::Tensor loss = torch::nn::functional::cross_entropy(
-      flat, t, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-  at::Tensor correct = at::argmax(flat, -1).eq(t).sum();
-  return at::stack({loss.to(at::kDouble), correct.to(at::kDouble),
-                    at::scalar_tensor(static_cast<double>(t.numel()), at::kDouble)});
+parallel::PipelineScheduleKind schedule_kind(PipelineSchedule s) {
+  switch (s) {
+    case PipelineSchedule::kGPipe:
+      return parallel::PipelineScheduleKind::kGPipe;
+    case PipelineSchedule::k1F1B:
+      break;
+  }
+  return parallel::PipelineScheduleKind::k1F1B;
+}
+
+// eval_sums() as the pipeline's metric takes it: a float64 [3] tensor.
+at::Tensor eval_tensor(const at::Tensor& logits, const at::Tensor& target) {
+  const EvalSums s = eval_sums(logits, target);
+  return at::tensor(std::vector<double>{s.loss, s.correct, s.count}, at::kDouble);
 }
 
 }  // namespace
@@ -137,7 +72,7 @@ struct MeshModel::Impl {
   }
   // Evaluation sums of logits (gathered over tp first).
   at::Tensor eval(const at::Tensor& logits, const at::Tensor& target) {
-    return eval_sums(
+    return eval_tensor(
         tensor_parallel ? parallel::gather_from_tensor_parallel(logits, *tensor) : logits, target);
   }
   void clip_grad_norm(double max_norm);
@@ -168,25 +103,26 @@ void MeshModel::Impl::clip_grad_norm(double max_norm) {
 
 MeshModel::MeshModel(const TrainerOptions& o, std::shared_ptr<Communicator> world,
                      std::shared_ptr<TraceRecorder> trace)
-    : impl_(std::make_unique<Impl>()) {
+    : Strategy(nullptr), impl_(std::make_unique<Impl>()) {
   TANDEM_CHECK(world != nullptr, "MeshModel: the communicator is null");
-  validate_mesh(o, world->size());
+  TANDEM_CHECK(o.mesh.shape.has_value(), "MeshModel: TrainerOptions::mesh.shape is empty");
+  validate_options(o, world->size());
   Impl& m = *impl_;
   m.options = o;
-  m.shape = parse_mesh(o.mesh);
+  m.shape = *o.mesh.shape;
   m.mesh = std::make_unique<DeviceMesh>(world, std::vector<int>{m.shape.dp, m.shape.pp, m.shape.tp},
                                         std::vector<std::string>{"dp", "pp", "tp"});
   m.data = m.mesh->get("dp");
   m.pipe = m.mesh->get("pp");
   m.tensor = m.mesh->get("tp");
 
-  at::manual_seed(o.seed);  // every rank builds the same whole model
-  torch::nn::AnyModule model = make_model(o.model, ModelOptions{});
-  if (o.dtype == "float64") model.ptr()->to(at::kDouble);
+  at::manual_seed(o.run.seed);  // every rank builds the same whole model
+  torch::nn::AnyModule model = make_model(o.model.kind, ModelOptions{});
+  if (o.model.dtype == Dtype::kFloat64) model.ptr()->to(at::kDouble);
   // The pipeline's layers: the whole model's, or under tp the split model's,
   // which mirror them one for one.
   torch::nn::Sequential layers{nullptr};
-  if (m.shape.pp > 1) layers = sequential_layers(o.model, model);
+  if (m.shape.pp > 1) layers = sequential_layers(o.model.kind, model);
   if (m.shape.tp > 1) {
     m.tensor_parallel = TensorParallelGptMini(*model.get<GptMini>(), m.tensor);
     for (const auto& p : m.tensor_parallel->replicated_parameters()) {
@@ -195,9 +131,9 @@ MeshModel::MeshModel(const TrainerOptions& o, std::shared_ptr<Communicator> worl
   }
   if (m.shape.pp > 1) {
     parallel::PipelineOptions po;
-    po.micro_batches = o.micro_batches;
-    po.schedule = parallel::parse_pipeline_schedule(o.pipeline_schedule);
-    po.recompute = o.recompute;
+    po.micro_batches = o.mesh.micro_batches;
+    po.schedule = schedule_kind(o.mesh.schedule);
+    po.recompute = o.mesh.recompute;
     po.trace = trace;
     po.wrap_backward = [this](bool last, const std::function<void()>& backward) {
       std::shared_ptr<void> hold = last ? nullptr : impl_->strategy->accumulate_locally();
@@ -235,8 +171,9 @@ MeshModel::MeshModel(const TrainerOptions& o, std::shared_ptr<Communicator> worl
     m.local = model.ptr();
   }
   TrainerOptions dp = o;
-  if (m.shape.dp == 1) dp.strategy = "none";
+  if (m.shape.dp == 1) dp.strategy.kind = StrategyKind::kNone;
   m.strategy = make_strategy(dp, m.local, m.data, trace);
+  module_ = m.local;
 }
 
 MeshModel::~MeshModel() = default;
@@ -259,12 +196,29 @@ double MeshModel::train_step(const at::Tensor& input, const at::Tensor& target, 
     l.backward();
     loss = l.item<double>();
   }
-  if (m.options.clip_grad_norm > 0) m.clip_grad_norm(m.options.clip_grad_norm);
+  if (m.options.optimizer.clip_grad_norm > 0) m.clip_grad_norm(m.options.optimizer.clip_grad_norm);
   m.strategy->step();
   return average_over_ranks(*m.data, {loss})[0];
 }
 
-MeshModel::EvalSums MeshModel::evaluate(const at::Tensor& input, const at::Tensor& target) {
+double MeshModel::train_step(const Batch& batch, double lr, const StepContext&) {
+  return train_step(batch.input, batch.target, lr);
+}
+
+EvalSums MeshModel::evaluate(const Batch& batch, const StepContext&) {
+  return evaluate(batch.input, batch.target);
+}
+
+void MeshModel::set_lr(double lr) { impl_->strategy->set_lr(lr); }
+void MeshModel::zero_grad() { impl_->strategy->zero_grad(); }
+void MeshModel::clip_grad_norm(double max_norm) { impl_->clip_grad_norm(max_norm); }
+void MeshModel::step() { impl_->strategy->step(); }
+
+uint64_t MeshModel::state_digest() {
+  return train::state_digest(full_parameters(), torch::OrderedDict<std::string, at::Tensor>());
+}
+
+EvalSums MeshModel::evaluate(const at::Tensor& input, const at::Tensor& target) {
   Impl& m = *impl_;
   m.local->eval();
   at::Tensor sums;
@@ -278,7 +232,6 @@ MeshModel::EvalSums MeshModel::evaluate(const at::Tensor& input, const at::Tenso
     sums = m.eval(m.tensor_parallel ? m.tensor_parallel(input) : m.whole.forward(input), target);
   }
   m.local->train();
-  m.data->all_reduce(sums);
   const double* v = sums.data_ptr<double>();
   return EvalSums{v[0], v[1], v[2]};
 }
@@ -338,8 +291,8 @@ std::string MeshModel::describe() const {
   if (m.pipeline) {
     const auto [first, last] = m.pipeline->layer_range();
     s += fmt::format(" ({}, {} micro-batches{}); stage 0 holds layers [{}, {})",
-                     m.options.pipeline_schedule, m.options.micro_batches,
-                     m.options.recompute ? ", recomputed" : "", first, last);
+                     name_of(m.options.mesh.schedule), m.options.mesh.micro_batches,
+                     m.options.mesh.recompute ? ", recomputed" : "", first, last);
   } else if (m.tensor_parallel) {
     s += fmt::format(" (gpt-mini split {} ways: heads, MLP features, vocabulary)", m.shape.tp);
   }

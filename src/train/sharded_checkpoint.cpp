@@ -25,7 +25,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 [[noreturn]] void fail(const std::string& path, std::string_view field, const std::string& what) {
-  throw CheckpointError(fmt::format("checkpoint '{}': field '{}': {}", path, field, what));
+  throw_checkpoint_error(path, field, what);
 }
 
 std::string rank_file(const std::string& step_dir, int rank) {

@@ -106,6 +106,18 @@ InjectSlowdown parse_inject_slowdown(const std::string& text) {
   return s;
 }
 
+std::string describe(const InjectDelay& d) {
+  if (d.ranks.empty()) return "";
+  std::string text = fmt::format("ranks={},ms={}", fmt::join(d.ranks, ","), d.delay.count());
+  if (d.probability != 1.0) text += fmt::format(",prob={}", d.probability);
+  return text;
+}
+
+std::string describe(const InjectSlowdown& s) {
+  if (s.ranks.empty()) return "";
+  return fmt::format("ranks={},factor={}", fmt::join(s.ranks, ","), s.factor);
+}
+
 Straggler::Straggler(const InjectDelay& delay, const InjectSlowdown& slowdown, int rank,
                      uint64_t seed)
     : delay_(delay), rng_(seed * 7919ULL + static_cast<uint64_t>(rank) + 1) {

@@ -6,6 +6,7 @@
 #include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 
+#include <chrono>
 
 #include "tandem/core/check.h"
 #include "tandem/core/error.h"
@@ -14,11 +15,47 @@
 #include "tandem/parallel/local_model.h"
 #include "tandem/parallel/zero/zero_optimizer.h"
 #include "train/async_strategies.h"
+#include "train/trainer_support.h"
 
 namespace tandem::train {
 
 torch::OrderedDict<std::string, at::Tensor> Strategy::full_parameters() {
   return module_->named_parameters(true);
+}
+
+uint64_t Strategy::state_digest() {
+  return train::state_digest(full_parameters(), module_->named_buffers(true));
+}
+
+double Strategy::train_step(const Batch& batch, double lr, const StepContext& ctx) {
+  using Clock = std::chrono::steady_clock;
+  set_lr(lr);
+  zero_grad();
+  const auto t0 = Clock::now();
+  at::Tensor loss = loss_of(ctx.forward(batch.input), batch.target);
+  const auto t1 = Clock::now();
+  const auto slept =
+      ctx.straggler ? ctx.straggler->before_backward() : std::chrono::duration<double>{};
+  loss.backward();  // with DDP, includes the wait for the last buckets
+  if (ctx.straggler) ctx.straggler->after_compute(Clock::now() - t0 - slept);
+  const auto t2 = Clock::now();
+  if (ctx.clip_grad_norm > 0) clip_grad_norm(ctx.clip_grad_norm);
+  step();
+  if (ctx.trace) {
+    const auto t3 = Clock::now();
+    ctx.trace->span("forward", "compute", t0, t1);
+    ctx.trace->span("backward", "compute", t1, t2);
+    ctx.trace->span("optimizer step", "compute", t2, t3);
+  }
+  return loss.item<double>();
+}
+
+EvalSums Strategy::evaluate(const Batch& batch, const StepContext& ctx) {
+  at::NoGradGuard no_grad;
+  module_->eval();
+  const EvalSums sums = eval_sums(ctx.forward(batch.input), batch.target);
+  module_->train();
+  return sums;
 }
 
 void Strategy::capture(Checkpoint&) {
@@ -36,14 +73,18 @@ void Strategy::restore_sharded(const LoadedShards&) {
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainerOptions& o,
                                                         std::vector<at::Tensor> params) {
-  if (o.optimizer == "adamw") {
-    return std::make_unique<torch::optim::AdamW>(
-        std::move(params), torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+  const OptimizerConfig& p = o.optimizer;
+  switch (p.kind) {
+    case OptimizerKind::kAdamW:
+      return std::make_unique<torch::optim::AdamW>(
+          std::move(params), torch::optim::AdamWOptions(p.lr).weight_decay(p.weight_decay));
+    case OptimizerKind::kSgd:
+      break;
   }
-  return std::make_unique<torch::optim::SGD>(std::move(params), torch::optim::SGDOptions(o.lr)
-                                                                    .momentum(o.momentum)
-                                                                    .nesterov(o.nesterov)
-                                                                    .weight_decay(o.weight_decay));
+  return std::make_unique<torch::optim::SGD>(std::move(params), torch::optim::SGDOptions(p.lr)
+                                                                    .momentum(p.momentum)
+                                                                    .nesterov(p.nesterov)
+                                                                    .weight_decay(p.weight_decay));
 }
 
 void set_lr(torch::optim::Optimizer& opt, double lr) {
@@ -55,11 +96,18 @@ void set_lr(torch::optim::Optimizer& opt, double lr) {
 
 namespace {
 
-parallel::GradCompression grad_compression(const std::string& name) {
-  if (name == "fp16") return parallel::GradCompression::kFp16;
-  if (name == "bf16") return parallel::GradCompression::kBf16;
-  if (name == "powersgd") return parallel::GradCompression::kPowerSgd;
-  return parallel::GradCompression::kNone;  // validate() accepted nothing else
+parallel::GradCompression grad_compression(GradCompression c) {
+  switch (c) {
+    case GradCompression::kFp16:
+      return parallel::GradCompression::kFp16;
+    case GradCompression::kBf16:
+      return parallel::GradCompression::kBf16;
+    case GradCompression::kPowerSgd:
+      return parallel::GradCompression::kPowerSgd;
+    case GradCompression::kNone:
+      break;
+  }
+  return parallel::GradCompression::kNone;
 }
 
 // none and ddp: every rank holds everything; a LibTorch optimizer over the
@@ -69,13 +117,13 @@ class Replicated final : public Strategy {
   Replicated(const TrainerOptions& o, std::shared_ptr<torch::nn::Module> module,
              const std::shared_ptr<Communicator>& comm, const std::shared_ptr<TraceRecorder>& trace)
       : Strategy(std::move(module)) {
-    if (o.strategy == "ddp") {
+    if (o.strategy.kind == StrategyKind::kDdp) {
       parallel::DdpOptions dd;
-      dd.bucket_cap_mb = o.bucket_cap_mb;
-      dd.compression = grad_compression(o.grad_compression);
-      dd.powersgd.matrix_approximation_rank = o.powersgd_rank;
-      dd.powersgd.start_powersgd_iter = o.powersgd_start_iter;
-      dd.powersgd.random_seed = o.seed;
+      dd.bucket_cap_mb = o.strategy.bucket_cap_mb;
+      dd.compression = grad_compression(o.strategy.ddp.compression);
+      dd.powersgd.matrix_approximation_rank = o.strategy.ddp.powersgd_rank;
+      dd.powersgd.start_powersgd_iter = o.strategy.ddp.powersgd_start_iter;
+      dd.powersgd.random_seed = o.run.seed;
       dd.gradient_as_bucket_view = true;  // gradients cost their bytes once
       dd.trace = trace;
       ddp_ = std::make_unique<parallel::DistributedDataParallel>(module_, comm, dd);
@@ -101,9 +149,7 @@ class Replicated final : public Strategy {
     if (!ddp_) return nullptr;
     return std::make_shared<parallel::DistributedDataParallel::NoSyncGuard>(*ddp_);
   }
-  int64_t gradient_bytes() const override {
-    return ddp_ ? ddp_->last_stats().all_reduce_bytes : 0;
-  }
+  int64_t gradient_bytes() const override { return ddp_ ? ddp_->last_stats().all_reduce_bytes : 0; }
   memory::MemoryAccounting memory() const override {
     return ddp_ ? ddp_->memory() : local_->memory();
   }
@@ -130,8 +176,8 @@ class Zero final : public Strategy {
        const std::shared_ptr<Communicator>& comm, const std::shared_ptr<TraceRecorder>& trace)
       : Strategy(module), comm_(comm) {
     parallel::ZeroOptions zo;
-    zo.stage = o.strategy == "zero1" ? 1 : 2;
-    zo.bucket_cap_mb = o.bucket_cap_mb;
+    zo.stage = o.strategy.kind == StrategyKind::kZero1 ? 1 : 2;
+    zo.bucket_cap_mb = o.strategy.bucket_cap_mb;
     zo.trace = trace;
     zero_ = std::make_unique<parallel::ZeroRedundancyOptimizer>(
         module, comm, [o](std::vector<at::Tensor> p) { return make_optimizer(o, std::move(p)); },
@@ -174,21 +220,32 @@ class Zero final : public Strategy {
   std::unique_ptr<parallel::ZeroRedundancyOptimizer> zero_;
 };
 
-// "auto" picks the zoo model's repeated block; anything else is
-// parse_fsdp_wrap_policy's text (type:A,B | size:N | name:a,b | none).
+// --wrap-policy as FSDP takes it; auto picks the zoo model's repeated block.
 parallel::FsdpWrapPolicy wrap_policy(const TrainerOptions& o) {
-  if (o.wrap_policy != "auto") return parallel::parse_fsdp_wrap_policy(o.wrap_policy);
-  parallel::FsdpWrapPolicy w;
-  if (o.model == "gpt-mini") {
-    w.module_types = {"GptBlockImpl"};
-  } else if (o.model == "resnet18") {
-    w.module_types = {"BasicBlockImpl"};
-  } else if (o.model == "resnet50") {
-    w.module_types = {"BottleneckImpl"};
-  } else {
-    w.module_types = {"torch::nn::LinearImpl"};
+  const WrapPolicy& w = o.strategy.zero.wrap;
+  parallel::FsdpWrapPolicy p;
+  if (!w.automatic) {
+    p.module_types = w.module_types;
+    p.min_num_params = w.min_num_params;
+    p.module_names = w.module_names;
+    return p;
   }
-  return w;
+  switch (o.model.kind) {
+    case ModelKind::kGptMini:
+      p.module_types = {"GptBlockImpl"};
+      break;
+    case ModelKind::kResNet18:
+      p.module_types = {"BasicBlockImpl"};
+      break;
+    case ModelKind::kResNet50:
+      p.module_types = {"BottleneckImpl"};
+      break;
+    case ModelKind::kMlp:
+    case ModelKind::kConvNet:
+      p.module_types = {"torch::nn::LinearImpl"};
+      break;
+  }
+  return p;
 }
 
 // zero3: FullyShardedDataParallel; each rank holds 1/N of everything plus
@@ -249,28 +306,29 @@ class Fsdp final : public Strategy {
 
 }  // namespace
 
-int servers_for(const TrainerOptions& o) {
-  const bool served = o.strategy == "ps" || o.strategy == "easgd" ||
-                      (o.strategy == "ddp" && o.backup_workers > 0);
-  return served ? o.servers : 0;
-}
-
 std::unique_ptr<Strategy> make_strategy(const TrainerOptions& o,
                                         const std::shared_ptr<torch::nn::Module>& module,
                                         const std::shared_ptr<Communicator>& comm,
                                         const std::shared_ptr<TraceRecorder>& trace,
                                         const std::shared_ptr<Communicator>& workers) {
-  if (is_async_strategy(o)) return make_async_strategy(o, module, comm, workers ? workers : comm);
-  if (o.strategy == "none" || o.strategy == "ddp") {
-    return std::make_unique<Replicated>(o, module, comm, trace);
+  if (is_asynchronous(o)) return make_async_strategy(o, module, comm, workers ? workers : comm);
+  switch (o.strategy.kind) {
+    case StrategyKind::kNone:
+    case StrategyKind::kDdp:
+      return std::make_unique<Replicated>(o, module, comm, trace);
+    case StrategyKind::kZero1:
+    case StrategyKind::kZero2:
+      return std::make_unique<Zero>(o, module, comm, trace);
+    case StrategyKind::kZero3:
+      return std::make_unique<Fsdp>(o, module, comm, trace);
+    case StrategyKind::kPs:
+    case StrategyKind::kEasgd:
+    case StrategyKind::kGossip:
+    case StrategyKind::kLocalSgd:
+      break;  // asynchronous, above
   }
-  if (o.strategy == "zero1" || o.strategy == "zero2") {
-    return std::make_unique<Zero>(o, module, comm, trace);
-  }
-  if (o.strategy == "zero3") return std::make_unique<Fsdp>(o, module, comm, trace);
-  throw InvalidArgument(fmt::format(
-      "--strategy {} is not one of none, ddp, zero1, zero2, zero3, ps, easgd, gossip, local-sgd",
-      o.strategy));
+  throw InternalError(
+      fmt::format("make_strategy: --strategy {} reached no strategy", name_of(o.strategy.kind)));
 }
 
 }  // namespace tandem::train

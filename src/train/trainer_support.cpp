@@ -1,5 +1,6 @@
 #include "train/trainer_support.h"
 
+#include <ATen/ops/argmax.h>
 #include <ATen/ops/tensor.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -11,54 +12,58 @@
 #include <string>
 
 #include "tandem/core/check.h"
+#include "tandem/train/checkpoint_file.h"
 #include "tandem/train/data/make_dataset.h"
 
 namespace tandem::train {
 
 Datasets make_datasets(const TrainerOptions& o, const ModelInput& spec) {
   DatasetOptions dopts;
-  dopts.synthetic_size = o.dataset_size;
-  dopts.noise = o.data_noise;
-  dopts.seed = o.seed;
+  dopts.format = o.data.format;
+  dopts.synthetic_size = o.data.synthetic_size;
+  dopts.noise = o.data.noise;
+  dopts.seed = o.run.seed;
   if (spec.dtype == at::kLong) {
     dopts.context = spec.sample_shape.at(0);
     dopts.vocab_size = spec.token_range;
   }
   Datasets sets;
-  sets.train = make_dataset(o.data, dopts);
+  sets.train = make_dataset(o.data.source, dopts);
   dopts.split = DataSplit::kTest;
   try {
-    sets.test = make_dataset(o.data, dopts);
+    sets.test = make_dataset(o.data.source, dopts);
   } catch (const InvalidArgument&) {
     sets.test = nullptr;  // a path without a test split: evaluate on training data
   }
   return sets;
 }
 
-// --metrics FILE with {rank} expanded, for appending; closed if none.
-std::ofstream open_metrics(const TrainerOptions& o, int rank) {
-  std::ofstream metrics;
-  if (o.metrics_file.empty()) return metrics;
-  std::string path = o.metrics_file;
+MetricsFile::MetricsFile(const std::string& pattern, int rank) {
+  if (pattern.empty()) return;
+  std::string path = pattern;
   if (auto pos = path.find("{rank}"); pos != std::string::npos) {
     path.replace(pos, 6, std::to_string(rank));
   }
-  metrics.open(path, std::ios::app);
-  TANDEM_CHECK(metrics.good(), "--metrics: cannot write '{}'", path);
-  return metrics;
+  out_.open(path, std::ios::app);
+  TANDEM_CHECK(out_.good(), "--metrics: cannot write '{}'", path);
+}
+
+void MetricsFile::write(const nlohmann::json& line) {
+  if (!out_.is_open()) return;
+  out_ << line.dump() << '\n' << std::flush;
 }
 
 std::shared_ptr<TraceRecorder> open_trace(const TrainerOptions& o, int rank) {
-  if (o.trace_dir.empty()) return nullptr;
+  const std::string& dir = o.observe.trace_dir;
+  if (dir.empty()) return nullptr;
   std::error_code ec;
-  std::filesystem::create_directories(o.trace_dir, ec);
-  TANDEM_CHECK(!ec, "--trace-dir: cannot create '{}' ({})", o.trace_dir, ec.message());
+  std::filesystem::create_directories(dir, ec);
+  TANDEM_CHECK(!ec, "--trace-dir: cannot create '{}' ({})", dir, ec.message());
   return std::make_shared<TraceRecorder>(rank);
 }
 
-void write_trace(const TraceRecorder& trace, const TrainerOptions& o, int rank,
-                 std::ostream* out) {
-  const auto path = std::filesystem::path(o.trace_dir) / fmt::format("rank-{}.json", rank);
+void write_trace(const TraceRecorder& trace, const TrainerOptions& o, int rank, std::ostream* out) {
+  const auto path = std::filesystem::path(o.observe.trace_dir) / fmt::format("rank-{}.json", rank);
   trace.write(path.string());
   if (out) *out << fmt::format("trace: {} (one file per rank; open in Perfetto)\n", path.string());
 }
@@ -71,16 +76,60 @@ at::Tensor model_input(const at::Tensor& input, const ModelInput& spec, const Tr
   TANDEM_CHECK(have == want,
                "--model {} takes samples of shape [{}] but --data {} gives [{}]; pick matching "
                "data (e.g. synthetic-cifar for resnet18, synthetic-tokens for gpt-mini)",
-               o.model, fmt::join(spec.sample_shape, ", "), o.data,
+               name_of(o.model.kind), fmt::join(spec.sample_shape, ", "), o.data.source,
                fmt::join(input.sizes().slice(1), ", "));
   auto shape = spec.input_shape(input.size(0));
   const bool real = at::isFloatingType(spec.dtype);
-  return input.reshape(shape).to(real && o.dtype == "float64" ? at::kDouble : spec.dtype);
+  const bool float64 = o.model.dtype == Dtype::kFloat64;
+  return input.reshape(shape).to(real && float64 ? at::kDouble : spec.dtype);
 }
 
 at::Tensor loss_of(const at::Tensor& logits, const at::Tensor& target) {
   return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
                                               target.reshape({-1}));
+}
+
+EvalSums eval_sums(const at::Tensor& logits, const at::Tensor& target) {
+  at::Tensor flat = logits.reshape({-1, logits.size(-1)});
+  at::Tensor t = target.reshape({-1});
+  at::Tensor loss = torch::nn::functional::cross_entropy(
+      flat, t, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+  at::Tensor correct = at::argmax(flat, -1).eq(t).sum();
+  return EvalSums{loss.item<double>(), correct.item<double>(), static_cast<double>(t.numel())};
+}
+
+EpochCursor::EpochCursor(const SamplerOptions& options, int64_t batch)
+    : options_(options), sampler_(options), batch_(batch) {}
+
+void EpochCursor::resume_at(int64_t epoch, int64_t samples_in_epoch, const std::string& path) {
+  if (samples_in_epoch > sampler_.size()) {
+    throw_checkpoint_error(
+        path, "samples_in_epoch",
+        fmt::format("{} samples of the epoch were consumed but this rank's epoch now has only "
+                    "{}; did the data set change?",
+                    samples_in_epoch, sampler_.size()));
+  }
+  options_.epoch = epoch;
+  options_.start_offset = samples_in_epoch;
+  sampler_ = DistributedSampler(options_);
+  epoch_ = epoch;
+  indices_ = sampler_.indices();
+  cursor_ = 0;
+}
+
+std::span<const int64_t> EpochCursor::next() {
+  if (cursor_ + static_cast<size_t>(batch_) > indices_.size()) {
+    sampler_.set_epoch(++epoch_);
+    indices_ = sampler_.indices();
+    cursor_ = 0;
+  }
+  std::span<const int64_t> batch(indices_.data() + cursor_, static_cast<size_t>(batch_));
+  cursor_ += static_cast<size_t>(batch_);
+  return batch;
+}
+
+int64_t EpochCursor::samples_in_epoch() const {
+  return sampler_.start_offset() + static_cast<int64_t>(cursor_);
 }
 
 Progress::Progress(std::ostream* out, int64_t total) : out_(out), total_(total) {
@@ -108,12 +157,12 @@ void Progress::done() {
 }
 
 int64_t total_steps(const TrainerOptions& o, int64_t shard_size) {
-  const int64_t per_epoch = shard_size / o.batch_size;
+  const int64_t per_epoch = shard_size / o.run.batch_size;
   TANDEM_CHECK(per_epoch >= 1,
                "--batch-size {} is larger than this rank's {} samples per epoch; use a smaller "
                "batch or more data (--dataset-size)",
-               o.batch_size, shard_size);
-  return o.steps > 0 ? o.steps : o.epochs * per_epoch;
+               o.run.batch_size, shard_size);
+  return o.run.steps > 0 ? o.run.steps : o.run.epochs * per_epoch;
 }
 
 std::vector<double> average_over_ranks(Communicator& comm, std::vector<double> values) {
@@ -132,7 +181,7 @@ void record_memory(TrainSummary& s, const memory::MemoryAccounting& memory) {
 }
 
 std::unique_ptr<memory::ActivationTracker> track_activations(const TrainerOptions& o) {
-  return o.track_activations ? std::make_unique<memory::ActivationTracker>() : nullptr;
+  return o.observe.track_activations ? std::make_unique<memory::ActivationTracker>() : nullptr;
 }
 
 std::string memory_line(const TrainSummary& s, const std::string& what) {

@@ -25,17 +25,17 @@ constexpr double kTargetLoss = 0.1;
 
 TrainerOptions convnet(const std::string& strategy) {
   TrainerOptions o;
-  o.model = "convnet";
-  o.data = "synthetic-mnist";
-  o.dataset_size = 1024;
-  o.steps = 50;
-  o.batch_size = 16;
-  o.lr = 0.01;
-  o.momentum = 0.9;
-  o.seed = 5;
-  o.strategy = strategy;
-  o.eval_batches = 2;
-  o.log_every = 5;
+  o.model.kind = ModelKind::kConvNet;
+  o.data.source = "synthetic-mnist";
+  o.data.synthetic_size = 1024;
+  o.run.steps = 50;
+  o.run.batch_size = 16;
+  o.optimizer.lr = 0.01;
+  o.optimizer.momentum = 0.9;
+  o.run.seed = 5;
+  o.strategy.kind = parse_choice<StrategyKind>(strategy);
+  o.observe.eval_batches = 2;
+  o.observe.log_every = 5;
   return o;
 }
 
@@ -83,9 +83,9 @@ TEST(AsyncTraining, ParameterServerTrainsConvNet) {
 TEST(AsyncTraining, BoundedStalenessHoldsInTraining) {
   testing::TempDir dir;
   auto o = convnet("ps");
-  o.staleness = 1;
-  o.inject_slowdown = "ranks=2,factor=3";
-  o.metrics_file = dir.file("metrics-{rank}.jsonl");
+  o.strategy.async.staleness = 1;
+  o.straggler.slowdown = parse_inject_slowdown("ranks=2,factor=3");
+  o.observe.metrics_file = dir.file("metrics-{rank}.jsonl");
   train_4(o, [](int rank, const TrainSummary& s) {
     expect_trained(rank, s);
     EXPECT_LE(max_bin(s.staleness_histogram), 1) << "rank " << rank;
@@ -105,7 +105,7 @@ TEST(AsyncTraining, BoundedStalenessHoldsInTraining) {
 
 TEST(AsyncTraining, ElasticAveragingTrainsConvNet) {
   auto o = convnet("easgd");
-  o.tau = 2;
+  o.strategy.async.tau = 2;
   train_4(o, [](int rank, const TrainSummary& s) {
     expect_trained(rank, s);
     if (!s.server) {
@@ -127,13 +127,13 @@ TEST(AsyncTraining, GossipPushTrainsConvNet) {
 
 TEST(AsyncTraining, GossipPullTrainsConvNet) {
   auto o = convnet("gossip");
-  o.gossip = "pull";
+  o.strategy.async.gossip = GossipMode::kPull;
   train_4(o, [](int rank, const TrainSummary& s) { expect_trained(rank, s); });
 }
 
 TEST(AsyncTraining, LocalSgdTrainsConvNet) {
   auto o = convnet("local-sgd");
-  o.sync_every = 4;
+  o.strategy.async.sync_every = 4;
   train_4(o, [](int rank, const TrainSummary& s) {
     expect_trained(rank, s);
     EXPECT_GT(s.consensus_distance, 0) << "the workers drift between averages";
@@ -142,8 +142,8 @@ TEST(AsyncTraining, LocalSgdTrainsConvNet) {
 
 TEST(AsyncTraining, BackupWorkerTrainsConvNetAndDropsTheStraggler) {
   auto o = convnet("ddp");
-  o.backup_workers = 1;
-  o.inject_delay = "ranks=1,ms=100";
+  o.strategy.async.backup_workers = 1;
+  o.straggler.delay = parse_inject_delay("ranks=1,ms=100");
   train_4(o, [](int rank, const TrainSummary& s) {
     if (rank == 1) {
       EXPECT_GT(s.dropped_gradients, 0) << "the delayed worker was never late";
@@ -169,23 +169,28 @@ TEST(AsyncTraining, FlagsAreChecked) {
     });
   };
   auto o = convnet("ps");
-  o.servers = 2;
+  o.strategy.async.servers = 2;
   expect_rejected(o, "--servers 2 with 2 rank(s) leaves 0 worker(s)");
-  o = convnet("gossip");
-  o.gossip = "sideways";
-  expect_rejected(o, "--gossip sideways");
   o = convnet("local-sgd");
-  o.checkpoint_dir = "/tmp/never";
+  o.checkpoint.dir = "/tmp/never";
   expect_rejected(o, "does not write checkpoints");
   o = convnet("zero2");
-  o.backup_workers = 1;
+  o.strategy.async.backup_workers = 1;
   expect_rejected(o, "--backup-workers is for --strategy ddp");
   o = convnet("easgd");
-  o.alpha = 1.5;
+  o.strategy.async.alpha = 1.5;
   expect_rejected(o, "--alpha");
-  o = convnet("ddp");
-  o.inject_delay = "ranks=1,ms=fast";
-  expect_rejected(o, "ms=fast is not a number");
+  // Bad text is refused where it is parsed, before any run.
+  auto expect_unparsed = [](const std::function<void()>& parse, const std::string& words) {
+    try {
+      parse();
+      ADD_FAILURE() << "accepted: " << words;
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  expect_unparsed([] { parse_choice<GossipMode>("sideways"); }, "--gossip sideways");
+  expect_unparsed([] { parse_inject_delay("ranks=1,ms=fast"); }, "ms=fast is not a number");
 }
 
 }  // namespace

@@ -210,18 +210,18 @@ TEST(Checkpoint, OtherWorldSizeExplainsTheSamplerPosition) {
 // optimizer state did.
 TrainerOptions resume_run_options(int64_t batch_size) {
   TrainerOptions o;
-  o.model = "mlp";
-  o.data = "synthetic-mnist";
-  o.dataset_size = 200;
-  o.steps = 20;
-  o.batch_size = batch_size;
-  o.lr = 0.05;
-  o.momentum = 0.9;
-  o.nesterov = true;
-  o.warmup_steps = 3;
-  o.lr_schedule = "cosine";
-  o.seed = 5;
-  o.eval_batches = 1;
+  o.model.kind = ModelKind::kMlp;
+  o.data.source = "synthetic-mnist";
+  o.data.synthetic_size = 200;
+  o.run.steps = 20;
+  o.run.batch_size = batch_size;
+  o.optimizer.lr = 0.05;
+  o.optimizer.momentum = 0.9;
+  o.optimizer.nesterov = true;
+  o.optimizer.warmup_steps = 3;
+  o.optimizer.schedule = LrSchedule::kCosine;
+  o.run.seed = 5;
+  o.observe.eval_batches = 1;
   return o;
 }
 
@@ -244,25 +244,25 @@ TEST(Checkpoint, ResumeGivesTheSameParametersAsAStraightRun) {
   const TrainerOptions o = resume_run_options(16);
 
   TrainerOptions straight = o;
-  straight.checkpoint_dir = straight_dir.path().string();
+  straight.checkpoint.dir = straight_dir.path().string();
   const TrainSummary straight_summary = train(straight, comm, nullptr);
   EXPECT_EQ(straight_summary.steps, 20);
 
   TrainerOptions first = o;
-  first.checkpoint_dir = resumed_dir.path().string();
-  first.checkpoint_every = 4;
-  first.stop_at_step = 10;
+  first.checkpoint.dir = resumed_dir.path().string();
+  first.checkpoint.every = 4;
+  first.run.stop_at_step = 10;
   EXPECT_EQ(train(first, comm, nullptr).steps, 10);
-  EXPECT_EQ(latest_checkpoint(first.checkpoint_dir), resumed_dir.file("step-10.ckpt"));
+  EXPECT_EQ(latest_checkpoint(first.checkpoint.dir), resumed_dir.file("step-10.ckpt"));
   EXPECT_TRUE(std::filesystem::exists(resumed_dir.file("step-8.ckpt")));
-  Checkpoint mid = load_latest(first.checkpoint_dir);
+  Checkpoint mid = load_latest(first.checkpoint.dir);
   EXPECT_EQ(mid.step, 10);
   EXPECT_EQ(mid.epoch, 0);
   EXPECT_EQ(mid.samples_in_epoch, 160);
 
   TrainerOptions second = o;
-  second.checkpoint_dir = resumed_dir.path().string();
-  second.resume = true;
+  second.checkpoint.dir = resumed_dir.path().string();
+  second.checkpoint.resume = ResumeMode::kRequire;
   const TrainSummary resumed_summary = train(second, comm, nullptr);
   EXPECT_EQ(resumed_summary.steps, 10);
   EXPECT_EQ(resumed_summary.state_digest, straight_summary.state_digest);
@@ -276,7 +276,7 @@ TEST(Checkpoint, ResumeGivesTheSameParametersAsAStraightRun) {
 
   // Resuming with another batch size would change the data order: refused.
   TrainerOptions other = second;
-  other.batch_size = 8;
+  other.run.batch_size = 8;
   expect_error<CheckpointError>([&] { train(other, comm, nullptr); },
                                 {"step-20.ckpt", "global_batch", "--batch-size x ranks"});
 }
@@ -312,32 +312,32 @@ TEST_P(ResumeTwoRanks, DdpGivesTheSameParametersOnBothRanks) {
         ASSERT_EQ(comm->backend(), backend);
 
         TrainerOptions o = resume_run_options(8);
-        o.strategy = "ddp";
-        o.log_every = 1;
+        o.strategy.kind = StrategyKind::kDdp;
+        o.observe.log_every = 1;
 
         TrainerOptions straight = o;
-        straight.checkpoint_dir = straight_dir.path().string();
-        straight.metrics_file = straight_dir.file("metrics-{rank}.jsonl");
+        straight.checkpoint.dir = straight_dir.path().string();
+        straight.observe.metrics_file = straight_dir.file("metrics-{rank}.jsonl");
         const TrainSummary straight_summary = train(straight, comm, nullptr);
         EXPECT_EQ(straight_summary.steps, 20);
 
         TrainerOptions first = o;
-        first.checkpoint_dir = resumed_dir.path().string();
-        first.metrics_file = resumed_dir.file("metrics-{rank}.jsonl");
-        first.stop_at_step = 10;
+        first.checkpoint.dir = resumed_dir.path().string();
+        first.observe.metrics_file = resumed_dir.file("metrics-{rank}.jsonl");
+        first.run.stop_at_step = 10;
         const TrainSummary first_summary = train(first, comm, nullptr);
         EXPECT_EQ(first_summary.steps, 10);
         // The digest can tell 10 steps from 20.
         EXPECT_NE(first_summary.state_digest, straight_summary.state_digest);
-        Checkpoint mid = load_latest(first.checkpoint_dir);
+        Checkpoint mid = load_latest(first.checkpoint.dir);
         EXPECT_EQ(mid.step, 10);
         EXPECT_EQ(mid.world_size, 2);
         EXPECT_EQ(mid.epoch, 0);
         EXPECT_EQ(mid.samples_in_epoch, 80);  // per rank: 10 steps of 8
 
         TrainerOptions second = first;
-        second.stop_at_step = 0;
-        second.resume = true;
+        second.run.stop_at_step = 0;
+        second.checkpoint.resume = ResumeMode::kRequire;
         const TrainSummary resumed_summary = train(second, comm, nullptr);
         EXPECT_EQ(resumed_summary.steps, 10);
 

@@ -29,23 +29,23 @@ using testing::TempDir;
 // ranks alike, so every world size crosses into epoch 1 at the same step.
 TrainerOptions base_options(const std::string& strategy, int64_t batch) {
   TrainerOptions o;
-  o.model = "mlp";
-  o.data = "synthetic-mnist";
-  o.dataset_size = 96;
-  o.steps = 10;
-  o.batch_size = batch;
-  o.optimizer = "sgd";
-  o.lr = 0.05;
-  o.momentum = 0.9;
-  o.nesterov = true;
-  o.weight_decay = 1e-3;
-  o.warmup_steps = 2;
-  o.lr_schedule = "cosine";
-  o.seed = 11;
-  o.dtype = "float64";
-  o.strategy = strategy;
-  o.eval_batches = 1;
-  o.log_every = 100;
+  o.model.kind = ModelKind::kMlp;
+  o.data.source = "synthetic-mnist";
+  o.data.synthetic_size = 96;
+  o.run.steps = 10;
+  o.run.batch_size = batch;
+  o.optimizer.kind = OptimizerKind::kSgd;
+  o.optimizer.lr = 0.05;
+  o.optimizer.momentum = 0.9;
+  o.optimizer.nesterov = true;
+  o.optimizer.weight_decay = 1e-3;
+  o.optimizer.warmup_steps = 2;
+  o.optimizer.schedule = LrSchedule::kCosine;
+  o.run.seed = 11;
+  o.model.dtype = Dtype::kFloat64;
+  o.strategy.kind = parse_choice<StrategyKind>(strategy);
+  o.observe.eval_batches = 1;
+  o.observe.log_every = 100;
   return o;
 }
 
@@ -87,25 +87,25 @@ void expect_close(const std::map<std::string, at::Tensor>& got,
 TEST(ShardedTraining, ZeroStagesMatchDdp) {
   TempDir ddp_dir;
   TrainerOptions ddp = base_options("ddp", 6);
-  ddp.checkpoint_dir = ddp_dir.path().string();
+  ddp.checkpoint.dir = ddp_dir.path().string();
   run(2, ddp);
-  const auto want = final_parameters(ddp.checkpoint_dir);
+  const auto want = final_parameters(ddp.checkpoint.dir);
   for (const std::string strategy : {"zero1", "zero2", "zero3"}) {
     for (const std::string optimizer : {"sgd", "adamw"}) {
       TempDir dir;
       TrainerOptions o = base_options(strategy, 6);
-      o.optimizer = optimizer;
-      o.checkpoint_dir = dir.path().string();
+      o.optimizer.kind = parse_choice<OptimizerKind>(optimizer);
+      o.checkpoint.dir = dir.path().string();
       run(2, o);
-      if (optimizer == "sgd") {
-        expect_close(final_parameters(o.checkpoint_dir), want, strategy);
+      if (o.optimizer.kind == OptimizerKind::kSgd) {
+        expect_close(final_parameters(o.checkpoint.dir), want, strategy);
       } else {
         TempDir adam_dir;
         TrainerOptions ref = ddp;
-        ref.optimizer = "adamw";
-        ref.checkpoint_dir = adam_dir.path().string();
+        ref.optimizer.kind = OptimizerKind::kAdamW;
+        ref.checkpoint.dir = adam_dir.path().string();
         run(2, ref);
-        expect_close(final_parameters(o.checkpoint_dir), final_parameters(ref.checkpoint_dir),
+        expect_close(final_parameters(o.checkpoint.dir), final_parameters(ref.checkpoint.dir),
                      strategy + " adamw");
       }
     }
@@ -115,29 +115,29 @@ TEST(ShardedTraining, ZeroStagesMatchDdp) {
 TEST(ShardedTraining, Zero3CheckpointOfFourRanksResumesAtTwoAndThree) {
   TempDir straight_dir, stopped_dir;
   TrainerOptions straight = base_options("zero3", 3);
-  straight.checkpoint_dir = straight_dir.path().string();
+  straight.checkpoint.dir = straight_dir.path().string();
   run(4, straight);
-  const auto want = final_parameters(straight.checkpoint_dir);
+  const auto want = final_parameters(straight.checkpoint.dir);
 
   TrainerOptions first = straight;
-  first.checkpoint_dir = stopped_dir.path().string();
-  first.stop_at_step = 5;
+  first.checkpoint.dir = stopped_dir.path().string();
+  first.run.stop_at_step = 5;
   run(4, first);
-  const std::string mid = latest_checkpoint(first.checkpoint_dir);
+  const std::string mid = latest_checkpoint(first.checkpoint.dir);
   ASSERT_TRUE(is_sharded_checkpoint(mid));
   EXPECT_EQ(std::filesystem::path(mid).filename(), "step-5");
-  const auto at_five = final_parameters(first.checkpoint_dir);
+  const auto at_five = final_parameters(first.checkpoint.dir);
 
   for (int world : {2, 3}) {
     TempDir dir;
-    std::filesystem::copy(first.checkpoint_dir, dir.path(),
+    std::filesystem::copy(first.checkpoint.dir, dir.path(),
                           std::filesystem::copy_options::recursive |
                               std::filesystem::copy_options::overwrite_existing);
     TrainerOptions second = base_options("zero3", 12 / world);
-    second.checkpoint_dir = dir.path().string();
-    second.resume = true;
+    second.checkpoint.dir = dir.path().string();
+    second.checkpoint.resume = ResumeMode::kRequire;
     run(world, second);
-    const auto got = final_parameters(second.checkpoint_dir);
+    const auto got = final_parameters(second.checkpoint.dir);
     expect_close(got, want, "resumed at " + std::to_string(world) + " ranks");
     // The comparison can fail: five more steps moved every weight matrix.
     EXPECT_FALSE(at::allclose(got.at("fc0.weight"), at_five.at("fc0.weight"), 1e-9, 0.0));
@@ -147,12 +147,12 @@ TEST(ShardedTraining, Zero3CheckpointOfFourRanksResumesAtTwoAndThree) {
 TEST(ShardedTraining, WrongGlobalBatchOnResumeIsNamed) {
   TempDir dir;
   TrainerOptions first = base_options("zero2", 3);
-  first.checkpoint_dir = dir.path().string();
-  first.stop_at_step = 2;
+  first.checkpoint.dir = dir.path().string();
+  first.run.stop_at_step = 2;
   run(2, first);
   TrainerOptions second = base_options("zero2", 4);  // 4 x 2 = 8, not 6
-  second.checkpoint_dir = dir.path().string();
-  second.resume = true;
+  second.checkpoint.dir = dir.path().string();
+  second.checkpoint.resume = ResumeMode::kRequire;
   auto results = tandem::testing::run_ranks(2, [&](int rank, int size, int port) {
     auto comm = tandem::testing::init_rank(rank, size, port, "shm", Millis(20'000));
     try {

@@ -1,5 +1,5 @@
-// Straggler injection: the flag texts parse to what they say, bad texts are
-// named, and only the chosen ranks are slowed.
+// Straggler injection: the flag texts parse to what they say and print back,
+// bad texts are named, and only the chosen ranks are slowed.
 #include "tandem/train/straggler.h"
 
 #include <gtest/gtest.h>
@@ -24,6 +24,19 @@ TEST(Straggler, ParsesSlowdown) {
   const InjectSlowdown s = parse_inject_slowdown("ranks=1,factor=2.5");
   EXPECT_EQ(s.ranks, std::vector<int>{1});
   EXPECT_DOUBLE_EQ(s.factor, 2.5);
+}
+
+// describe() writes the text the parser reads back (the header line and the
+// config table print it).
+TEST(Straggler, DescribesWhatItParsed) {
+  EXPECT_EQ(describe(parse_inject_delay("ranks=1,ms=200,prob=0.2")), "ranks=1,ms=200,prob=0.2");
+  EXPECT_EQ(describe(parse_inject_delay("ranks=0:3,ms=5")), "ranks=0,3,ms=5");
+  EXPECT_EQ(describe(parse_inject_delay("")), "");
+  EXPECT_EQ(describe(parse_inject_slowdown("ranks=1,factor=2.5")), "ranks=1,factor=2.5");
+  for (const std::string text : {"ranks=2,ms=7,prob=0.5", "ranks=1,2,ms=0"}) {
+    const InjectDelay d = parse_inject_delay(describe(parse_inject_delay(text)));
+    EXPECT_EQ(describe(d), describe(parse_inject_delay(text))) << text;
+  }
 }
 
 void expect_rejected(const std::string& text, const std::string& words, bool delay = true) {

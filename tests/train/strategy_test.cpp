@@ -21,7 +21,7 @@ memory::MemoryAccounting one_step(int64_t batch) {
   torch::nn::Sequential net(torch::nn::Linear(16, 32), torch::nn::ReLU(), torch::nn::Linear(32, 4));
   net->ptr(0)->named_parameters()["bias"].set_requires_grad(false);
   TrainerOptions o;
-  o.strategy = "none";
+  o.strategy.kind = StrategyKind::kNone;
   auto strategy = make_strategy(o, net.ptr(), nullptr, nullptr);
   strategy->zero_grad();
   net->forward(at::randn({batch, 16})).sum().backward();

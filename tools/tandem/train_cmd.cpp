@@ -29,17 +29,26 @@ constexpr const char* kConfigHelp =
     "A true in the file turns off with --nesterov=false.";
 
 // One flag per key of the table in tandem/train/config.h, bound to `flags`.
+// A text key's flag parses its value into `flags` as CLI11 reads it.
 void add_key_flags(CLI::App& cmd, train::TrainConfig& flags) {
+  const train::TrainConfig defaults;
   for (const auto& key : train::train_config_keys()) {
     const std::string flag = "--" + std::string(key.name);
     const std::string help(key.help);
     std::visit(
         [&](auto field) {
-          auto& value = field(flags);
-          if constexpr (std::is_same_v<std::remove_reference_t<decltype(value)>, bool>) {
-            cmd.add_flag(flag, value, help);
+          if constexpr (std::is_same_v<decltype(field), train::TextField>) {
+            auto set = [&flags, field](const std::string& text) { field.set(flags, text); };
+            CLI::Option* opt = field.flag ? cmd.add_flag(flag)->description(help)->each(set)
+                                          : cmd.add_option_function<std::string>(flag, set, help);
+            const std::string shown = field.get(defaults);
+            if (!field.flag && !shown.empty()) opt->default_str(shown);
+            if (!field.flag) opt->type_name(std::string(field.type_name));
+          } else if constexpr (std::is_same_v<std::remove_reference_t<decltype(field(flags))>,
+                                              bool>) {
+            cmd.add_flag(flag, field(flags), help);
           } else {
-            cmd.add_option(flag, value, help)->capture_default_str();
+            cmd.add_option(flag, field(flags), help)->capture_default_str();
           }
         },
         key.field);
@@ -74,6 +83,8 @@ void add_train(CLI::App& app, int& exit_code) {
     at::set_num_threads(c.threads);
     InitOptions io;
     io.backend = parse_backend(c.backend);
+    io.timeout = c.comm_timeout;  // unset: TANDEM_COMM_TIMEOUT, else the default
+    io.rendezvous_timeout = c.rendezvous_timeout;
     auto comm = init(io);
     train::train(c.trainer, comm, &std::cout);
     exit_code = 0;

@@ -5,14 +5,12 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
 
 namespace tandem::train {
 
+// --lr-schedule; its spellings (constant, cosine, step) are
+// Choices<LrSchedule> in choices.h.
 enum class LrSchedule { kConstant, kCosine, kStep };
-
-// "constant" | "cosine" | "step"; InvalidArgument otherwise.
-LrSchedule parse_lr_schedule(const std::string& name);
 
 // The rate at `step` (0-based) of a run of `total_steps`.
 double learning_rate(LrSchedule schedule, double base_lr, int64_t step, int64_t warmup_steps,

@@ -1,13 +1,15 @@
 // MeshModel: a zoo model trained over a device mesh, what `tandem train
-// --mesh` runs. The world's ranks form a data x pipeline x tensor grid
-// ("dp=2,pp=2", "dp=2,tp=2", "pp=2,tp=2"), tp varying fastest, then pp, so
-// a layer's slices and then a pipeline's stages sit on neighbouring ranks:
+// --mesh` runs: a Strategy (strategy.h) that the training loop drives like
+// any other. The world's ranks form a data x pipeline x tensor grid
+// (MeshShape: "dp=2,pp=2", "dp=2,tp=2", "pp=2,tp=2", "dp=2,pp=2,tp=2"), tp
+// varying fastest, then pp, so a layer's slices and then a pipeline's
+// stages sit on neighbouring ranks:
 //   pp: the model's layers (models/sequential.h) cut into balanced stages,
 //       run by parallel::Pipeline with micro-batches and a schedule;
 //   tp: GPT-mini split Megatron-style (models/gpt_mini_tp.h); with pp too,
 //       each stage's layers are split, and the last stage computes the
 //       vocabulary-parallel loss;
-//   dp: the data; the trainer's strategy (ddp or zero1) averages each
+//   dp: the data; the options' strategy (ddp or zero1) averages each
 //       stage's or slice's gradients over the ranks of the data dimension,
 //       once per step (the pipeline's earlier micro-batches accumulate
 //       under no_sync).
@@ -32,34 +34,20 @@
 #include "tandem/comm/device_mesh.h"
 #include "tandem/core/trace.h"
 #include "tandem/memory/memory_accounting.h"
-#include "tandem/train/trainer.h"
+#include "tandem/train/options.h"
+#include "tandem/train/strategy.h"
 
 namespace tandem::train {
 
-struct MeshShape {
-  int dp = 1, pp = 1, tp = 1;
-  int size() const { return dp * pp * tp; }
-  std::string describe() const;  // "dp=2,pp=2"
-};
-
-// "dp=2,pp=2", "tp=4", "dp=2,pp=2,tp=2", ...: names dp, pp, tp, each at
-// most once, extents >= 1, the missing ones 1. Throws InvalidArgument
-// naming the problem.
-MeshShape parse_mesh(const std::string& text);
-
-// Checks the --mesh options against the world size (InvalidArgument naming
-// the flag): the shape, the model, the strategy (ddp or zero1), the
-// micro-batches and the flags a mesh run does not support yet.
-void validate_mesh(const TrainerOptions& o, int world_size);
-
-class MeshModel {
+class MeshModel final : public Strategy {
  public:
-  // Collective. Builds o.model (seed o.seed, dtype o.dtype) and splits it
-  // over parse_mesh(o.mesh); the pipeline takes o.micro_batches,
-  // o.pipeline_schedule and o.recompute. Throws what validate_mesh throws.
+  // Collective. Builds o.model (seed o.run.seed, dtype o.model.dtype) and
+  // splits it over o.mesh.shape; the pipeline takes o.mesh's micro-batches,
+  // schedule and recomputation. Throws what validate_options throws, and
+  // InvalidArgument when o.mesh.shape is empty.
   MeshModel(const TrainerOptions& o, std::shared_ptr<Communicator> world,
             std::shared_ptr<TraceRecorder> trace = nullptr);
-  ~MeshModel();
+  ~MeshModel() override;
   MeshModel(const MeshModel&) = delete;
   MeshModel& operator=(const MeshModel&) = delete;
 
@@ -73,21 +61,29 @@ class MeshModel {
   // averages the gradients over the data dimension and steps. Returns the
   // global batch's mean loss, the same on every rank.
   double train_step(const at::Tensor& input, const at::Tensor& target, double lr);
-
-  struct EvalSums {
-    double loss = 0;     // summed cross-entropy
-    double correct = 0;  // predictions equal to the target
-    double count = 0;    // predictions
-  };
-  // Collective. Forward without gradients; sums over the global batch.
+  // Collective. Forward without gradients: this data rank's sums (the same
+  // on every rank of its pipeline and tensor groups; reduce them over data()).
   EvalSums evaluate(const at::Tensor& input, const at::Tensor& target);
+
+  // The Strategy interface. train_step and evaluate run the two calls
+  // above (the context's forward is unused; clipping is the options');
+  // the finer calls act on this rank's part.
+  double train_step(const Batch& batch, double lr, const StepContext& ctx) override;
+  EvalSums evaluate(const Batch& batch, const StepContext& ctx) override;
+  bool reports_global_loss() const override { return true; }
+  void set_lr(double lr) override;
+  void zero_grad() override;
+  void clip_grad_norm(double max_norm) override;
+  void step() override;
 
   // Collective. The whole model's parameters under its names, assembled
   // from the stages or slices.
-  torch::OrderedDict<std::string, at::Tensor> full_parameters();
+  torch::OrderedDict<std::string, at::Tensor> full_parameters() override;
+  // Of the full parameters only (a mesh's part holds no buffers to compare).
+  uint64_t state_digest() override;
   // This rank's model-state bytes, as the data dimension's strategy
   // measures them.
-  memory::MemoryAccounting memory() const;
+  memory::MemoryAccounting memory() const override;
   // Pipeline: micro-batches in flight at most, and the bubble (1 -
   // compute / step time) of this stage, in the last step; 0 otherwise.
   int max_in_flight() const;

@@ -11,7 +11,7 @@
 // ones.
 //
 // On disk: DIR/step-<N>/rank-<r>.ckpt, one file per rank in the format of
-// checkpoint.h (atomic, checksummed) whose header "sharding" field holds the
+// checkpoint_file.h (atomic, checksummed) whose header "sharding" field holds the
 // group layouts, and whose "shard" sections hold "g<i>/param" and
 // "g<i>/<field>". Rank 0's file also holds the buffers (replicated state).
 // DIR/latest names step-<N> only after every rank's file is complete, so a
@@ -29,7 +29,7 @@
 
 #include "tandem/comm/communicator.h"
 #include "tandem/parallel/flat_layout.h"
-#include "tandem/train/checkpoint.h"
+#include "tandem/train/checkpoint_file.h"
 
 namespace torch::optim {
 class Optimizer;

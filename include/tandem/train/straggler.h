@@ -35,6 +35,11 @@ struct InjectSlowdown {
 InjectDelay parse_inject_delay(const std::string& text);
 InjectSlowdown parse_inject_slowdown(const std::string& text);
 
+// The flag text that parses back into the value: "ranks=1,2,ms=200,prob=0.2"
+// (prob omitted when 1), "ranks=1,factor=2"; "" when no rank is chosen.
+std::string describe(const InjectDelay& delay);
+std::string describe(const InjectSlowdown& slowdown);
+
 class Straggler {
  public:
   Straggler(const InjectDelay& delay, const InjectSlowdown& slowdown, int rank, uint64_t seed);

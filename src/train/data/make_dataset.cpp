@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "tandem/core/check.h"
+#include "tandem/train/choices.h"
 #include "tandem/train/data/cifar_dataset.h"
 #include "tandem/train/data/mnist_dataset.h"
 #include "tandem/train/data/synthetic_dataset.h"
@@ -46,7 +47,8 @@ DataFormat detect_format(const fs::path& path, const DatasetOptions& o) {
   TANDEM_CHECK(fs::exists(path), "--data '{}': no such file or directory", path.string());
   throw InvalidArgument(fmt::format(
       "--data '{}': cannot detect the format: expected a directory holding {} (MNIST) or {} "
-      "(CIFAR-10), or a .bin/.tokens token file; or set the format explicitly",
+      "(CIFAR-10), or a .bin/.tokens token file; or give the format with --data-format "
+      "mnist|cifar|tokens",
       path.string(), mnist_file("", o, "images-idx3-ubyte").string(),
       is_train(o) ? "data_batch_*.bin" : "test_batch.bin"));
 }
@@ -65,14 +67,7 @@ std::unique_ptr<Dataset> make_synthetic(SyntheticKind kind, const DatasetOptions
 
 }  // namespace
 
-DataFormat parse_data_format(const std::string& name) {
-  if (name == "auto") return DataFormat::kAuto;
-  if (name == "mnist") return DataFormat::kMnist;
-  if (name == "cifar") return DataFormat::kCifar;
-  if (name == "tokens") return DataFormat::kTokens;
-  throw InvalidArgument(
-      fmt::format("data format '{}' is unknown; expected one of auto, mnist, cifar, tokens", name));
-}
+DataFormat parse_data_format(const std::string& name) { return parse_choice<DataFormat>(name); }
 
 std::unique_ptr<Dataset> make_dataset(const std::string& spec, const DatasetOptions& options) {
   if (spec == "synthetic-mnist") return make_synthetic(SyntheticKind::kMnist, options);
@@ -85,10 +80,13 @@ std::unique_ptr<Dataset> make_dataset(const std::string& spec, const DatasetOpti
   const DataFormat format =
       options.format == DataFormat::kAuto ? detect_format(path, options) : options.format;
   switch (format) {
-    case DataFormat::kMnist:
+    case DataFormat::kMnist: {
+      const fs::path images = mnist_file(path, options, "images-idx3-ubyte");
+      TANDEM_CHECK(fs::exists(images), "--data '{}': no MNIST file {} in the directory", spec,
+                   images.filename().string());
       return std::make_unique<MnistDataset>(
-          mnist_file(path, options, "images-idx3-ubyte").string(),
-          mnist_file(path, options, "labels-idx1-ubyte").string());
+          images.string(), mnist_file(path, options, "labels-idx1-ubyte").string());
+    }
     case DataFormat::kCifar: {
       auto files = fs::is_directory(path) ? cifar_files(path, options)
                                           : std::vector<std::string>{path.string()};
@@ -97,7 +95,7 @@ std::unique_ptr<Dataset> make_dataset(const std::string& spec, const DatasetOpti
       return std::make_unique<CifarDataset>(files);
     }
     case DataFormat::kTokens:
-      return std::make_unique<TokenDataset>(spec, options.context);
+      return std::make_unique<TokenDataset>(spec, options.context, options.vocab_size);
     case DataFormat::kAuto:
       break;
   }

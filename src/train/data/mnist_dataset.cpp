@@ -1,9 +1,8 @@
 #include "tandem/train/data/mnist_dataset.h"
 
-#include <fmt/format.h>
-
 #include <ATen/ops/empty.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cstring>
@@ -16,6 +15,7 @@ namespace {
 
 constexpr uint32_t kImagesMagic = 2051;
 constexpr uint32_t kLabelsMagic = 2049;
+constexpr int64_t kMnistClasses = 10;
 
 // Checks an IDX header (magic, then `dims` big-endian sizes) against the file
 // length and returns the sizes.
@@ -32,14 +32,20 @@ std::vector<int64_t> read_idx_header(const std::vector<uint8_t>& bytes, const st
                             path, got_magic, magic, dims == 3 ? "idx3-ubyte" : "idx1-ubyte"));
   }
   std::vector<int64_t> sizes;
+  for (int d = 0; d < dims; ++d) sizes.push_back(detail::read_be_u32(bytes.data() + 4 * (d + 1)));
+  // A corrupt header's dims (up to 2^32 - 1 each) can multiply past int64:
+  // checked, never wrapped.
   int64_t payload = 1;
-  for (int d = 0; d < dims; ++d) {
-    sizes.push_back(detail::read_be_u32(bytes.data() + 4 * (d + 1)));
-    // Saturate rather than overflow on a corrupt header; any product above
-    // the file length is a mismatch anyway.
-    payload = std::min<int64_t>(payload * sizes.back(), int64_t{1} << 40);
+  int64_t expected = 0;
+  bool overflow = false;
+  for (int64_t s : sizes) overflow = overflow || __builtin_mul_overflow(payload, s, &payload);
+  overflow =
+      overflow || __builtin_add_overflow(payload, static_cast<int64_t>(header_bytes), &expected);
+  if (overflow) {
+    throw Error(fmt::format(
+        "MNIST file '{}': corrupt header: the dims [{}] describe more bytes than a file can hold",
+        path, fmt::join(sizes, ", ")));
   }
-  const auto expected = static_cast<int64_t>(header_bytes) + payload;
   if (static_cast<int64_t>(bytes.size()) != expected) {
     throw Error(fmt::format(
         "MNIST file '{}': size mismatch: the header promises {} bytes but the file has {}{}", path,
@@ -70,7 +76,15 @@ MnistDataset::MnistDataset(const std::string& images_path, const std::string& la
               static_cast<size_t>(images_.numel()));
   labels_ = at::empty({n}, at::kLong);
   auto* labels = labels_.data_ptr<int64_t>();
-  for (int64_t i = 0; i < n; ++i) labels[i] = label_bytes[static_cast<size_t>(8 + i)];
+  for (int64_t i = 0; i < n; ++i) {
+    labels[i] = label_bytes[static_cast<size_t>(8 + i)];
+    if (labels[i] >= kMnistClasses) {
+      throw Error(
+          fmt::format("MNIST file '{}': label {} is {} (expected 0-{}); is this an MNIST "
+                      "label file?",
+                      labels_path, i, labels[i], kMnistClasses - 1));
+    }
+  }
 }
 
 Example MnistDataset::get(int64_t index) const {

@@ -7,9 +7,11 @@
 
 namespace tandem::train {
 
-TokenDataset::TokenDataset(const std::string& path, int64_t context)
+TokenDataset::TokenDataset(const std::string& path, int64_t context, int64_t vocab_size)
     : path_(path), context_(context) {
   TANDEM_CHECK(context >= 1, "token file '{}': context must be at least 1 (got {})", path, context);
+  TANDEM_CHECK(vocab_size >= 1 && vocab_size <= 65536,
+               "token file '{}': vocab_size must be in [1, 65536] (got {})", path, vocab_size);
   const auto bytes = detail::read_file_bytes(path, "token file");
   if (bytes.size() % 2 != 0) {
     throw Error(
@@ -27,6 +29,12 @@ TokenDataset::TokenDataset(const std::string& path, int64_t context)
   tokens_.resize(static_cast<size_t>(n));
   for (size_t i = 0; i < tokens_.size(); ++i) {
     tokens_[i] = static_cast<uint16_t>(bytes[2 * i] | (bytes[2 * i + 1] << 8));
+    if (tokens_[i] >= vocab_size) {
+      throw Error(
+          fmt::format("token file '{}': token {} is {}, outside the vocabulary of {} "
+                      "(ids 0-{}); was it written for another model?",
+                      path, i, tokens_[i], vocab_size, vocab_size - 1));
+    }
   }
 }
 

@@ -7,6 +7,7 @@
 #include "tandem/core/check.h"
 #include "tandem/train/models/gpt_mini.h"
 #include "tandem/train/models/mlp.h"
+#include "tandem/train/models/models.h"
 #include "train/models/registered_child.h"
 
 namespace tandem::train {
@@ -57,14 +58,20 @@ TORCH_MODULE(GptHead);
 
 }  // namespace
 
-bool has_sequential_layers(const std::string& name) { return name == "mlp" || name == "gpt-mini"; }
+bool has_sequential_layers(ModelKind kind) {
+  return kind == ModelKind::kMlp || kind == ModelKind::kGptMini;
+}
 
-torch::nn::Sequential sequential_layers(const std::string& name,
-                                        const torch::nn::AnyModule& model) {
-  TANDEM_CHECK(has_sequential_layers(name),
-               "pipeline parallelism splits the models mlp and gpt-mini into layers, not {}", name);
+bool has_sequential_layers(const std::string& name) {
+  return has_sequential_layers(model_kind(name));
+}
+
+torch::nn::Sequential sequential_layers(ModelKind kind, const torch::nn::AnyModule& model) {
+  TANDEM_CHECK(has_sequential_layers(kind),
+               "pipeline parallelism splits the models mlp and gpt-mini into layers, not {}",
+               name_of(kind));
   torch::nn::Sequential layers;
-  if (name == "mlp") {
+  if (kind == ModelKind::kMlp) {
     auto& mlp = *model.get<Mlp>();
     const size_t n = mlp.options().hidden_sizes.size() + 1;
     layers->push_back(torch::nn::Flatten());
@@ -81,6 +88,11 @@ torch::nn::Sequential sequential_layers(const std::string& name,
   }
   layers->push_back(GptHead(gpt));
   return layers;
+}
+
+torch::nn::Sequential sequential_layers(const std::string& name,
+                                        const torch::nn::AnyModule& model) {
+  return sequential_layers(model_kind(name), model);
 }
 
 }  // namespace tandem::train

@@ -53,9 +53,9 @@ TEST(MakeDataset, ClearErrors) {
   TempDir dir;
   expect_error<InvalidArgument>([&] { make_dataset(dir.file("missing")); },
                                 {dir.file("missing"), "no such file"});
-  expect_error<InvalidArgument>(
-      [&] { make_dataset(dir.path().string()); },
-      {"cannot detect the format", "train-images-idx3-ubyte", "data_batch_*.bin"});
+  expect_error<InvalidArgument>([&] { make_dataset(dir.path().string()); },
+                                {"cannot detect the format", "train-images-idx3-ubyte",
+                                 "data_batch_*.bin", "--data-format mnist|cifar|tokens"});
   testing::write_all(dir.file("notes.txt"), {'x'});
   expect_error<InvalidArgument>([&] { make_dataset(dir.file("notes.txt")); },
                                 {dir.file("notes.txt"), "cannot detect"});
@@ -64,6 +64,27 @@ TEST(MakeDataset, ClearErrors) {
   // A malformed file found by detection still names the file.
   testing::write_all(dir.file("bad.bin"), {1, 2, 3});
   expect_error<Error>([&] { make_dataset(dir.file("bad.bin")); }, {dir.file("bad.bin"), "odd"});
+}
+
+// A token file's ids are checked against the vocabulary the options give
+// (the trainer's: the model's), and an explicit format on a directory without
+// the split's files names what is missing.
+TEST(MakeDataset, TokenVocabularyAndMissingSplitsAreNamed) {
+  TempDir dir;
+  write_token_file(dir.file("t.bin"), at::arange(20, at::kLong));
+  DatasetOptions o;
+  o.context = 4;
+  o.vocab_size = 10;
+  expect_error<Error>([&] { make_dataset(dir.file("t.bin"), o); },
+                      {dir.file("t.bin"), "token 10 is 10", "vocabulary of 10"});
+  SyntheticOptions s;
+  s.size = 6;
+  write_mnist_dir(dir.file("mnist"), SyntheticDataset(s), 6);  // the train split only
+  DatasetOptions test;
+  test.format = DataFormat::kMnist;
+  test.split = DataSplit::kTest;
+  expect_error<InvalidArgument>([&] { make_dataset(dir.file("mnist"), test); },
+                                {dir.file("mnist"), "no MNIST file t10k-images-idx3-ubyte"});
 }
 
 }  // namespace

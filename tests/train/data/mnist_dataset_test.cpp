@@ -75,6 +75,28 @@ TEST(MnistDataset, CountMismatchNamesBothFiles) {
                       {f.images, f.labels, "count mismatch", "4 images", "5 labels"});
 }
 
+// Three dims of 2^32 - 1 multiply past int64: an error naming the file and
+// the dims, not a wrapped size.
+TEST(MnistDataset, HeaderDimsThatOverflowNameFileAndDims) {
+  Fixture f;
+  auto bytes = testing::read_all(f.images);
+  for (size_t i = 4; i < 16; ++i) bytes[i] = static_cast<char>(0xFF);
+  testing::write_all(f.images, bytes);
+  expect_error<Error>([&] { MnistDataset d(f.images, f.labels); },
+                      {f.images, "corrupt header", "[4294967295, 4294967295, 4294967295]"});
+}
+
+// A label the ten-class models cannot take fails at load, naming the file,
+// the index and the value, not mid-forward on one rank.
+TEST(MnistDataset, LabelAboveNineNamesFileIndexAndValue) {
+  Fixture f;
+  at::Tensor labels = f.label_values.clone();
+  labels[3] = 12;
+  write_mnist_idx(f.images, f.labels, f.image_bytes, labels);
+  expect_error<Error>([&] { MnistDataset d(f.images, f.labels); },
+                      {f.labels, "label 3 is 12", "expected 0-9"});
+}
+
 TEST(MnistDataset, MissingFileNamesIt) {
   TempDir dir;
   expect_error<Error>([&] { MnistDataset d(dir.file("nope"), dir.file("nope2")); },

@@ -56,6 +56,18 @@ TEST(TokenDataset, ShorterThanOneWindowNamesFile) {
   EXPECT_THROW(TokenDataset(dir.file("t.bin"), 0), InvalidArgument);
 }
 
+// Token ids at or above the vocabulary fail at load, naming the file, the
+// index and the value (a model's embedding would fail mid-forward).
+TEST(TokenDataset, IdsOutsideTheVocabularyNameFileIndexAndValue) {
+  TempDir dir;
+  write_token_file(dir.file("t.bin"), at::tensor(std::vector<int64_t>{1, 2, 300, 4, 5}, at::kLong));
+  expect_error<Error>([&] { TokenDataset d(dir.file("t.bin"), 2, 256); },
+                      {dir.file("t.bin"), "token 2 is 300", "vocabulary of 256"});
+  EXPECT_EQ(TokenDataset(dir.file("t.bin"), 2, 301).size(), 3);
+  EXPECT_EQ(TokenDataset(dir.file("t.bin"), 2).size(), 3);  // any uint16 by default
+  EXPECT_THROW(TokenDataset(dir.file("t.bin"), 2, 0), InvalidArgument);
+}
+
 TEST(TokenDataset, WriterRejectsOutOfRangeTokens) {
   TempDir dir;
   expect_error<InvalidArgument>(

@@ -17,18 +17,18 @@ namespace {
 
 TrainerOptions convnet(int64_t steps, int backups, const std::string& delay) {
   TrainerOptions o;
-  o.model = "convnet";
-  o.data = "synthetic-mnist";
-  o.dataset_size = 2048;
-  o.steps = steps;
-  o.batch_size = 16;
-  o.lr = 0.01;
-  o.momentum = 0.9;
-  o.strategy = "ddp";
-  o.backup_workers = backups;
-  o.inject_delay = delay;
-  o.eval_batches = 1;
-  o.log_every = 1000;
+  o.model.kind = ModelKind::kConvNet;
+  o.data.source = "synthetic-mnist";
+  o.data.synthetic_size = 2048;
+  o.run.steps = steps;
+  o.run.batch_size = 16;
+  o.optimizer.lr = 0.01;
+  o.optimizer.momentum = 0.9;
+  o.strategy.kind = StrategyKind::kDdp;
+  o.strategy.async.backup_workers = backups;
+  o.straggler.delay = parse_inject_delay(delay);
+  o.observe.eval_batches = 1;
+  o.observe.log_every = 1000;
   return o;
 }
 

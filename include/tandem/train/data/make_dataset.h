@@ -21,7 +21,8 @@ struct DatasetOptions {
   // file is a token file.
   DataFormat format = DataFormat::kAuto;
   DataSplit split = DataSplit::kTrain;
-  // Token data: context length (>= 1) and, for synthetic tokens, vocabulary.
+  // Token data: context length (>= 1) and vocabulary: synthetic tokens
+  // draw from it, a token file's ids must lie below it.
   int64_t context = 64;
   int64_t vocab_size = 256;
   // Synthetic data: number of samples (0 = the real data set's size) and
@@ -33,13 +34,15 @@ struct DatasetOptions {
   double noise = 0.25;
 };
 
-// Parses "auto", "mnist", "cifar" or "tokens"; throws InvalidArgument
-// listing the accepted names otherwise.
+// Parses "auto", "mnist", "cifar" or "tokens" (Choices<DataFormat>,
+// choices.h; the flag --data-format); throws InvalidArgument listing the
+// accepted names otherwise.
 DataFormat parse_data_format(const std::string& name);
 
-// Throws tandem::InvalidArgument for an unknown spec or a path whose format
-// cannot be detected (naming the path and what was looked for), and
-// tandem::Error for a malformed file.
+// Throws tandem::InvalidArgument for an unknown spec, a path whose format
+// cannot be detected (naming the path and what was looked for) or a
+// directory without the split's files, and tandem::Error for a malformed
+// file.
 std::unique_ptr<Dataset> make_dataset(const std::string& spec, const DatasetOptions& options = {});
 
 }  // namespace tandem::train

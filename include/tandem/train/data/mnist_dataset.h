@@ -15,8 +15,10 @@ namespace tandem::train {
 class MnistDataset : public Dataset {
  public:
   // Reads and checks both files. Throws tandem::Error naming the file and the
-  // problem for a missing or unreadable file, a wrong magic number, a length
-  // that disagrees with the header, or image and label counts that differ.
+  // problem for a missing or unreadable file, a wrong magic number, header
+  // dims whose product overflows, a length that disagrees with the header,
+  // image and label counts that differ, or a label above 9 (naming its index
+  // and value).
   MnistDataset(const std::string& images_path, const std::string& labels_path);
 
   int64_t size() const override { return images_.size(0); }

@@ -15,10 +15,13 @@ namespace tandem::train {
 
 class TokenDataset : public Dataset {
  public:
-  // Reads the file. Throws tandem::InvalidArgument if context < 1, and
-  // tandem::Error naming the file for a missing file, an odd byte count
-  // (truncated token) or fewer than context + 1 tokens.
-  TokenDataset(const std::string& path, int64_t context);
+  // Reads the file; token ids must lie in [0, vocab_size) (the model's
+  // vocabulary; the default admits every uint16). Throws
+  // tandem::InvalidArgument if context < 1 or vocab_size is outside [1,
+  // 65536], and tandem::Error naming the file for a missing file, an odd
+  // byte count (truncated token), fewer than context + 1 tokens, or a token
+  // id >= vocab_size (naming its index and value).
+  TokenDataset(const std::string& path, int64_t context, int64_t vocab_size = 65536);
 
   int64_t size() const override { return static_cast<int64_t>(tokens_.size()) - context_; }
   // input and target: int64 [context].

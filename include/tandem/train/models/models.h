@@ -1,6 +1,7 @@
-// The model zoo behind `tandem train --model NAME`: builds a model by name
-// and describes the input it expects, so the trainer can generate synthetic
-// batches. Names: mlp, convnet, resnet18, resnet50, gpt-mini. Every model's
+// The model zoo behind `tandem train --model NAME`: builds a model by kind
+// (ModelKind, choices.h) or name and describes the input it expects, so the
+// trainer can generate synthetic batches. Names: mlp, convnet, resnet18,
+// resnet50, gpt-mini (Choices<ModelKind>). Every model's
 // forward takes one at::Tensor and returns logits. Thread-safe: the functions
 // hold no state (building a model draws from LibTorch's global RNG, so call
 // torch::manual_seed first for reproducible weights).
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tandem/train/choices.h"
 #include "tandem/train/models/convnet.h"
 #include "tandem/train/models/gpt_mini.h"
 #include "tandem/train/models/mlp.h"
@@ -52,14 +54,20 @@ struct ModelInput {
 // The names make_model accepts, in a stable order.
 const std::vector<std::string>& model_names();
 
-// Builds model `name` with its entry of `options`. Throws
+// The kind a name spells. Throws tandem::InvalidArgument for an unknown
+// name, listing the known ones.
+ModelKind model_kind(const std::string& name);
+
+// Builds the model with its entry of `options`. Throws
 // tandem::InvalidArgument for an unknown name (listing the known ones) or bad
 // options. The AnyModule's ptr() is the torch::nn::Module to train or wrap in
 // DistributedDataParallel; forward(at::Tensor) returns the logits.
+torch::nn::AnyModule make_model(ModelKind kind, const ModelOptions& options = {});
 torch::nn::AnyModule make_model(const std::string& name, const ModelOptions& options = {});
 
-// The input and target that make_model(name, options) expects. Throws
-// tandem::InvalidArgument for an unknown name.
+// The input and target that make_model(kind or name, options) expects.
+// Throws tandem::InvalidArgument for an unknown name.
+ModelInput input_spec(ModelKind kind, const ModelOptions& options = {});
 ModelInput input_spec(const std::string& name, const ModelOptions& options = {});
 
 }  // namespace tandem::train

@@ -14,12 +14,17 @@
 
 #include <string>
 
+#include "tandem/train/choices.h"
+
 namespace tandem::train {
 
-// True for the models sequential_layers splits.
+// True for the models sequential_layers splits. The name form throws what
+// model_kind() throws.
+bool has_sequential_layers(ModelKind kind);
 bool has_sequential_layers(const std::string& name);
 
-// `model` must have been built by make_model(name, ...).
+// `model` must have been built by make_model(kind, ...).
+torch::nn::Sequential sequential_layers(ModelKind kind, const torch::nn::AnyModule& model);
 torch::nn::Sequential sequential_layers(const std::string& name, const torch::nn::AnyModule& model);
 
 }  // namespace tandem::train

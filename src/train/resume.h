@@ -1,0 +1,56 @@
+// Private to train/: the trainer's checkpoints. Finding and checking the
+// checkpoint a run resumes from (--resume), restoring it into a strategy,
+// and writing the run's checkpoints (--checkpoint-dir).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "tandem/comm/communicator.h"
+#include "tandem/train/checkpoint.h"
+#include "tandem/train/options.h"
+#include "tandem/train/sharded_checkpoint.h"
+#include "tandem/train/strategy.h"
+
+namespace tandem::train {
+
+// A checkpoint to resume from, read and checked against the run.
+struct ResumePoint {
+  // The step, the sampler position (rescaled to this world size), the seed,
+  // the RNG state, and for a whole-model checkpoint the state itself.
+  Checkpoint base;
+  // A sharded checkpoint: this rank's shares at this world size.
+  std::optional<LoadedShards> shards;
+};
+
+// Under o.checkpoint.resume: the checkpoint DIR/latest names, read and
+// checked against `o` (model, data, global batch, dtype, optimizer,
+// strategy, seed; the world size, or resharding for sharded checkpoints).
+// nullopt when resume is off, or under kIfPresent when DIR holds no
+// completed checkpoint yet. Not collective; call it before any collective.
+// Throws CheckpointError naming the file and the field: under kRequire when
+// there is none, for a corrupt or truncated file, for settings that differ.
+std::optional<ResumePoint> find_resume_point(const TrainerOptions& o, int rank, int world_size);
+
+// Restores `point` into `strategy`: the model and optimizer state (and a
+// sharded checkpoint's buffers) and the CPU RNG. Collective for the sharded
+// strategies (ZeRO-1/2 gather the parameters).
+void restore(const ResumePoint& point, Strategy& strategy);
+
+// The position a checkpoint records: steps taken and the sampler's place.
+struct RunPosition {
+  int64_t step = 0;
+  int64_t epoch = 0;
+  int64_t samples_in_epoch = 0;  // per rank
+};
+
+// Writes the run's checkpoint at `at` into --checkpoint-dir: rank 0 writes
+// a whole-model file; under zero1-3 every rank writes its shard
+// (collective). Nothing without --checkpoint-dir. Throws CheckpointError
+// naming the file when a write fails.
+void save_checkpoint(const TrainerOptions& o, Strategy& strategy, Communicator& comm,
+                     const RunPosition& at);
+
+}  // namespace tandem::train
