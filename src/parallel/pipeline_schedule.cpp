@@ -6,12 +6,6 @@
 
 namespace tandem::parallel {
 
-PipelineScheduleKind parse_pipeline_schedule(const std::string& name) {
-  if (name == "gpipe") return PipelineScheduleKind::kGPipe;
-  if (name == "1f1b") return PipelineScheduleKind::k1F1B;
-  throw InvalidArgument("pipeline schedule '" + name + "' is not one of gpipe, 1f1b");
-}
-
 std::vector<PipelineAction> pipeline_schedule(PipelineScheduleKind kind, int stage, int stages,
                                               int micro_batches) {
   TANDEM_CHECK(stages >= 1 && stage >= 0 && stage < stages,

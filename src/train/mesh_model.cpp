@@ -23,16 +23,6 @@ namespace tandem::train {
 
 namespace {
 
-parallel::PipelineScheduleKind schedule_kind(PipelineSchedule s) {
-  switch (s) {
-    case PipelineSchedule::kGPipe:
-      return parallel::PipelineScheduleKind::kGPipe;
-    case PipelineSchedule::k1F1B:
-      break;
-  }
-  return parallel::PipelineScheduleKind::k1F1B;
-}
-
 // eval_sums() as the pipeline's metric takes it: a float64 [3] tensor.
 at::Tensor eval_tensor(const at::Tensor& logits, const at::Tensor& target) {
   const EvalSums s = eval_sums(logits, target);
@@ -132,7 +122,7 @@ MeshModel::MeshModel(const TrainerOptions& o, std::shared_ptr<Communicator> worl
   if (m.shape.pp > 1) {
     parallel::PipelineOptions po;
     po.micro_batches = o.mesh.micro_batches;
-    po.schedule = schedule_kind(o.mesh.schedule);
+    po.schedule = o.mesh.schedule;
     po.recompute = o.mesh.recompute;
     po.trace = trace;
     po.wrap_backward = [this](bool last, const std::function<void()>& backward) {

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tandem/parallel/pipeline_schedule.h"
+#include "tandem/train/choices.h"
 #include "tests/support/command.h"
 
 namespace tandem {
@@ -42,7 +43,8 @@ TEST(TandemBenchPipeline, WritesBubblesAndTracesThatFollowTheSchedule) {
       EXPECT_GT(b.get<double>(), 0.0) << line;
       EXPECT_LT(b.get<double>(), 1.0) << line;
     }
-    const bool gpipe = j["schedule"] == "gpipe";
+    const bool gpipe = train::parse_choice<train::PipelineSchedule>(
+                           j["schedule"].get<std::string>()) == train::PipelineSchedule::kGPipe;
     EXPECT_EQ(j["max_in_flight_per_stage"][0].get<int>(), gpipe ? 4 : 2) << line;
   }
   EXPECT_EQ(lines, 2);
@@ -58,8 +60,8 @@ TEST(TandemBenchPipeline, WritesBubblesAndTracesThatFollowTheSchedule) {
         if (name[0] == 'F' || name[0] == 'B') order.push_back(name);
       }
       std::vector<std::string> want;
-      for (const auto& a :
-           parallel::pipeline_schedule(parallel::parse_pipeline_schedule(schedule), stage, 2, 4)) {
+      for (const auto& a : parallel::pipeline_schedule(
+               train::parse_choice<train::PipelineSchedule>(schedule), stage, 2, 4)) {
         want.push_back(fmt::format("{}{}", a.forward ? 'F' : 'B', a.micro_batch));
       }
       EXPECT_EQ(order, want) << schedule << " stage " << stage;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "tandem/train/choices.h"
 #include "tests/support/command.h"
 
 namespace {
@@ -31,9 +32,12 @@ TEST(TandemBenchMemory, MeasuredBytesMatchTheZeroTheory) {
       "--batch-size 4");
   for (const auto& j : rows) {
     const std::string line = j.dump();
-    const std::string s = j["strategy"];
+    const auto s =
+        tandem::train::parse_choice<tandem::train::StrategyKind>(j["strategy"].get<std::string>());
     const int ranks = j["ranks"];
-    const double want = s == "ddp" ? 16.0 : s == "zero2" ? 4 + 12.0 / ranks : 16.0 / ranks;
+    const double want = s == tandem::train::StrategyKind::kDdp     ? 16.0
+                        : s == tandem::train::StrategyKind::kZero2 ? 4 + 12.0 / ranks
+                                                                   : 16.0 / ranks;
     EXPECT_NEAR(j["theory_bytes_per_param"].get<double>(), want, 1e-9) << line;
     EXPECT_NEAR(j["measured_over_theory"].get<double>(), 1.0, 0.1) << line;
     EXPECT_GT(j["allocator_peak_bytes"].get<double>(), 0) << line;

@@ -18,9 +18,6 @@ namespace tandem::parallel {
 
 enum class PipelineScheduleKind { kGPipe, k1F1B };
 
-// "gpipe" or "1f1b"; anything else is InvalidArgument naming both.
-PipelineScheduleKind parse_pipeline_schedule(const std::string& name);
-
 struct PipelineAction {
   bool forward = true;
   int micro_batch = 0;

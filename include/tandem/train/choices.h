@@ -15,6 +15,7 @@
 #include <string_view>
 #include <utility>
 
+#include "tandem/parallel/pipeline_schedule.h"
 #include "tandem/train/data/make_dataset.h"
 #include "tandem/train/lr_schedule.h"
 
@@ -29,7 +30,8 @@ enum class StrategyKind { kNone, kDdp, kZero1, kZero2, kZero3, kPs, kEasgd, kGos
 // DDP's all-reduce: as is, as 16-bit floats, or low-rank (PowerSGD).
 enum class GradCompression { kNone, kFp16, kBf16, kPowerSgd };
 enum class GossipMode { kPush, kPull };
-enum class PipelineSchedule { kGPipe, k1F1B };
+// The pipeline schedules (parallel/pipeline_schedule.h), spelled gpipe, 1f1b.
+using PipelineSchedule = parallel::PipelineScheduleKind;
 // --resume: off; resume from DIR/latest if there is one, else start at step
 // 0 (`--resume`, the default form); or fail when there is none
 // (`--resume=require`).
