@@ -15,7 +15,8 @@
 #include "launch/signal_relay.h"
 #include "tandem/core/deadline.h"
 #include "tandem/launch/child_processes.h"
-#include "tandem/launch/launcher.h"
+#include "tandem/launch/launch_options.h"
+#include "tandem/launch/program.h"
 
 namespace tandem::launch {
 

@@ -23,7 +23,7 @@
 #include "tandem/core/deadline.h"
 #include "tandem/core/error.h"
 #include "tandem/core/log.h"
-#include "tandem/launch/launcher.h"
+#include "tandem/launch/program.h"
 
 namespace tandem::launch {
 namespace {

@@ -6,8 +6,10 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tandem::launch {
@@ -89,5 +91,14 @@ struct WorkerIdentity {
 std::vector<std::string> worker_environment(const std::vector<std::string>& base,
                                             const LaunchOptions& options,
                                             const WorkerIdentity& worker);
+
+// Where output goes. Every call carries whole lines (except a last line cut
+// at exit, which gets a newline added), so lines of different ranks never
+// mix. All three must be set.
+struct LaunchOutput {
+  std::function<void(std::string_view)> out;     // the workers' stdout
+  std::function<void(std::string_view)> err;     // the workers' stderr
+  std::function<void(std::string_view)> status;  // tandem-run's own lines
+};
 
 }  // namespace tandem::launch

@@ -23,29 +23,9 @@
 
 #include "tandem/core/error.h"
 #include "tandem/launch/launch_options.h"
+#include "tandem/launch/program.h"
 
 namespace tandem::launch {
-
-// PROGRAM cannot be executed. exit_code() follows sh(1) and env(1): 127 when
-// it is not found, 126 when it is found but cannot be run.
-class ProgramError : public InvalidArgument {
- public:
-  ProgramError(const std::string& message, int exit_code)
-      : InvalidArgument(message), exit_code_(exit_code) {}
-  int exit_code() const { return exit_code_; }
-
- private:
-  int exit_code_;
-};
-
-// Where output goes. Every call carries whole lines (except a last line cut
-// at exit, which gets a newline added), so lines of different ranks never
-// mix. All three must be set.
-struct LaunchOutput {
-  std::function<void(std::string_view)> out;     // the workers' stdout
-  std::function<void(std::string_view)> err;     // the workers' stderr
-  std::function<void(std::string_view)> status;  // tandem-run's own lines
-};
 
 struct LaunchResult {
   // What tandem-run exits with: 0 when every worker of an attempt exited 0,
@@ -55,21 +35,6 @@ struct LaunchResult {
   int attempts = 0;  // how often the group was started
   int signal = 0;    // the signal that stopped the job, or 0
 };
-
-// Finds PROGRAM the way execvp does: taken as a path when it contains '/',
-// otherwise searched in `path` (the PATH value; unset means
-// "/usr/local/bin:/usr/bin:/bin"). Returns the path to execute. Throws
-// ProgramError naming the program and why (not found, a directory, not
-// executable).
-std::string resolve_program(const std::string& program, const std::optional<std::string>& path);
-
-// This process's environment as "NAME=value" entries.
-std::vector<std::string> current_environment();
-
-// A TCP port that is free on `address` right now: binds port 0, reads the
-// port the kernel chose and closes the socket. Throws tandem::Error when the
-// address cannot be resolved or bound.
-int pick_free_port(const std::string& address);
 
 // Runs the job described by `options` until it succeeds, fails for good or is
 // stopped by SIGINT/SIGTERM. Blocks for as long as the workers run; every wait
