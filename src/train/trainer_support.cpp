@@ -84,20 +84,6 @@ at::Tensor model_input(const at::Tensor& input, const ModelInput& spec, const Tr
   return input.reshape(shape).to(real && float64 ? at::kDouble : spec.dtype);
 }
 
-at::Tensor loss_of(const at::Tensor& logits, const at::Tensor& target) {
-  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
-                                              target.reshape({-1}));
-}
-
-EvalSums eval_sums(const at::Tensor& logits, const at::Tensor& target) {
-  at::Tensor flat = logits.reshape({-1, logits.size(-1)});
-  at::Tensor t = target.reshape({-1});
-  at::Tensor loss = torch::nn::functional::cross_entropy(
-      flat, t, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-  at::Tensor correct = at::argmax(flat, -1).eq(t).sum();
-  return EvalSums{loss.item<double>(), correct.item<double>(), static_cast<double>(t.numel())};
-}
-
 EpochCursor::EpochCursor(const SamplerOptions& options, int64_t batch)
     : options_(options), sampler_(options), batch_(batch) {}
 

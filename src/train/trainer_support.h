@@ -22,8 +22,9 @@
 #include "tandem/train/data/dataset.h"
 #include "tandem/train/data/distributed_sampler.h"
 #include "tandem/train/models/models.h"
-#include "tandem/train/strategy.h"
-#include "tandem/train/trainer.h"
+#include "tandem/train/losses.h"
+#include "tandem/train/options.h"
+#include "tandem/train/summary.h"
 
 namespace tandem::train {
 
@@ -57,11 +58,6 @@ void write_trace(const TraceRecorder& trace, const TrainerOptions& o, int rank, 
 // The batch as the model wants it: the model's sample shape, its dtype.
 at::Tensor model_input(const at::Tensor& input, const ModelInput& spec, const TrainerOptions& o);
 
-// Mean cross-entropy of logits [..., classes] against int64 targets [...].
-at::Tensor loss_of(const at::Tensor& logits, const at::Tensor& target);
-// Sums of cross-entropy, correct predictions and predictions of `logits`
-// [..., classes] (the whole vocabulary) against int64 `target` [...].
-EvalSums eval_sums(const at::Tensor& logits, const at::Tensor& target);
 
 // The run's optimizer steps: --steps, or --epochs of the sampler's shard
 // (InvalidArgument when the shard holds less than one batch).

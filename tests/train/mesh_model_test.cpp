@@ -22,6 +22,7 @@
 #include "tandem/core/error.h"
 #include "tandem/train/models/models.h"
 #include "tandem/train/strategy.h"
+#include "tandem/train/trainer.h"
 #include "tests/support/multiproc.h"
 #include "tests/support/rank_init.h"
 #include "tests/train/data/temp_dir.h"
@@ -163,12 +164,12 @@ TEST(MeshEquivalence3d, Dp2Pp2Tp2TrainsLikeOneProcessOnTheGlobalBatch) {
 std::vector<double> logged_losses(int world, TrainerOptions o, const std::string& file) {
   o.observe.metrics_file = file;
   o.observe.log_every = 1;
-  tandem::testing::expect_ranks_succeed(world,
-                                        [&](int rank, int size, int port) {
-                                          train(o, tandem::testing::init_rank(rank, size, port),
-                                                nullptr);
-                                        },
-                                        {.timeout = std::chrono::milliseconds(150'000), .env = {}});
+  tandem::testing::expect_ranks_succeed(
+      world,
+      [&](int rank, int size, int port) {
+        tandem::train::train(o, tandem::testing::init_rank(rank, size, port), nullptr);
+      },
+      {.timeout = std::chrono::milliseconds(150'000), .env = {}});
   std::vector<double> losses;
   std::ifstream in(file);
   for (std::string line; std::getline(in, line);) {

@@ -29,10 +29,11 @@
 #include "tandem/core/trace.h"
 #include "tandem/memory/memory_accounting.h"
 #include "tandem/train/checkpoint.h"
+#include "tandem/train/losses.h"
 #include "tandem/train/options.h"
 #include "tandem/train/sharded_checkpoint.h"
 #include "tandem/train/straggler.h"
-#include "tandem/train/trainer.h"
+#include "tandem/train/summary.h"
 
 namespace torch::nn {
 class Module;
@@ -47,19 +48,6 @@ namespace tandem::train {
 struct Batch {
   at::Tensor input;
   at::Tensor target;  // int64 class ids (next tokens for gpt-mini)
-};
-
-// Evaluation sums over batches; the loss is the summed cross-entropy.
-struct EvalSums {
-  double loss = 0;
-  double correct = 0;  // predictions equal to the target
-  double count = 0;    // predictions
-  EvalSums& operator+=(const EvalSums& o) {
-    loss += o.loss;
-    correct += o.correct;
-    count += o.count;
-    return *this;
-  }
 };
 
 // What the loop hands every step besides the batch.

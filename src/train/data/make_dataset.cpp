@@ -4,7 +4,6 @@
 #include <filesystem>
 
 #include "tandem/core/check.h"
-#include "tandem/train/choices.h"
 #include "tandem/train/data/cifar_dataset.h"
 #include "tandem/train/data/mnist_dataset.h"
 #include "tandem/train/data/synthetic_dataset.h"
@@ -66,8 +65,6 @@ std::unique_ptr<Dataset> make_synthetic(SyntheticKind kind, const DatasetOptions
 }
 
 }  // namespace
-
-DataFormat parse_data_format(const std::string& name) { return parse_choice<DataFormat>(name); }
 
 std::unique_ptr<Dataset> make_dataset(const std::string& spec, const DatasetOptions& options) {
   if (spec == "synthetic-mnist") return make_synthetic(SyntheticKind::kMnist, options);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "tandem/core/error.h"
+#include "tandem/train/choices.h"
 #include "tandem/train/data/fixture_writer.h"
 #include "tandem/train/data/synthetic_dataset.h"
 #include "tests/train/data/temp_dir.h"
@@ -45,7 +46,7 @@ TEST(MakeDataset, DetectsRealFormats) {
   EXPECT_EQ(make_dataset(dir.file("t.bin"), o)->size(), 16);
   // An explicit format reads a token file whatever its name.
   std::filesystem::copy_file(dir.file("t.bin"), dir.file("corpus.dat"));
-  o.format = parse_data_format("tokens");
+  o.format = parse_choice<DataFormat>("tokens");
   EXPECT_EQ(make_dataset(dir.file("corpus.dat"), o)->size(), 16);
 }
 
@@ -59,7 +60,7 @@ TEST(MakeDataset, ClearErrors) {
   testing::write_all(dir.file("notes.txt"), {'x'});
   expect_error<InvalidArgument>([&] { make_dataset(dir.file("notes.txt")); },
                                 {dir.file("notes.txt"), "cannot detect"});
-  expect_error<InvalidArgument>([] { parse_data_format("imagenet"); },
+  expect_error<InvalidArgument>([] { parse_choice<DataFormat>("imagenet"); },
                                 {"imagenet", "auto, mnist, cifar, tokens"});
   // A malformed file found by detection still names the file.
   testing::write_all(dir.file("bad.bin"), {1, 2, 3});

@@ -34,11 +34,6 @@ struct DatasetOptions {
   double noise = 0.25;
 };
 
-// Parses "auto", "mnist", "cifar" or "tokens" (Choices<DataFormat>,
-// choices.h; the flag --data-format); throws InvalidArgument listing the
-// accepted names otherwise.
-DataFormat parse_data_format(const std::string& name);
-
 // Throws tandem::InvalidArgument for an unknown spec, a path whose format
 // cannot be detected (naming the path and what was looked for) or a
 // directory without the split's files, and tandem::Error for a malformed
