@@ -72,11 +72,12 @@ DistributedDataParallel::~DistributedDataParallel() {
 void DistributedDataParallel::broadcast_state() {
   at::NoGradGuard no_grad;
   detail::broadcast_from_rank0(*comm_, params_, options_.timeout);
-  broadcast_buffers();
+  if (options_.broadcast_buffers) broadcast_buffers();
 }
 
 void DistributedDataParallel::broadcast_buffers() {
-  detail::broadcast_from_rank0(*comm_, module_->buffers(/*recurse=*/true), options_.timeout);
+  detail::broadcast_buffers_from_rank0(*comm_, *module_, options_.timeout,
+                                       "DistributedDataParallel");
 }
 
 void DistributedDataParallel::reset_iteration() { scheduler_->reset(); }
@@ -142,8 +143,8 @@ void DistributedDataParallel::fill_unused() {
     const size_t b = plan_.bucket_of[i];
     buffers_[b].narrow(0, plan_.buckets[b].offsets[plan_.slot_of[i]], params_[i].numel()).zero_();
   }
-  detail::check_no_unused_parameters(comm_->rank(), "DistributedDataParallel", "DdpOptions",
-                                     unused, options_.find_unused_parameters);
+  detail::check_no_unused_parameters(comm_->rank(), "DistributedDataParallel", "DdpOptions", unused,
+                                     options_.find_unused_parameters);
 }
 
 void DistributedDataParallel::finish_backward() {

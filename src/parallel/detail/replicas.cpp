@@ -3,6 +3,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <fmt/format.h>
+#include <fmt/ostream.h>
 #include <torch/nn/module.h>
 
 #include <algorithm>
@@ -87,6 +88,32 @@ void check_replicas_match(Communicator& comm, const std::vector<std::string>& na
   }
 }
 
+void broadcast_buffers_from_rank0(Communicator& comm, const torch::nn::Module& module,
+                                  std::optional<Millis> timeout, std::string_view who) {
+  for (const auto& item : module.named_buffers(/*recurse=*/true)) {
+    at::Tensor buffer = item.value();
+    if (!buffer.defined()) continue;
+    if (buffer.layout() != at::kStrided) {
+      throw InvalidArgument(fmt::format(
+          "{}: buffer '{}' is a {} tensor ({}); only dense buffers can be broadcast from rank 0: "
+          "register it dense, or set broadcast_buffers = false and keep it equal on every rank",
+          who, item.key(), fmt::streamed(buffer.layout()), buffer.toString()));
+    }
+    if (buffer.numel() == 0) continue;
+    try {
+      if (buffer.is_contiguous()) {
+        comm.broadcast(buffer, 0, timeout);
+      } else {
+        at::Tensor packed = buffer.contiguous();
+        comm.broadcast(packed, 0, timeout);
+        buffer.copy_(packed);
+      }
+    } catch (const InvalidArgument& e) {
+      throw InvalidArgument(fmt::format("{}: rank {} cannot broadcast buffer '{}' ({}): {}", who,
+                                        comm.rank(), item.key(), buffer.toString(), e.what()));
+    }
+  }
+}
 
 void broadcast_from_rank0(Communicator& comm, const std::vector<at::Tensor>& tensors,
                           std::optional<Millis> timeout) {

@@ -20,10 +20,10 @@
 
 namespace tandem::parallel {
 
-using detail::StorageTouchObserver;
 using detail::Clock;
 using detail::free_storage;
 using detail::seconds_since;
+using detail::StorageTouchObserver;
 
 void FullyShardedDataParallel::grad_ready(size_t param) {
   StorageTouchObserver::Pause pause;
@@ -146,7 +146,8 @@ void FullyShardedDataParallel::finish_backward() {
       reap_reduce_scatters(/*wait=*/true);
       if (options_.broadcast_buffers) {
         at::NoGradGuard no_grad;
-        detail::broadcast_from_rank0(*comm_, module_->buffers(/*recurse=*/true), options_.timeout);
+        detail::broadcast_buffers_from_rank0(*comm_, *module_, options_.timeout,
+                                             "FullyShardedDataParallel");
       }
     }
   } catch (...) {

@@ -19,8 +19,8 @@
 
 namespace tandem::parallel {
 
-using detail::StorageTouchObserver;
 using detail::free_storage;
+using detail::StorageTouchObserver;
 
 FullyShardedDataParallel::FullyShardedDataParallel(std::shared_ptr<torch::nn::Module> module,
                                                    std::shared_ptr<Communicator> comm,
@@ -50,7 +50,10 @@ FullyShardedDataParallel::FullyShardedDataParallel(std::shared_ptr<torch::nn::Mo
   {
     at::NoGradGuard no_grad;
     detail::broadcast_from_rank0(*comm_, params_, options_.timeout);
-    detail::broadcast_from_rank0(*comm_, module_->buffers(/*recurse=*/true), options_.timeout);
+    if (options_.broadcast_buffers) {
+      detail::broadcast_buffers_from_rank0(*comm_, *module_, options_.timeout,
+                                           "FullyShardedDataParallel");
+    }
   }
   grad_comm_ = comm_->split(0, comm_->rank(), options_.timeout);
   shard_units();

@@ -222,7 +222,8 @@ void ZeroRedundancyOptimizer::finish_backward(uint64_t backward) {
       options_.trace->span("wait for gradients", "compute", start, waited);
     }
     if (options_.broadcast_buffers) {
-      detail::broadcast_from_rank0(*comm_, module_->buffers(/*recurse=*/true), options_.timeout);
+      detail::broadcast_buffers_from_rank0(*comm_, *module_, options_.timeout,
+                                           "ZeroRedundancyOptimizer");
     }
     memory_.at(memory::MemoryPoint::kBackwardEnds);
   } catch (...) {

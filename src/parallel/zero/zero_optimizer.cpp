@@ -48,7 +48,8 @@ ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::shared_ptr<torch::nn::Modu
                "ZeroRedundancyOptimizer: the optimizer factory is empty");
   check_options(options_);
   // Frozen parameters stay replicated, never updated.
-  auto [names, params] = detail::trainable_parameters(*module_, "ZeroRedundancyOptimizer", "shards");
+  auto [names, params] =
+      detail::trainable_parameters(*module_, "ZeroRedundancyOptimizer", "shards");
   names_ = std::move(names);
   params_ = std::move(params);
   detail::check_replicas_match(*comm_, names_, params_, "ZeroRedundancyOptimizer");
@@ -59,7 +60,8 @@ ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::shared_ptr<torch::nn::Modu
     for (const auto& b : buckets_) flats.push_back(b.params);
     detail::broadcast_from_rank0(*comm_, flats, options_.timeout);
     if (options_.broadcast_buffers) {
-      detail::broadcast_from_rank0(*comm_, module_->buffers(/*recurse=*/true), options_.timeout);
+      detail::broadcast_buffers_from_rank0(*comm_, *module_, options_.timeout,
+                                           "ZeroRedundancyOptimizer");
     }
   }
   build_optimizer(make_optimizer);

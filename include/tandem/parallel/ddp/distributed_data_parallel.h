@@ -71,8 +71,10 @@ struct DdpOptions {
   // instead of leaving its bucket unlaunched. Off: such a parameter is an
   // error naming it (as PyTorch, minus the hang).
   bool find_unused_parameters = false;
-  // Copy rank 0's buffers (e.g. BatchNorm running statistics) to every rank
-  // after each synchronised backward, so the next forward starts equal.
+  // Copy rank 0's buffers (e.g. BatchNorm running statistics, a bool mask)
+  // to every rank at construction and after each synchronised backward, so
+  // the next forward starts equal. false: each rank keeps its own, as in
+  // PyTorch.
   bool broadcast_buffers = true;
   GradCompression compression = GradCompression::kNone;
   // Read only with compression == kPowerSgd; checked at construction

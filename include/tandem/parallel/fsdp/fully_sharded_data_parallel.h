@@ -71,7 +71,8 @@ struct FsdpOptions {
   // A parameter that gets no gradient in a backward contributes zeros.
   // Off: such a parameter is an error naming it.
   bool find_unused_parameters = false;
-  // Copy rank 0's buffers to every rank after each synchronised backward.
+  // Copy rank 0's buffers to every rank at construction and after each
+  // synchronised backward. false: each rank keeps its own.
   bool broadcast_buffers = true;
   // Timeout of each all-gather and reduce-scatter; default: the
   // communicator's. Must be positive.
