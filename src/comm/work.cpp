@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "comm/timeout_hints.h"
 #include "tandem/core/error.h"
 
 namespace tandem {
@@ -10,9 +11,9 @@ void Work::wait(Millis timeout) {
   std::unique_lock<std::mutex> lock(mutex_);
   if (!done_cv_.wait_for(lock, timeout, [this] { return done_; })) {
     throw TimeoutError(fmt::format(
-        "{} did not finish within Work::wait's timeout of {}; it is still running and will "
-        "end by its own deadline; pass a longer timeout to wait()",
-        description_, format_duration(timeout)));
+        "{} timed out: not finished within Work::wait's timeout of {} (it is still running and "
+        "will end by its own deadline); {}",
+        description_, format_duration(timeout), detail::kCommTimeoutHint));
   }
   if (error_) std::rethrow_exception(error_);
 }

@@ -92,6 +92,8 @@ TEST(TandemTrainFlags, CommTimeoutReachesTheCollectives) {
                               "--inject-delay ranks=1,ms=5000 --comm-timeout 1");
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("timed out"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("raise --comm-timeout or TANDEM_COMM_TIMEOUT"), std::string::npos)
+      << r.output;
 }
 
 // The same command for the first start and the restart, as under
