@@ -4,6 +4,7 @@
 // each bad value.
 #include "tandem/train/options.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -24,9 +25,11 @@ void expect_round_trip() {
     EXPECT_EQ(parse_choice<E>(name), value) << name;
     EXPECT_EQ(name_of(value), name);
   }
-  const std::string flag = "--" + std::string(Choices<E>::kFlag);
-  expect_error<InvalidArgument>([] { parse_choice<E>("no-such-name"); },
-                                {flag + " no-such-name is not one of", choice_names<E>()});
+  // fmt, not "--" + std::string: GCC 12 warns (-Warray-bounds, a false
+  // positive) on that concatenation when built with the precompiled header.
+  expect_error<InvalidArgument>(
+      [] { parse_choice<E>("no-such-name"); },
+      {fmt::format("--{} no-such-name is not one of", Choices<E>::kFlag), choice_names<E>()});
 }
 
 TEST(Choices, EverySpellingParsesBackAndUnknownOnesNameTheFlag) {
