@@ -1,0 +1,66 @@
+// Private to train/: the in-memory commits of elastic training. At every
+// step boundary each rank commits its state in memory, so that a membership
+// change needs no disk round trip:
+//   - none/ddp: every rank holds the whole model and optimizer state, so a
+//     rank's own commit is the state;
+//   - zero1/2/3: each rank commits its shard (Strategy::sharded_state) and
+//     also holds a copy of the shard of its buddy, rank (r - 1 + W) % W
+//     (it sends its own to (r + 1) % W), as Gemini's in-memory checkpoints.
+// recover() rebuilds every rank's ResumePoint for the new generation from
+// what the survivors hold, resharded to the new world size; when a rank and
+// its buddy both died it falls back to the last on-disk checkpoint in
+// --checkpoint-dir and says so. The last two commits are kept: a failure
+// can leave the survivors one step apart (one passed the step boundary,
+// another did not), and the step they redo is the earliest one.
+// Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tandem/comm/communicator.h"
+#include "tandem/train/options.h"
+#include "tandem/train/strategy.h"
+#include "train/resume.h"
+
+namespace tandem::train {
+
+class StateReplica {
+ public:
+  explicit StateReplica(const TrainerOptions& o);
+  ~StateReplica();
+  StateReplica(const StateReplica&) = delete;
+  StateReplica& operator=(const StateReplica&) = delete;
+
+  // At the step boundary before step `at.step`: commits this rank's state
+  // (and the CPU RNG state). Collective over `comm` for the sharded
+  // strategies (each rank sends its shard to its buddy); local otherwise.
+  void commit(Strategy& strategy, Communicator& comm, const RunPosition& at);
+
+  // The steps of the commits this rank holds, newest first (empty before
+  // the first commit, and on a worker that just joined).
+  std::vector<int64_t> committed_steps() const;
+
+  // Collective over `comm`, the new generation. `old_rank[r]` is the rank
+  // that new rank r had in the previous generation (-1 for a worker that
+  // just joined), `old_world` that generation's size; `step` is a step
+  // every survivor holds a commit of (the trainer agrees on it first).
+  // Returns this rank's ResumePoint at step `step`, in the form restore()
+  // takes: for ddp the whole state (sent from a survivor to the joiners),
+  // for zero1-3 this rank's shard of comm.size(). Throws CheckpointError
+  // when redundancy is lost and no on-disk checkpoint exists.
+  ResumePoint recover(Communicator& comm, int64_t step, const std::vector<int>& old_rank,
+                      int old_world);
+
+  // Drops every commit (after recover(), the old generation's are stale).
+  void clear();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tandem::train
