@@ -52,14 +52,52 @@ std::chrono::milliseconds parse_seconds(std::string_view flag, const std::string
   return std::chrono::milliseconds(std::max(ms, 1LL));
 }
 
+// --nnodes: "M" or torchrun's elastic "MIN:MAX".
+void parse_nnodes(const std::string& text, LaunchOptions& o) {
+  const size_t colon = text.find(':');
+  if (colon == std::string::npos) {
+    o.nnodes = parse_int("--nnodes", text);
+    o.min_nnodes = o.nnodes;
+    return;
+  }
+  o.min_nnodes = parse_int("--nnodes (MIN of MIN:MAX)", text.substr(0, colon));
+  o.nnodes = parse_int("--nnodes (MAX of MIN:MAX)", text.substr(colon + 1));
+  if (o.min_nnodes < 1 || o.min_nnodes > o.nnodes) {
+    usage_error("--nnodes MIN:MAX needs 1 <= MIN <= MAX (got '{}')", text);
+  }
+}
+
 bool has_space(const std::string& s) { return s.find_first_of(" \t\r\n") != std::string::npos; }
+
+void validate_elastic(const LaunchOptions& o) {
+  if (o.min_nnodes < 1 || o.min_nnodes > o.nnodes) {
+    usage_error("--nnodes MIN:MAX needs 1 <= MIN <= MAX (got {}:{})", o.min_nnodes, o.nnodes);
+  }
+  if (o.min_workers < 1) usage_error("--min-workers must be at least 1 (got {})", o.min_workers);
+  if (o.max_workers < o.min_workers) {
+    usage_error("--max-workers {} is below --min-workers {}", o.max_workers, o.min_workers);
+  }
+  if (o.max_workers < o.nproc_per_node) {
+    usage_error("--max-workers {} is below --nproc-per-node {}: this node alone starts {} workers",
+                o.max_workers, o.nproc_per_node, o.nproc_per_node);
+  }
+  if (o.min_workers > o.nnodes * o.nproc_per_node) {
+    usage_error(
+        "--min-workers {} is more than the {} workers tandem-run starts (--nnodes {} times "
+        "--nproc-per-node {}), so the job could not start",
+        o.min_workers, o.nnodes * o.nproc_per_node, o.nnodes, o.nproc_per_node);
+  }
+  if (o.heartbeat_timeout.count() <= 0) {
+    usage_error("--heartbeat-timeout must be positive (got {} ms)", o.heartbeat_timeout.count());
+  }
+}
 
 }  // namespace
 
 LaunchOptions make_launch_options(const LaunchFlags& flags) {
   LaunchOptions o;
   if (flags.nproc_per_node) o.nproc_per_node = parse_int("--nproc-per-node", *flags.nproc_per_node);
-  if (flags.nnodes) o.nnodes = parse_int("--nnodes", *flags.nnodes);
+  if (flags.nnodes) parse_nnodes(*flags.nnodes, o);
   if (flags.node_rank) o.node_rank = parse_int("--node-rank", *flags.node_rank);
   if (flags.master_addr) o.master_addr = *flags.master_addr;
   if (flags.master_port) o.master_port = parse_int("--master-port", *flags.master_port);
@@ -68,6 +106,26 @@ LaunchOptions make_launch_options(const LaunchFlags& flags) {
   if (flags.grace_period) o.grace_period = parse_seconds("--grace-period", *flags.grace_period);
   o.prefix_output = !flags.no_prefix;
   o.command = flags.command;
+  o.elastic = flags.min_workers || flags.max_workers || o.min_nnodes < o.nnodes;
+  if (o.nnodes >= 1 && o.nproc_per_node >= 1 &&
+      static_cast<long long>(o.nnodes) * o.nproc_per_node <= INT_MAX) {
+    o.max_workers = o.nnodes * o.nproc_per_node;
+    o.min_workers = o.min_nnodes * o.nproc_per_node;
+  }
+  if (flags.max_workers) o.max_workers = parse_int("--max-workers", *flags.max_workers);
+  if (flags.min_workers) {
+    o.min_workers = parse_int("--min-workers", *flags.min_workers);
+  } else if (flags.max_workers && o.min_nnodes == o.nnodes) {
+    o.min_workers = o.max_workers;
+  }
+  if (flags.heartbeat_timeout) {
+    if (!o.elastic) {
+      usage_error(
+          "--heartbeat-timeout applies to elastic jobs only; add --min-workers/--max-workers "
+          "or --nnodes MIN:MAX");
+    }
+    o.heartbeat_timeout = parse_seconds("--heartbeat-timeout", *flags.heartbeat_timeout);
+  }
   validate(o);
   return o;
 }
@@ -97,6 +155,7 @@ void validate(const LaunchOptions& o) {
         "tandem-run cannot pick a free one",
         o.nnodes);
   }
+  if (o.elastic) validate_elastic(o);
   if (o.max_restarts < 0) usage_error("--max-restarts must be at least 0 (got {})", o.max_restarts);
   if (o.log_dir && o.log_dir->empty()) usage_error("--log-dir must not be empty");
   if (o.grace_period.count() <= 0) {
@@ -146,7 +205,22 @@ std::vector<std::string> worker_environment(const std::vector<std::string>& base
                                  "TANDEM_NODE_RANK=" + std::to_string(o.node_rank),
                                  "TANDEM_RESTART_COUNT=" + std::to_string(w.restart_count),
                                  "TORCHELASTIC_RESTART_COUNT=" + std::to_string(w.restart_count),
+                                 "TANDEM_STORE_SERVED=1",
                              });
+  if (o.elastic) {
+    // A replacement keeps its original rank but may join any generation;
+    // the worker side ignores RANK/WORLD_SIZE under TANDEM_ELASTIC_JOIN.
+    const int id = w.worker_id.value_or(rank);
+    std::vector<std::string> elastic = {
+        fmt::format("TANDEM_ELASTIC={}:{}", o.min_workers, o.max_workers),
+        fmt::format("TANDEM_WORKER_ID={}", id),
+        fmt::format("TANDEM_HEARTBEAT_TIMEOUT={:g}",
+                    static_cast<double>(o.heartbeat_timeout.count()) / 1000.0),
+        fmt::format("TANDEM_ELASTIC_JOIN={}", w.joining ? 1 : 0),
+    };
+    if (w.joining) elastic.push_back(fmt::format("WORLD_SIZE={}", o.max_workers));
+    env = environment_with(env, elastic);
+  }
   for (const std::string name : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"}) {
     const bool given = std::any_of(
         env.begin(), env.end(), [&](const std::string& entry) { return name_of(entry) == name; });

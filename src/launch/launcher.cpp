@@ -16,8 +16,10 @@
 #include <filesystem>
 #include <memory>
 
+#include "launch/elastic_group.h"
 #include "launch/process_group.h"
 #include "launch/signal_relay.h"
+#include "tandem/comm/store.h"
 #include "tandem/core/check.h"
 #include "tandem/core/env.h"
 #include "tandem/core/error.h"
@@ -53,6 +55,36 @@ void make_log_dir(const std::string& dir) {
   }
 }
 
+// Note [The launcher's store]: the job's TCP store lives in the node-0
+// launcher for the whole run, so that it outlives any worker (rank 0
+// included) and every restart reuses it; workers see TANDEM_STORE_SERVED=1
+// and only connect (the worker side prefixes its rendezvous keys with
+// TANDEM_RESTART_COUNT). Serving on port 0 lets the OS pick a free port
+// without a race when --master-port is unset.
+constexpr Millis kStoreTimeout{120'000};
+
+struct JobStore {
+  std::shared_ptr<Store> store;  // null on the other nodes of a non-elastic job
+  int port = 0;
+};
+
+JobStore open_store(const LaunchOptions& o) {
+  if (o.node_rank == 0) {
+    auto store = make_tcp_store(o.master_addr, o.master_port.value_or(0), true, kStoreTimeout);
+    return {store, tcp_store_port(*store)};
+  }
+  if (!o.elastic) return {nullptr, *o.master_port};
+  return {make_tcp_store(o.master_addr, *o.master_port, false, kStoreTimeout), *o.master_port};
+}
+
+LaunchResult run_elastic(const LaunchOptions& options, const LaunchOutput& output,
+                         const SignalRelay& signals, const JobStore& job,
+                         const std::string& program, const std::vector<std::string>& base_env) {
+  ElasticGroup group(options, output, signals, job.store, job.port);
+  group.start(program, base_env);
+  return group.wait();
+}
+
 }  // namespace
 
 LaunchResult run(const LaunchOptions& options, const LaunchOutput& output) {
@@ -64,14 +96,14 @@ LaunchResult run(const LaunchOptions& options, const LaunchOutput& output) {
   const std::vector<std::string> base_env = current_environment();
   SignalRelay signals;
   SubreaperScope subreaper;
+  const JobStore job = open_store(options);
+  if (options.elastic) return run_elastic(options, output, signals, job, program, base_env);
   const int attempts = options.max_restarts + 1;
   for (int attempt = 1;; ++attempt) {
-    const int port =
-        options.master_port ? *options.master_port : pick_free_port(options.master_addr);
     AttemptOutcome outcome;
     {
       ProcessGroup group(options, output, signals, attempt - 1);
-      group.start(program, base_env, port);
+      group.start(program, base_env, job.port);
       outcome = group.wait();
     }
     if (outcome.signal != 0) return {128 + outcome.signal, attempt, outcome.signal};

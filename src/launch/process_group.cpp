@@ -19,16 +19,6 @@ constexpr Millis kAfterKill = ChildProcesses::kAfterKill;
 // The output tail ChildProcesses keeps per worker (the launcher relays all).
 constexpr size_t kKeptOutputBytes = 64 * 1024;
 
-bool write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return true;
-}
-
 }  // namespace
 
 ProcessGroup::ProcessGroup(const LaunchOptions& options, const LaunchOutput& output,
@@ -37,52 +27,35 @@ ProcessGroup::ProcessGroup(const LaunchOptions& options, const LaunchOutput& out
       output_(output),
       signals_(signals),
       attempt_(attempt),
-      children_({.on_data = [this](size_t i, Stream s, std::string_view d) { relay(i, s, d); },
-                 .on_closed = [this](size_t i, Stream s) { end_stream(i, s); },
-                 .keep_output_bytes = kKeptOutputBytes,
-                 .reap_groups = true}) {}
+      relays_(options, output),
+      children_(
+          {.on_data = [this](size_t i, Stream s, std::string_view d) { relays_.relay(i, s, d); },
+           .on_closed = [this](size_t i, Stream s) { relays_.end_stream(i, s); },
+           .keep_output_bytes = kKeptOutputBytes,
+           .reap_groups = true}) {}
 
-ProcessGroup::~ProcessGroup() {
-  for (auto& w : relays_) {
-    if (w.log_fd >= 0) ::close(w.log_fd);
-    w.log_fd = -1;
-  }
-}
+ProcessGroup::~ProcessGroup() = default;
 
+// The first attempt truncates each rank's log; each restart appends to it
+// after a separator line (WorkerRelays).
 void ProcessGroup::start(const std::string& program_path, const std::vector<std::string>& base_env,
                          int master_port) {
   const int n = options_.nproc_per_node;
-  relays_.reserve(static_cast<size_t>(n));
+  const std::string separator =
+      attempt_ == 0
+          ? ""
+          : fmt::format("---- tandem-run: restart {} of {} (TANDEM_RESTART_COUNT={}) ----",
+                        attempt_, options_.max_restarts, attempt_);
   for (int local_rank = 0; local_rank < n; ++local_rank) {
-    Relay& w = relays_.emplace_back();
-    w.rank = options_.node_rank * n + local_rank;
-    std::string prefix = options_.prefix_output ? fmt::format("[rank {}] ", w.rank) : "";
-    w.out_lines = OutputPrefixer(prefix);
-    w.err_lines = OutputPrefixer(prefix);
-    if (options_.log_dir) open_log(w);
-    children_.start_program(
-        w.rank, program_path, options_.command,
-        worker_environment(
-            base_env, options_,
-            {.local_rank = local_rank, .restart_count = attempt_, .master_port = master_port}));
-  }
-}
-
-// The first attempt truncates <log_dir>/rank-<i>.log; each
-// restart appends to it after a separator line, so one file holds a rank's
-// whole history in order.
-void ProcessGroup::open_log(Relay& w) {
-  w.log_path = fmt::format("{}/rank-{}.log", *options_.log_dir, w.rank);
-  int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (attempt_ == 0 ? O_TRUNC : 0);
-  w.log_fd = ::open(w.log_path.c_str(), flags, 0644);
-  if (w.log_fd < 0) {
-    throw Error(
-        fmt::format("cannot open log file '{}': {}; check --log-dir", w.log_path, strerror(errno)));
-  }
-  if (attempt_ > 0) {
-    write_all(w.log_fd, fmt::format("---- tandem-run: restart {} of {} (TANDEM_RESTART_COUNT={}) "
-                                    "----\n",
-                                    attempt_, options_.max_restarts, attempt_));
+    const int rank = options_.node_rank * n + local_rank;
+    relays_.add(rank, separator);
+    children_.start_program(rank, program_path, options_.command,
+                            worker_environment(base_env, options_,
+                                               {.local_rank = local_rank,
+                                                .restart_count = attempt_,
+                                                .master_port = master_port,
+                                                .worker_id = std::nullopt,
+                                                .joining = false}));
   }
 }
 
@@ -136,28 +109,6 @@ void ProcessGroup::check_failure(AttemptOutcome& outcome, Clock::time_point now)
       others > 0 ? fmt::format("; stopping the other {} worker{}", others, others == 1 ? "" : "s")
                  : ""));
   stop(SIGTERM, now);
-}
-
-// A chunk of a worker's output: raw to its log, prefixed lines to the output.
-void ProcessGroup::relay(size_t index, Stream stream, std::string_view data) {
-  Relay& w = relays_[index];
-  const bool is_err = stream == Stream::kStderr;
-  if (w.log_fd >= 0 && !write_all(w.log_fd, data)) {
-    say(fmt::format("tandem-run: cannot write '{}': {}; rank {}'s log stops here", w.log_path,
-                    strerror(errno), w.rank));
-    ::close(w.log_fd);
-    w.log_fd = -1;
-  }
-  std::string lines = (is_err ? w.err_lines : w.out_lines).feed(data);
-  if (!lines.empty()) (is_err ? output_.err : output_.out)(lines);
-}
-
-// The stream has ended: flush its unfinished line.
-void ProcessGroup::end_stream(size_t index, Stream stream) {
-  Relay& w = relays_[index];
-  const bool is_err = stream == Stream::kStderr;
-  std::string rest = (is_err ? w.err_lines : w.out_lines).finish();
-  if (!rest.empty()) (is_err ? output_.err : output_.out)(rest);
 }
 
 void ProcessGroup::stop(int sig, Clock::time_point now) {

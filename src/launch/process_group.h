@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "launch/output_prefixer.h"
 #include "launch/signal_relay.h"
+#include "launch/worker_relays.h"
 #include "tandem/core/deadline.h"
 #include "tandem/launch/child_processes.h"
 #include "tandem/launch/launch_options.h"
@@ -58,20 +58,8 @@ class ProcessGroup {
   AttemptOutcome wait();
 
  private:
-  // What the launcher keeps per worker beside its process.
-  struct Relay {
-    int rank = 0;
-    int log_fd = -1;
-    std::string log_path;
-    OutputPrefixer out_lines{""};
-    OutputPrefixer err_lines{""};
-  };
-
-  void open_log(Relay& w);
   void handle_signals(AttemptOutcome& outcome, int& signals_seen, Clock::time_point now);
   void check_failure(AttemptOutcome& outcome, Clock::time_point now);
-  void relay(size_t index, Stream stream, std::string_view data);
-  void end_stream(size_t index, Stream stream);
   void stop(int sig, Clock::time_point now);
   void kill_survivors(Clock::time_point now);
   void say(const std::string& line) const;
@@ -80,8 +68,8 @@ class ProcessGroup {
   const LaunchOutput& output_;
   const SignalRelay& signals_;
   int attempt_;
-  std::vector<Relay> relays_;  // in start order, as children_'s results
-  ChildProcesses children_;    // after relays_: destroyed first, while its sink is valid
+  WorkerRelays relays_;      // in start order, as children_'s results
+  ChildProcesses children_;  // after relays_: destroyed first, while its sink is valid
   std::optional<Clock::time_point> sigkill_at_;  // the grace period ends
   std::optional<Clock::time_point> give_up_at_;  // SIGKILL did not work
 };

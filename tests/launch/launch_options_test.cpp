@@ -28,6 +28,15 @@ std::string error_of(const LaunchFlags& f) {
   return "no error";
 }
 
+WorkerIdentity identity(int local_rank, int restart_count, int master_port,
+                        std::optional<int> worker_id = std::nullopt, bool joining = false) {
+  return {.local_rank = local_rank,
+          .restart_count = restart_count,
+          .master_port = master_port,
+          .worker_id = worker_id,
+          .joining = joining};
+}
+
 std::map<std::string, std::string> as_map(const std::vector<std::string>& env) {
   std::map<std::string, std::string> out;
   for (const auto& e : env) {
@@ -167,8 +176,7 @@ TEST(LaunchOptions, WorkerEnvironmentHasTorchrunVariables) {
   o.master_addr = "10.1.2.3";
   o.master_port = 29500;
   auto env =
-      as_map(worker_environment({"HOME=/root", "RANK=99", "PATH=/bin"}, o,
-                                {.local_rank = 3, .restart_count = 2, .master_port = 29500}));
+      as_map(worker_environment({"HOME=/root", "RANK=99", "PATH=/bin"}, o, identity(3, 2, 29500)));
   EXPECT_EQ(env["MASTER_ADDR"], "10.1.2.3");
   EXPECT_EQ(env["MASTER_PORT"], "29500");
   EXPECT_EQ(env["RANK"], "7");  // node 1 * 4 + local 3; the inherited 99 is replaced
@@ -183,18 +191,124 @@ TEST(LaunchOptions, WorkerEnvironmentHasTorchrunVariables) {
   EXPECT_EQ(env["OPENBLAS_NUM_THREADS"], "1");
   EXPECT_EQ(env["HOME"], "/root");
   EXPECT_EQ(env["PATH"], "/bin");
+  EXPECT_EQ(env["TANDEM_STORE_SERVED"], "1");  // the launcher serves the store
+  EXPECT_EQ(env.count("TANDEM_ELASTIC"), 0u);
+  EXPECT_EQ(env.count("TANDEM_WORKER_ID"), 0u);
 }
 
 TEST(LaunchOptions, WorkerEnvironmentKeepsUserThreadCounts) {
   LaunchOptions o;
   o.command = {"prog"};
-  auto env = as_map(worker_environment({"OMP_NUM_THREADS=4", "OPENBLAS_NUM_THREADS=2"}, o,
-                                       {.local_rank = 0, .restart_count = 0, .master_port = 1234}));
+  auto env = as_map(
+      worker_environment({"OMP_NUM_THREADS=4", "OPENBLAS_NUM_THREADS=2"}, o, identity(0, 0, 1234)));
   EXPECT_EQ(env["OMP_NUM_THREADS"], "4");
   EXPECT_EQ(env["OPENBLAS_NUM_THREADS"], "2");
   EXPECT_EQ(env["RANK"], "0");
   EXPECT_EQ(env["WORLD_SIZE"], "1");
   EXPECT_EQ(env["MASTER_PORT"], "1234");
+}
+
+TEST(LaunchOptions, ElasticFlags) {
+  LaunchFlags f = flags_for();
+  f.nproc_per_node = "2";
+  LaunchOptions plain = make_launch_options(f);
+  EXPECT_FALSE(plain.elastic);
+  f.max_workers = "2";
+  LaunchOptions o = make_launch_options(f);
+  EXPECT_TRUE(o.elastic);
+  EXPECT_EQ(o.max_workers, 2);
+  EXPECT_EQ(o.min_workers, 2);  // defaults to max
+  EXPECT_EQ(o.heartbeat_timeout, std::chrono::milliseconds(3000));
+  f.max_workers = "4";  // room for workers started by hand
+  f.min_workers = "1";
+  f.heartbeat_timeout = "0.5";
+  o = make_launch_options(f);
+  EXPECT_EQ(o.min_workers, 1);
+  EXPECT_EQ(o.heartbeat_timeout, std::chrono::milliseconds(500));
+
+  // torchrun's --nnodes MIN:MAX: workers = nodes * nproc-per-node.
+  LaunchFlags n = flags_for();
+  n.nproc_per_node = "2";
+  n.nnodes = "1:3";
+  n.master_port = "29500";
+  o = make_launch_options(n);
+  EXPECT_TRUE(o.elastic);
+  EXPECT_EQ(o.nnodes, 3);
+  EXPECT_EQ(o.min_nnodes, 1);
+  EXPECT_EQ(o.min_workers, 2);
+  EXPECT_EQ(o.max_workers, 6);
+  EXPECT_EQ(o.world_size(), 6);
+  n.nnodes = "2:2";
+  o = make_launch_options(n);
+  EXPECT_FALSE(o.elastic);
+  EXPECT_EQ(o.nnodes, 2);
+}
+
+TEST(LaunchOptions, RejectsBadElasticFlags) {
+  auto err = [](std::map<std::string, std::string> v) {
+    LaunchFlags f = flags_for();
+    f.nproc_per_node = "2";
+    for (auto& [k, x] : v) {
+      if (k == "min") f.min_workers = x;
+      if (k == "max") f.max_workers = x;
+      if (k == "nnodes") f.nnodes = x;
+      if (k == "hb") f.heartbeat_timeout = x;
+      if (k == "port") f.master_port = x;
+    }
+    return error_of(f);
+  };
+  auto has = [](const std::string& msg, const std::string& words) {
+    return msg.find(words) != std::string::npos &&
+           msg.find("see 'tandem-run --help'") != std::string::npos;
+  };
+  std::string m = err({{"min", "0"}});
+  EXPECT_TRUE(has(m, "--min-workers must be at least 1 (got 0)")) << m;
+  m = err({{"min", "3"}, {"max", "2"}});
+  EXPECT_TRUE(has(m, "--max-workers 2 is below --min-workers 3")) << m;
+  m = err({{"max", "1"}, {"min", "1"}});
+  EXPECT_TRUE(has(m, "--max-workers 1 is below --nproc-per-node 2")) << m;
+  m = err({{"min", "5"}, {"max", "8"}});
+  EXPECT_TRUE(has(m, "--min-workers 5 is more than the 2 workers tandem-run starts")) << m;
+  m = err({{"min", "x"}});
+  EXPECT_TRUE(has(m, "--min-workers must be a whole number (got 'x')")) << m;
+  m = err({{"nnodes", "3:2"}, {"port", "29500"}});
+  EXPECT_TRUE(has(m, "--nnodes MIN:MAX needs 1 <= MIN <= MAX (got '3:2')")) << m;
+  m = err({{"nnodes", "0:2"}, {"port", "29500"}});
+  EXPECT_TRUE(has(m, "--nnodes MIN:MAX needs 1 <= MIN <= MAX (got '0:2')")) << m;
+  m = err({{"nnodes", "a:2"}});
+  EXPECT_TRUE(has(m, "--nnodes (MIN of MIN:MAX) must be a whole number (got 'a')")) << m;
+  m = err({{"nnodes", "1:"}});
+  EXPECT_TRUE(has(m, "--nnodes (MAX of MIN:MAX) must be a whole number (got '')")) << m;
+  m = err({{"nnodes", "1:2"}});
+  EXPECT_TRUE(has(m, "--master-port is required with --nnodes 2")) << m;
+  m = err({{"hb", "2"}});
+  EXPECT_TRUE(has(m, "--heartbeat-timeout applies to elastic jobs only")) << m;
+  m = err({{"max", "2"}, {"hb", "0"}});
+  EXPECT_TRUE(has(m, "--heartbeat-timeout must be a number of seconds")) << m;
+}
+
+TEST(LaunchOptions, ElasticWorkerEnvironment) {
+  LaunchOptions o;
+  o.command = {"prog"};
+  o.nproc_per_node = 2;
+  o.elastic = true;
+  o.min_workers = 1;
+  o.max_workers = 3;
+  o.heartbeat_timeout = std::chrono::milliseconds(1500);
+  auto initial = as_map(worker_environment({}, o, identity(1, 0, 29500)));
+  EXPECT_EQ(initial["TANDEM_ELASTIC"], "1:3");
+  EXPECT_EQ(initial["TANDEM_WORKER_ID"], "1");  // = its rank
+  EXPECT_EQ(initial["TANDEM_ELASTIC_JOIN"], "0");
+  EXPECT_EQ(initial["TANDEM_HEARTBEAT_TIMEOUT"], "1.5");
+  EXPECT_EQ(initial["RANK"], "1");
+  EXPECT_EQ(initial["WORLD_SIZE"], "2");
+  EXPECT_EQ(initial["TANDEM_STORE_SERVED"], "1");
+  auto replacement = as_map(worker_environment({}, o, identity(1, 1, 29500, 5, true)));
+  EXPECT_EQ(replacement["TANDEM_WORKER_ID"], "5");
+  EXPECT_EQ(replacement["TANDEM_ELASTIC_JOIN"], "1");
+  EXPECT_EQ(replacement["RANK"], "1");        // its original rank
+  EXPECT_EQ(replacement["WORLD_SIZE"], "3");  // --max-workers
+  EXPECT_EQ(replacement["TANDEM_RESTART_COUNT"], "1");
 }
 
 }  // namespace

@@ -40,6 +40,15 @@ TEST(LauncherCli, BadFlagsExitTwoWithClearMessages) {
   expect_usage_error({"--log-dir", "", "--", "true"}, "--log-dir must not be empty");
   expect_usage_error({"--no-such-flag", "--", "true"}, "unknown flag '--no-such-flag'");
   expect_usage_error({"--nproc-per-node"}, "--nproc-per-node");
+  expect_usage_error({"--min-workers", "0", "--", "true"},
+                     "--min-workers must be at least 1 (got 0)");
+  expect_usage_error(
+      {"--nproc-per-node", "2", "--max-workers", "1", "--min-workers", "1", "--", "true"},
+      "--max-workers 1 is below --nproc-per-node 2");
+  expect_usage_error({"--nnodes", "3:1", "--master-port", "29500", "--", "true"},
+                     "--nnodes MIN:MAX needs 1 <= MIN <= MAX (got '3:1')");
+  expect_usage_error({"--heartbeat-timeout", "2", "--", "true"},
+                     "--heartbeat-timeout applies to elastic jobs only");
 }
 
 TEST(LauncherCli, MissingProgramIsAnError) {

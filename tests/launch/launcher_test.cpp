@@ -314,5 +314,24 @@ TEST(Launcher, DescribesWaitStatus) {
   EXPECT_TRUE(launch::failed(SIGTERM));
 }
 
+// The store lives in the launcher (issue 15): a worker that set a key and
+// was SIGKILLed leaves it behind for the restarted group, which connects to
+// the same store at the same port.
+TEST(Launcher, ServesTheStoreForTheWholeRun) {
+  TempDir d;
+  TandemRunProcess run({"--max-restarts", "1", "--", TANDEM_BINARY_DIR "/tests/launch_stub_worker"},
+                       {"STUB_DIR=" + d.path(), "STUB_MODE=plain"});
+  ASSERT_TRUE(wait_for_files({d.file("ready"), d.file("pid-0")}, seconds(30)));
+  const pid_t first = read_pid(d.file("pid-0"));
+  ASSERT_EQ(kill(first, SIGKILL), 0);
+  TandemRunResult r = run.wait(seconds(30));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_text(d.file("seen")), std::to_string(first));
+  EXPECT_NE(r.err.find("restarting the group (attempt 2 of 2)"), std::string::npos) << r.err;
+  const std::string started = read_text(d.file("started"));
+  EXPECT_NE(started.find("restart=0 served=1"), std::string::npos) << started;
+  EXPECT_NE(started.find("restart=1 served=1"), std::string::npos) << started;
+}
+
 }  // namespace
 }  // namespace tandem::testing

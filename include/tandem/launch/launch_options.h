@@ -19,13 +19,16 @@ namespace tandem::launch {
 // flag; an unset optional means "not given".
 struct LaunchFlags {
   std::optional<std::string> nproc_per_node;
-  std::optional<std::string> nnodes;
+  std::optional<std::string> nnodes;  // "M", or torchrun's elastic "MIN:MAX"
   std::optional<std::string> node_rank;
   std::optional<std::string> master_addr;
   std::optional<std::string> master_port;
   std::optional<std::string> max_restarts;
   std::optional<std::string> log_dir;
   std::optional<std::string> grace_period;  // seconds, fractions allowed
+  std::optional<std::string> min_workers;
+  std::optional<std::string> max_workers;
+  std::optional<std::string> heartbeat_timeout;  // seconds, fractions allowed
   bool no_prefix = false;
   // PROGRAM followed by its arguments (everything after `--`).
   std::vector<std::string> command;
@@ -34,18 +37,35 @@ struct LaunchFlags {
 struct LaunchOptions {
   // Workers started on this node. Default 1.
   int nproc_per_node = 1;
-  // Nodes in the job; each runs its own tandem-run. Default 1.
+  // Nodes in the job; each runs its own tandem-run. Default 1. In an
+  // elastic job (--nnodes MIN:MAX) the most nodes, MAX.
   int nnodes = 1;
+  // The fewest nodes of an elastic job (--nnodes MIN:MAX); nnodes otherwise.
+  int min_nnodes = 1;
   // This node's index in [0, nnodes). Default 0.
   int node_rank = 0;
   // Address of rank 0's node, where the workers' TCP store listens.
   std::string master_addr = "127.0.0.1";
-  // Port of the store. Unset: pick a free port on master_addr for every
-  // attempt (only allowed with nnodes == 1, since other nodes could not
-  // guess it).
+  // Port of the store, which the node-0 launcher serves for the whole run.
+  // Unset: the OS picks a free one (only allowed with nnodes == 1, since
+  // other nodes could not guess it).
   std::optional<int> master_port;
   // How often the whole group is restarted after a worker fails. Default 0.
+  // In an elastic job: how many failed workers of this node are replaced.
   int max_restarts = 0;
+  // Elastic mode (issue 15): on when --min-workers/--max-workers is given or
+  // --nnodes has MIN < MAX. A failed worker then does not stop the others;
+  // it is replaced alone (up to max_restarts), and the coordinator in the
+  // node-0 launcher keeps the members between min_workers and max_workers.
+  bool elastic = false;
+  // Quorum bounds, in workers. max_workers defaults to nnodes *
+  // nproc_per_node, min_workers to min_nnodes * nproc_per_node.
+  int min_workers = 1;
+  int max_workers = 1;
+  // An elastic member silent this long is stalled and evicted. Default 3 s;
+  // shorter detects a stopped worker sooner, but a worker busy in a long
+  // step without its heartbeat thread would be evicted.
+  std::chrono::milliseconds heartbeat_timeout{3000};
   // When set, rank i's raw output is also written to <log_dir>/rank-<i>.log.
   std::optional<std::string> log_dir;
   // Prefix every output line with "[rank i] ". Default on.
@@ -79,15 +99,21 @@ struct WorkerIdentity {
   int local_rank = 0;
   int restart_count = 0;
   int master_port = 0;
+  // Elastic jobs: the worker's id (TANDEM_WORKER_ID); unset means the
+  // initial worker's, its rank. `joining` marks a replacement
+  // (TANDEM_ELASTIC_JOIN=1).
+  std::optional<int> worker_id;
+  bool joining = false;
 };
 
 // The worker's environment: `base` ("NAME=value" entries, usually the
 // launcher's own) with MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE,
 // LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, TANDEM_NODE_RANK,
-// TANDEM_RESTART_COUNT and TORCHELASTIC_RESTART_COUNT set (replacing any
-// inherited value), and OMP_NUM_THREADS=1 / OPENBLAS_NUM_THREADS=1 added
-// unless `base` already sets them, so N workers do not each start one thread
-// per core.
+// TANDEM_RESTART_COUNT, TORCHELASTIC_RESTART_COUNT and TANDEM_STORE_SERVED=1
+// set (replacing any inherited value); in an elastic job also TANDEM_ELASTIC,
+// TANDEM_WORKER_ID, TANDEM_HEARTBEAT_TIMEOUT and, for a replacement,
+// TANDEM_ELASTIC_JOIN=1 (launch/elastic_protocol.h); and OMP_NUM_THREADS=1 / OPENBLAS_NUM_THREADS=1
+// added unless `base` already sets them, so N workers do not each start one thread per core.
 std::vector<std::string> worker_environment(const std::vector<std::string>& base,
                                             const LaunchOptions& options,
                                             const WorkerIdentity& worker);

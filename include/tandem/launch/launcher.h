@@ -1,7 +1,11 @@
 // The engine behind `tandem-run`: starts nproc_per_node workers on this node
 // with the environment torchrun sets, relays their output line by line,
 // forwards SIGINT/SIGTERM, stops the whole group when one worker fails, and
-// restarts it up to max_restarts times. Workers run in their own process
+// restarts it up to max_restarts times. On node 0 it serves the job's TCP
+// store for the whole run (workers get TANDEM_STORE_SERVED=1 and only
+// connect), so the store outlives any worker and every restart. In an elastic
+// job (LaunchOptions::elastic) a failed worker does not stop the others; it
+// is replaced alone (launch/elastic_group.h). Workers run in their own process
 // groups, so stopping a worker also stops the processes it started; once every
 // worker has exited, processes still left in those groups are stopped too
 // (SIGTERM, then SIGKILL), so a job never leaves orphans. A process that
@@ -29,7 +33,8 @@ namespace tandem::launch {
 
 struct LaunchResult {
   // What tandem-run exits with: 0 when every worker of an attempt exited 0,
-  // 1 when a worker failed and no restart was left, 128 + signal when
+  // 1 when a worker failed and no restart was left (elastic: when the job did
+  // not complete), 128 + signal when
   // SIGINT/SIGTERM stopped the job (130, 143).
   int exit_code = 0;
   int attempts = 0;  // how often the group was started
