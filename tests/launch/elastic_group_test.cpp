@@ -95,6 +95,41 @@ TEST(ElasticGroup, AKilledWorkerIsReplacedAloneWhileTheOthersContinue) {
   EXPECT_TRUE(wait_until_dead({p0, p2, read_pid(d.file("pid-3"))}, seconds(5)));
 }
 
+TEST(ElasticGroup, AStoppedWorkerIsEvictedAndKilledOnceTheJobIsComplete) {
+  TempDir d;
+  const int port = launch::pick_free_port("127.0.0.1");
+  TandemRunProcess run(
+      {"--nproc-per-node", "3", "--min-workers", "2", "--heartbeat-timeout", "2", "--grace-period",
+       "1", "--master-port", std::to_string(port), "--", stub_worker()},
+      {"STUB_DIR=" + d.path(), "STUB_MODE=elastic"});
+  ASSERT_TRUE(wait_for_files({d.file("pid-0"), d.file("pid-1"), d.file("pid-2")}, seconds(30)));
+  auto store =
+      with_prefix(make_tcp_store("127.0.0.1", port, false, Millis(10'000)), el::kElasticPrefix);
+  ASSERT_TRUE(eventually([&] { return store->add("gen/decided", 0) >= 1; }, seconds(20)));
+  const pid_t stopped = read_pid(d.file("pid-2"));
+  ASSERT_EQ(kill(stopped, SIGSTOP), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(eventually([&] { return store->check(el::evicted_key(2)); }, seconds(20)));
+  const auto detect = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(detect, milliseconds(1500));  // not before the timeout (less the last beat's age)
+  EXPECT_LT(detect, seconds(10));
+  ASSERT_TRUE(eventually(
+      [&] {
+        return store->add("gen/decided", 0) >= 2 &&
+               store->get(el::members_key(1), Millis(1000)) == "0,1";
+      },
+      seconds(20)));
+  EXPECT_TRUE(process_alive(stopped));  // left alone while the job runs
+
+  std::ofstream(d.file("finish")) << "1";
+  TandemRunResult r = run.wait(seconds(30));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("rank 2 (worker 2) stalled: no heartbeat for 2.0 s"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("stopping the evicted workers left"), std::string::npos) << r.err;
+  EXPECT_TRUE(wait_until_dead({stopped}, seconds(5)));
+}
+
 TEST(ElasticGroup, FailedWorkersGetFreshIdsAndTheJobFailsWithoutComplete) {
   TempDir d;
   std::string script =
