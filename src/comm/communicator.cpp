@@ -186,6 +186,19 @@ void Communicator::check_usable() const {
       backend(), failure()));
 }
 
+void Communicator::abort(const std::string& reason) {
+  {
+    std::lock_guard<std::mutex> lock(failure_mutex_);
+    if (aborted_) return;
+    aborted_ = true;
+    if (failure_.empty()) failure_ = reason;
+    failed_.store(true, std::memory_order_release);
+  }
+  do_abort(reason);
+}
+
+void Communicator::do_abort(const std::string&) {}
+
 void Communicator::record_failure(const std::exception_ptr& error) {
   std::string what;
   try {

@@ -63,6 +63,11 @@ class HierarchicalCommunicator final : public Communicator {
   void do_all_to_all(const at::Tensor& out, const at::Tensor& in, const OpContext& ctx) override {
     global_->all_to_all(out, in, detail::time_left(ctx));
   }
+  void do_abort(const std::string& reason) override {
+    local_->abort(reason);
+    cross_->abort(reason);
+    global_->abort(reason);
+  }
   void do_barrier(const OpContext& ctx) override { global_->barrier(detail::time_left(ctx)); }
   void do_send(const at::Tensor& t, int dst, int tag, const OpContext& ctx) override {
     global_->send(t, dst, tag, detail::time_left(ctx));

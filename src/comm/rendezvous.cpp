@@ -292,15 +292,37 @@ RendezvousInfo read_rendezvous_env(const env::Lookup& lookup) {
                info.local_rank, info.local_world_size);
   info.restart_count = get_int32(lookup, "TANDEM_RESTART_COUNT", 0).value_or(0);
   if (auto token = env::get(lookup, "TANDEM_RDZV_TOKEN")) info.token = *token;
+  if (auto served = env::get(lookup, "TANDEM_STORE_SERVED")) {
+    TANDEM_CHECK(*served == "0" || *served == "1",
+                 "environment variable TANDEM_STORE_SERVED='{}' must be 0 or 1", *served);
+    info.store_served = *served == "1";
+  }
   return info;
 }
 
-Rendezvous::Rendezvous(const RendezvousInfo& info, Millis timeout) : info_(info) {
+namespace {
+
+// The job's store: in-process for a lone process; else a TCP client, or the
+// server on rank 0 unless the launcher serves it. Under a served store each
+// restart's keys go under their own prefix, since the store outlives them.
+std::shared_ptr<Store> open_store(const RendezvousInfo& info, Millis timeout) {
+  if (info.world_size == 1 && info.source == "single") return make_memory_store();
+  const bool serve = info.rank == 0 && !info.store_served;
+  auto store = make_tcp_store(info.master_addr, info.master_port, serve, timeout);
+  if (!info.store_served) return store;
+  return with_prefix(std::move(store), fmt::format("r{}", info.restart_count));
+}
+
+}  // namespace
+
+Rendezvous::Rendezvous(const RendezvousInfo& info, Millis timeout)
+    : Rendezvous(info, nullptr, timeout) {}
+
+Rendezvous::Rendezvous(const RendezvousInfo& info, std::shared_ptr<Store> store, Millis timeout)
+    : info_(info), store_(std::move(store)) {
   log::set_rank(info.rank);
   try {
-    store_ = info.world_size == 1 && info.source == "single"
-                 ? make_memory_store()
-                 : make_tcp_store(info.master_addr, info.master_port, info.rank == 0, timeout);
+    if (!store_) store_ = open_store(info, timeout);
     check_token(*store_, info, timeout);
     if (info.rank == 0) store_->set("rdzv/job", random_hex(6));
     job_ = store_->get("rdzv/job", timeout);

@@ -156,6 +156,14 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // Why the communicator became unusable, or empty while it is healthy.
   std::string failure() const;
 
+  // Ends this communicator from outside, e.g. when elastic membership learns
+  // that a peer died or stalled: it becomes unusable with `reason` as its
+  // failure, and the operations running or queued on it end with PeerError
+  // naming `reason` where the backend can wake them (shm: at once, on every
+  // rank of the group; gloo and mpi: at their own peer detection or
+  // deadline). Thread-safe; later calls keep the first reason.
+  void abort(const std::string& reason);
+
  protected:
   // Backend implementations. Each runs synchronously and must return or throw
   // by ctx.deadline (TimeoutError naming the peers still missing, PeerError
@@ -180,6 +188,11 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // and identical on the members.
   virtual std::shared_ptr<Communicator> do_split(const std::vector<int>& members,
                                                  const std::string& name, const OpContext& ctx) = 0;
+
+  // The backend's part of abort(): wake this rank's waits (and, where the
+  // transport allows, the peers'). Called once, from any thread. Default:
+  // nothing to wake.
+  virtual void do_abort(const std::string& reason);
 
   // Runs every queued asynchronous operation to its end (each is bounded by
   // its deadline) and stops the background thread. Backend destructors call
@@ -215,6 +228,7 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   std::atomic<bool> failed_{false};  // set once failure_ is; read without the lock
   mutable std::mutex failure_mutex_;
   std::string failure_;  // guarded by failure_mutex_
+  bool aborted_ = false;  // abort() ran; guarded by failure_mutex_
 };
 
 // Checks that `t` is a tensor every operation accepts (CPU, contiguous,

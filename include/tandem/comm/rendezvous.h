@@ -10,6 +10,7 @@
 // MASTER_ADDR / MASTER_PORT default to 127.0.0.1 / 29500 under mpirun and srun.
 // TANDEM_RDZV_TOKEN, when set, must match on every process: one with a wrong
 // or missing token is refused with InvalidArgument and the job carries on.
+// TANDEM_STORE_SERVED=1 (tandem-run sets it): the launcher serves the store.
 // TANDEM_COMM_TIMEOUT and TANDEM_RDZV_TIMEOUT (seconds) set init()'s timeouts
 // where InitOptions leaves them unset; see resolve_timeouts().
 // Not thread-safe: call init() once per process, before other threads use it.
@@ -37,6 +38,10 @@ struct RendezvousInfo {
   std::string source = "single";  // "torchrun", "mpi", "slurm", "single"
   int restart_count = 0;          // TANDEM_RESTART_COUNT
   std::string token;              // TANDEM_RDZV_TOKEN, empty if unset
+  // TANDEM_STORE_SERVED=1: the launcher (tandem-run) serves the store, so
+  // rank 0 only connects to it, and the rendezvous keys of each restart go
+  // under "r<restart_count>/" of the one store.
+  bool store_served = false;
 };
 
 // Reads the variables above. Throws InvalidArgument naming the variable when
@@ -86,7 +91,8 @@ struct InitTimeouts {
 InitTimeouts resolve_timeouts(const InitOptions& options,
                               const env::Lookup& lookup = env::process_lookup());
 
-// A joined job: the store (rank 0 serves it at MASTER_ADDR:MASTER_PORT), the
+// A joined job: the store (rank 0, or tandem-run, serves it at
+// MASTER_ADDR:MASTER_PORT), the
 // token checked, and which ranks share a host. One per process; it can build
 // several communicators (e.g. to compare backends in one run).
 class Rendezvous {
@@ -96,6 +102,9 @@ class Rendezvous {
   // the address when the store cannot be reached; InvalidArgument when this
   // process's token is refused.
   Rendezvous(const RendezvousInfo& info, Millis timeout);
+  // The same over an existing store, already prefixed for this group (an
+  // elastic generation's); info.rank and info.world_size are the group's.
+  Rendezvous(const RendezvousInfo& info, std::shared_ptr<Store> store, Millis timeout);
   ~Rendezvous();
   Rendezvous(const Rendezvous&) = delete;
   Rendezvous& operator=(const Rendezvous&) = delete;

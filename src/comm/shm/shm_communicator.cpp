@@ -67,6 +67,10 @@ void ShmCommunicator::do_all_to_all(const at::Tensor& output, const at::Tensor& 
 
 void ShmCommunicator::do_barrier(const OpContext& ctx) { collectives_.barrier(ctx); }
 
+void ShmCommunicator::do_abort(const std::string& reason) {
+  segment_->post_abort(AbortKind::kPeer, reason);
+}
+
 void ShmCommunicator::do_send(const at::Tensor& tensor, int dst, int tag, const OpContext& ctx) {
   sends_[dst]->send(bytes_of(tensor), byte_size(tensor), tag, ctx);
 }

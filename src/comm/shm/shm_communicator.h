@@ -36,6 +36,8 @@ class ShmCommunicator final : public Communicator {
   void do_all_to_all(const at::Tensor& output, const at::Tensor& input,
                      const OpContext& ctx) override;
   void do_barrier(const OpContext& ctx) override;
+  // Posts the abort in the segment: every rank's waits end with PeerError.
+  void do_abort(const std::string& reason) override;
   void do_send(const at::Tensor& tensor, int dst, int tag, const OpContext& ctx) override;
   void do_recv(const at::Tensor& tensor, int src, int tag, const OpContext& ctx) override;
   std::shared_ptr<Communicator> do_split(const std::vector<int>& members, const std::string& name,
