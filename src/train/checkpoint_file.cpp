@@ -62,7 +62,7 @@ void put(std::string& out, T value) {
 }
 
 template <typename T>
-T get(const std::string& in, size_t offset) {
+T get(std::string_view in, size_t offset) {
   T value;
   std::memcpy(&value, in.data() + offset, sizeof(T));
   return value;
@@ -135,7 +135,7 @@ struct Preamble {
   std::string_view header;  // the JSON text, within the file
 };
 
-Preamble read_preamble(const std::string& path, const std::string& file) {
+Preamble read_preamble(const std::string& path, std::string_view file) {
   if (file.size() < kPreambleSize) {
     fail(path, file.size() < kMagic.size() ? "magic" : "header",
          fmt::format("the file is truncated: {} bytes, the fixed header alone is {}", file.size(),
@@ -309,29 +309,15 @@ void read_sections(const std::string& path, uint32_t version, const json& header
   }
 }
 
-}  // namespace
+// A checkpoint as its file lays it out: the fixed header and the JSON
+// header, then the payload's pieces (pointing into `ckpt`'s tensors, or into
+// contiguous CPU copies the pieces own).
+struct Encoded {
+  std::string head;
+  std::vector<Piece> pieces;
+};
 
-std::string write_checkpoint(const std::string& dir, const Checkpoint& ckpt) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) fail(dir, "directory", fmt::format("cannot create: {}", ec.message()));
-  const std::string name = fmt::format("step-{}.ckpt", ckpt.step);
-  const std::string path = (fs::path(dir) / name).string();
-  write_checkpoint_file(path, ckpt);
-  write_latest(dir, name);
-  return path;
-}
-
-void write_latest(const std::string& dir, const std::string& name) {
-  const std::string latest_text = name + "\n";
-  write_atomically(dir, (fs::path(dir) / "latest.tmp").string(),
-                   (fs::path(dir) / "latest").string(), {{latest_text.data(), latest_text.size()}});
-}
-
-void write_checkpoint_file(const std::string& path, const Checkpoint& ckpt) {
-  const std::string dir = fs::path(path).parent_path().string();
-  const std::string tmp = path + ".tmp";
-
+Encoded encode_parts(const Checkpoint& ckpt) {
   std::vector<Piece> pieces;
   for (const auto& [n, t] : ckpt.parameters) pieces.push_back(tensor_piece("parameter", n, t));
   for (const auto& [n, t] : ckpt.buffers) pieces.push_back(tensor_piece("buffer", n, t));
@@ -375,17 +361,67 @@ void write_checkpoint_file(const std::string& path, const Checkpoint& ckpt) {
                  {"payload_checksum", hex64(payload_checksum)},
                  {"sections", sections}};
   const std::string header_text = header.dump();
-  std::string preamble(kMagic);
-  put<uint32_t>(preamble, kCheckpointFormatVersion);
-  put<uint32_t>(preamble, static_cast<uint32_t>(ckpt.world_size));
-  put<uint64_t>(preamble, header_text.size());
-  put<uint64_t>(preamble, XXH3_64bits(header_text.data(), header_text.size()));
+  Encoded e;
+  e.head.assign(kMagic);
+  put<uint32_t>(e.head, kCheckpointFormatVersion);
+  put<uint32_t>(e.head, static_cast<uint32_t>(ckpt.world_size));
+  put<uint64_t>(e.head, header_text.size());
+  put<uint64_t>(e.head, XXH3_64bits(header_text.data(), header_text.size()));
+  e.head.append(header_text);
+  e.pieces = std::move(pieces);
+  return e;
+}
 
+}  // namespace
+
+std::string write_checkpoint(const std::string& dir, const Checkpoint& ckpt) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) fail(dir, "directory", fmt::format("cannot create: {}", ec.message()));
+  const std::string name = fmt::format("step-{}.ckpt", ckpt.step);
+  const std::string path = (fs::path(dir) / name).string();
+  write_checkpoint_file(path, ckpt);
+  write_latest(dir, name);
+  return path;
+}
+
+void write_latest(const std::string& dir, const std::string& name) {
+  const std::string latest_text = name + "\n";
+  write_atomically(dir, (fs::path(dir) / "latest.tmp").string(),
+                   (fs::path(dir) / "latest").string(), {{latest_text.data(), latest_text.size()}});
+}
+
+void write_checkpoint_file(const std::string& path, const Checkpoint& ckpt) {
+  const std::string dir = fs::path(path).parent_path().string();
+  const Encoded e = encode_parts(ckpt);
   std::vector<std::pair<const char*, size_t>> bytes;
-  bytes.emplace_back(preamble.data(), preamble.size());
-  bytes.emplace_back(header_text.data(), header_text.size());
-  for (const auto& p : pieces) bytes.emplace_back(p.data, p.nbytes);
-  write_atomically(dir.empty() ? "." : dir, tmp, path, bytes);
+  bytes.emplace_back(e.head.data(), e.head.size());
+  for (const auto& p : e.pieces) bytes.emplace_back(p.data, p.nbytes);
+  write_atomically(dir.empty() ? "." : dir, path + ".tmp", path, bytes);
+}
+
+std::string encode_checkpoint(const Checkpoint& ckpt) {
+  const Encoded e = encode_parts(ckpt);
+  size_t total = e.head.size();
+  for (const auto& p : e.pieces) total += p.nbytes;
+  std::string out;
+  out.reserve(total);
+  out.append(e.head);
+  for (const auto& p : e.pieces) out.append(p.data, p.nbytes);
+  return out;
+}
+
+Checkpoint decode_checkpoint(std::string_view bytes, const std::string& source) {
+  const Preamble p = read_preamble(source, bytes);
+  Checkpoint ckpt;
+  ckpt.path = source;
+  const json header = read_header_fields(source, p, ckpt);
+  const size_t payload_start = kPreambleSize + p.header.size();
+  const char* payload = bytes.data() + payload_start;
+  const uint64_t payload_size =
+      check_payload(source, header, payload, bytes.size() - payload_start);
+  read_sections(source, p.version, header, payload, payload_size, ckpt);
+  return ckpt;
 }
 
 Checkpoint read_checkpoint(const std::string& path) {
@@ -393,16 +429,7 @@ Checkpoint read_checkpoint(const std::string& path) {
   if (!in) fail(path, "file", "cannot open it");
   std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (in.bad()) fail(path, "file", "read failed");
-
-  const Preamble p = read_preamble(path, file);
-  Checkpoint ckpt;
-  ckpt.path = path;
-  const json header = read_header_fields(path, p, ckpt);
-  const size_t payload_start = kPreambleSize + p.header.size();
-  const char* payload = file.data() + payload_start;
-  const uint64_t payload_size = check_payload(path, header, payload, file.size() - payload_start);
-  read_sections(path, p.version, header, payload, payload_size, ckpt);
-  return ckpt;
+  return decode_checkpoint(file, path);
 }
 
 std::optional<std::string> find_latest_checkpoint(const std::string& dir) {

@@ -83,6 +83,16 @@ void write_checkpoint_file(const std::string& path, const Checkpoint& ckpt);
 // file and the field (magic, version, header, checksum, section ...).
 Checkpoint read_checkpoint(const std::string& path);
 
+// The bytes of the file write_checkpoint_file writes for `ckpt` (the same
+// format, built in memory: elastic training sends checkpoints between
+// ranks). Not collective.
+std::string encode_checkpoint(const Checkpoint& ckpt);
+// The reverse, with every check read_checkpoint makes; `source` names the
+// bytes in errors and becomes the result's `path` ("the in-memory commit
+// of rank 2 at step 7"). Throws CheckpointError naming `source` and the
+// field. The result owns its tensors (`bytes` may go away).
+Checkpoint decode_checkpoint(std::string_view bytes, const std::string& source);
+
 // Atomically points DIR/latest at `name` (a file or directory in DIR).
 void write_latest(const std::string& dir, const std::string& name);
 
