@@ -63,16 +63,11 @@ struct RankFile {
   std::map<std::string, at::Tensor> shards;
 };
 
-RankFile read_rank_file(const std::string& step_dir, int rank) {
-  const std::string path = rank_file(step_dir, rank);
-  if (!fs::exists(path)) {
-    fail(path, "file",
-         fmt::format("missing: the sharded checkpoint in '{}' lacks rank {}'s shard; it is "
-                     "incomplete (was the run killed while writing it?)",
-                     step_dir, rank));
-  }
+// Rank `rank`'s checkpoint with its sharding header checked.
+RankFile rank_file_of(Checkpoint ckpt, int rank) {
   RankFile f;
-  f.ckpt = read_checkpoint(path);
+  f.ckpt = std::move(ckpt);
+  const std::string& path = f.ckpt.path;
   if (f.ckpt.sharding.empty()) fail(path, "sharding", "absent: this is not a sharded checkpoint");
   try {
     json sharding = json::parse(f.ckpt.sharding);
@@ -86,6 +81,17 @@ RankFile read_rank_file(const std::string& step_dir, int rank) {
   }
   for (auto& [n, t] : f.ckpt.shards) f.shards.emplace(n, t);
   return f;
+}
+
+Checkpoint read_rank_file(const std::string& step_dir, int rank) {
+  const std::string path = rank_file(step_dir, rank);
+  if (!fs::exists(path)) {
+    fail(path, "file",
+         fmt::format("missing: the sharded checkpoint in '{}' lacks rank {}'s shard; it is "
+                     "incomplete (was the run killed while writing it?)",
+                     step_dir, rank));
+  }
+  return read_checkpoint(path);
 }
 
 parallel::FlatLayout layout_from_json(const json& g, const std::string& path,
@@ -133,7 +139,7 @@ at::Tensor shard_of(const RankFile& f, const std::string& name) {
 // Group g's flat vector of `field` ("param" or an optimizer field) over all
 // files, checking each slice's length.
 at::Tensor gather_flat(const std::vector<RankFile>& files, size_t g, const std::string& field,
-                       int64_t numel, const std::string& step_dir) {
+                       int64_t numel) {
   const int world = static_cast<int>(files.size());
   std::vector<at::Tensor> parts;
   for (int r = 0; r < world; ++r) {
@@ -142,7 +148,7 @@ at::Tensor gather_flat(const std::vector<RankFile>& files, size_t g, const std::
     at::Tensor t = shard_of(files[r], key);
     if (!t.defined() && range.numel == 0) continue;
     if (!t.defined() || t.numel() != range.numel) {
-      fail(rank_file(step_dir, r), fmt::format("shard '{}'", key),
+      fail(files[r].ckpt.path, fmt::format("shard '{}'", key),
            t.defined() ? fmt::format("{} elements, but rank {} of {} owns {}", t.numel(), r, world,
                                      range.numel)
                        : "missing");
@@ -153,6 +159,27 @@ at::Tensor gather_flat(const std::vector<RankFile>& files, size_t g, const std::
 }
 
 }  // namespace
+
+Checkpoint shard_checkpoint(Checkpoint base, const ShardedState& state, int rank, int world_size) {
+  TANDEM_CHECK(base.parameters.empty() && base.optimizer_state.empty(),
+               "shard_checkpoint: whole parameters and optimizer blobs do not belong in a "
+               "sharded checkpoint");
+  TANDEM_CHECK(world_size >= 1 && rank >= 0 && rank < world_size,
+               "shard_checkpoint: rank {} of world size {}", rank, world_size);
+  base.world_size = world_size;
+  if (rank != 0) base.buffers.clear();
+  base.sharding = json{{"rank", rank}, {"groups", layout_json(state)}}.dump();
+  base.shards.clear();
+  for (size_t g = 0; g < state.groups.size(); ++g) {
+    const auto& grp = state.groups[g];
+    base.shards.emplace_back(fmt::format("g{}/param", g), grp.params);
+    for (const auto& [field, t] : grp.optimizer) {
+      TANDEM_CHECK(field != "param", "ShardGroup: an optimizer field may not be named 'param'");
+      base.shards.emplace_back(fmt::format("g{}/{}", g, field), t);
+    }
+  }
+  return base;
+}
 
 std::string write_sharded_checkpoint(const std::string& dir, Checkpoint base,
                                      const ShardedState& state, Communicator& comm) {
@@ -166,19 +193,8 @@ std::string write_sharded_checkpoint(const std::string& dir, Checkpoint base,
     std::error_code ec;
     fs::create_directories(step_dir, ec);
     if (ec) fail(step_dir, "directory", fmt::format("cannot create: {}", ec.message()));
-    base.world_size = comm.size();
-    if (comm.rank() != 0) base.buffers.clear();
-    base.sharding = json{{"rank", comm.rank()}, {"groups", layout_json(state)}}.dump();
-    base.shards.clear();
-    for (size_t g = 0; g < state.groups.size(); ++g) {
-      const auto& grp = state.groups[g];
-      base.shards.emplace_back(fmt::format("g{}/param", g), grp.params);
-      for (const auto& [field, t] : grp.optimizer) {
-        TANDEM_CHECK(field != "param", "ShardGroup: an optimizer field may not be named 'param'");
-        base.shards.emplace_back(fmt::format("g{}/{}", g, field), t);
-      }
-    }
-    write_checkpoint_file(rank_file(step_dir, comm.rank()), base);
+    write_checkpoint_file(rank_file(step_dir, comm.rank()),
+                          shard_checkpoint(std::move(base), state, comm.rank(), comm.size()));
   } catch (const std::exception& e) {
     error = e.what();
   }
@@ -205,12 +221,27 @@ bool is_sharded_checkpoint(const std::string& path) {
 LoadedShards read_sharded_checkpoint(const std::string& step_dir, int rank, int world_size) {
   TANDEM_CHECK(world_size >= 1 && rank >= 0 && rank < world_size,
                "read_sharded_checkpoint: rank {} of world size {}", rank, world_size);
-  std::vector<RankFile> files;
+  std::vector<Checkpoint> files;
   files.push_back(read_rank_file(step_dir, 0));
-  const int saved = files[0].ckpt.world_size;
-  for (int r = 1; r < saved; ++r) {
-    files.push_back(read_rank_file(step_dir, r));
+  for (int r = 1; r < files[0].world_size; ++r) files.push_back(read_rank_file(step_dir, r));
+  return reshard_checkpoints(std::move(files), rank, world_size);
+}
+
+LoadedShards reshard_checkpoints(std::vector<Checkpoint> checkpoints, int rank, int world_size) {
+  TANDEM_CHECK(world_size >= 1 && rank >= 0 && rank < world_size,
+               "reshard_checkpoints: rank {} of world size {}", rank, world_size);
+  TANDEM_CHECK(!checkpoints.empty(), "reshard_checkpoints: no rank's checkpoint given");
+  const int saved = checkpoints[0].world_size;
+  if (static_cast<int>(checkpoints.size()) != saved) {
+    fail(checkpoints[0].path, "world_size",
+         fmt::format("written by {} ranks, but {} ranks' shards are at hand", saved,
+                     checkpoints.size()));
+  }
+  std::vector<RankFile> files;
+  for (int r = 0; r < saved; ++r) {
+    files.push_back(rank_file_of(std::move(checkpoints[r]), r));
     const Checkpoint& c = files.back().ckpt;
+    if (r == 0) continue;
     if (c.world_size != saved || c.step != files[0].ckpt.step) {
       fail(c.path, "step",
            fmt::format("step {} of a {}-rank run, but rank 0's file is step {} of a {}-rank run; "
@@ -231,7 +262,7 @@ LoadedShards read_sharded_checkpoint(const std::string& step_dir, int rank, int 
     ShardGroup grp;
     grp.layout = layout_from_json(files[0].groups[g], path0, grp.names);
     const ShardRange mine = shard_range(grp.layout.numel, world_size, rank);
-    at::Tensor flat = gather_flat(files, g, "param", grp.layout.numel, step_dir);
+    at::Tensor flat = gather_flat(files, g, "param", grp.layout.numel);
     grp.params = flat.defined() ? flat.narrow(0, mine.offset, mine.numel).clone()
                                 : at::empty({0}, at::TensorOptions().dtype(grp.layout.dtype));
     // Optimizer fields, named as on the first rank that has any.
@@ -255,7 +286,7 @@ LoadedShards read_sharded_checkpoint(const std::string& step_dir, int rank, int 
       }
     }
     for (const auto& field : fields) {
-      at::Tensor full = gather_flat(files, g, field, grp.layout.numel, step_dir);
+      at::Tensor full = gather_flat(files, g, field, grp.layout.numel);
       grp.optimizer.emplace_back(field, full.narrow(0, mine.offset, mine.numel).clone());
     }
     for (auto& [field, t] : counters) grp.optimizer.emplace_back(field, t.clone());

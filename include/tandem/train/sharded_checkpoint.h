@@ -17,6 +17,12 @@
 // DIR/latest names step-<N> only after every rank's file is complete, so a
 // crash mid-write leaves the previous checkpoint as the latest.
 //
+// The same rank checkpoints also travel in memory (elastic training keeps
+// each rank's shard on a buddy rank): shard_checkpoint builds one,
+// encode_checkpoint / decode_checkpoint (checkpoint_file.h) carry it, and
+// reshard_checkpoints verifies and reshards them as read_sharded_checkpoint
+// does the files.
+//
 // write_sharded_checkpoint is collective; reading is not (each rank reads
 // the files it needs). Not thread-safe.
 #pragma once
@@ -62,6 +68,14 @@ struct ShardedState {
 std::string write_sharded_checkpoint(const std::string& dir, Checkpoint base,
                                      const ShardedState& state, Communicator& comm);
 
+// The checkpoint of rank `rank` of `world_size` for `state`, as
+// write_sharded_checkpoint writes it to DIR/step-<N>/rank-<r>.ckpt: `base`'s
+// step, sampler position, seed, meta and RNG state, the layout and shards of
+// `state` (the tensors are shared, not copied), and for rank 0 `base`'s
+// buffers. InvalidArgument unless base.parameters and base.optimizer_state
+// are empty. Not collective.
+Checkpoint shard_checkpoint(Checkpoint base, const ShardedState& state, int rank, int world_size);
+
 // True if `path` (e.g. from latest_checkpoint) is a sharded checkpoint's
 // step directory.
 bool is_sharded_checkpoint(const std::string& path);
@@ -79,6 +93,14 @@ struct LoadedShards {
 // CheckpointError naming the file and the field.
 LoadedShards read_sharded_checkpoint(const std::string& step_dir, int rank, int world_size);
 
+// What read_sharded_checkpoint does once the files are read, for rank
+// checkpoints already in memory: `checkpoints[q]` is rank q's (from
+// shard_checkpoint, or decoded), its `path` naming it in errors. Verifies
+// them (one per saved rank, equal layouts and steps, every shard's length)
+// and returns `rank`'s share at `world_size`. Throws CheckpointError naming
+// the checkpoint and the field. Not collective.
+LoadedShards reshard_checkpoints(std::vector<Checkpoint> checkpoints, int rank, int world_size);
+
 // Throws CheckpointError (naming the checkpoint and the first difference)
 // unless the saved groups have the same names, shapes, dtypes and order as
 // `current` (the layout of the model being restored).
@@ -93,7 +115,8 @@ void consolidate_checkpoint(const std::string& step_dir, const std::string& out)
 // The state of `optimizer` for one parameter tensor as named tensors, in the
 // ShardGroup::optimizer convention (SGD: momentum_buffer; Adam and AdamW:
 // exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad, and "step" as one int64).
-// Empty when the optimizer has no state for it yet. NotSupported for other
+// Empty when the optimizer has no state for it yet. The tensors are flat
+// copies, never views of the optimizer's state. NotSupported for other
 // optimizers.
 std::vector<std::pair<std::string, at::Tensor>> optimizer_state_of(
     const torch::optim::Optimizer& optimizer, const at::Tensor& param);
