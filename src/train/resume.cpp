@@ -8,10 +8,7 @@
 #include "tandem/core/error.h"
 
 namespace tandem::train {
-namespace {
 
-// The settings a resumed run must share with the run that wrote the checkpoint
-// for the data order and the optimizer state to carry over.
 std::map<std::string, std::string> run_meta(const TrainerOptions& o, int world) {
   return {{"model", std::string(name_of(o.model.kind))},
           {"data", o.data.source},
@@ -21,6 +18,8 @@ std::map<std::string, std::string> run_meta(const TrainerOptions& o, int world) 
           {"optimizer", std::string(name_of(o.optimizer.kind))},
           {"strategy", std::string(name_of(o.strategy.kind))}};
 }
+
+namespace {
 
 void check_meta(const Checkpoint& ckpt, const TrainerOptions& o, int world) {
   for (const auto& [key, value] : run_meta(o, world)) {
@@ -51,6 +50,8 @@ void check_meta(const Checkpoint& ckpt, const TrainerOptions& o, int world) {
   }
 }
 
+}  // namespace
+
 // A sharded checkpoint may be resumed at another world size with the same
 // global batch: the sampler deals the epoch out with stride world_size, so
 // the samples of global step s are the same whatever the world size, and
@@ -69,7 +70,24 @@ void rescale_sampler_position(Checkpoint& ckpt, int saved_world, int world) {
   ckpt.world_size = world;
 }
 
-}  // namespace
+ResumePoint read_resume_point(const TrainerOptions& o, const std::string& path, int rank,
+                              int world_size, std::optional<int> written_world) {
+  const int meta_world = written_world.value_or(world_size);
+  ResumePoint point;
+  if (is_sharded_checkpoint(path)) {
+    point.shards = read_sharded_checkpoint(path, rank, world_size);
+    point.base = point.shards->base;
+    point.base.path = path;
+    check_meta(point.base, o, meta_world);
+    rescale_sampler_position(point.base, point.shards->saved_world_size, world_size);
+  } else {
+    point.base = read_checkpoint(path);
+    if (!written_world) check_world_size(point.base, world_size);
+    check_meta(point.base, o, meta_world);
+    rescale_sampler_position(point.base, point.base.world_size, world_size);
+  }
+  return point;
+}
 
 std::optional<ResumePoint> find_resume_point(const TrainerOptions& o, int rank, int world_size) {
   const CheckpointConfig& c = o.checkpoint;
@@ -77,19 +95,7 @@ std::optional<ResumePoint> find_resume_point(const TrainerOptions& o, int rank, 
   const std::optional<std::string> latest =
       c.resume == ResumeMode::kRequire ? latest_checkpoint(c.dir) : find_latest_checkpoint(c.dir);
   if (!latest) return std::nullopt;  // kIfPresent: nothing completed yet
-  ResumePoint point;
-  if (is_sharded_checkpoint(*latest)) {
-    point.shards = read_sharded_checkpoint(*latest, rank, world_size);
-    point.base = point.shards->base;
-    point.base.path = *latest;
-    check_meta(point.base, o, world_size);
-    rescale_sampler_position(point.base, point.shards->saved_world_size, world_size);
-  } else {
-    point.base = read_checkpoint(*latest);
-    check_world_size(point.base, world_size);
-    check_meta(point.base, o, world_size);
-  }
-  return point;
+  return read_resume_point(o, *latest, rank, world_size);
 }
 
 void restore(const ResumePoint& point, Strategy& strategy) {

@@ -34,6 +34,28 @@ struct ResumePoint {
 // there is none, for a corrupt or truncated file, for settings that differ.
 std::optional<ResumePoint> find_resume_point(const TrainerOptions& o, int rank, int world_size);
 
+// Reads the checkpoint at `path` (a whole-model file or a sharded step
+// directory) for `rank` of `world_size` and checks it against `o`, as
+// find_resume_point does DIR/latest. With `written_world` (elastic training
+// falling back on disk, elastic_state.h): the settings are checked as those
+// of a run of `written_world` ranks (the generation that lost its state),
+// and a whole-model checkpoint of another world size has its sampler
+// position rescaled as a sharded one's is. Not collective. Throws
+// CheckpointError naming the file and the field.
+ResumePoint read_resume_point(const TrainerOptions& o, const std::string& path, int rank,
+                              int world_size, std::optional<int> written_world = std::nullopt);
+
+// The settings a checkpoint written by `world_size` ranks of a run with
+// options `o` records in its meta, and a resumed run must share for the
+// data order and the optimizer state to carry over (model, data, global
+// batch, dtype, optimizer, strategy).
+std::map<std::string, std::string> run_meta(const TrainerOptions& o, int world_size);
+
+// Moves ckpt.samples_in_epoch (per rank) from `saved_world` ranks to
+// `world` and sets ckpt.world_size = world. CheckpointError naming the
+// checkpoint when the samples consumed do not split evenly over `world`.
+void rescale_sampler_position(Checkpoint& ckpt, int saved_world, int world);
+
 // Restores `point` into `strategy`: the model and optimizer state (and a
 // sharded checkpoint's buffers) and the CPU RNG. Collective for the sharded
 // strategies (ZeRO-1/2 gather the parameters).
