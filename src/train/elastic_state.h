@@ -52,11 +52,22 @@ class StateReplica {
   // takes: for ddp the whole state (sent from a survivor to the joiners),
   // for zero1-3 this rank's shard of comm.size(). Throws CheckpointError
   // when redundancy is lost and no on-disk checkpoint exists.
+  // When redundancy is lost (every rank under ddp; under zero1-3 an old
+  // rank and its buddy), every rank falls back on --checkpoint-dir's latest
+  // checkpoint at the new world size (its step may be older than `step`)
+  // and new rank 0 log::warns why. InvalidArgument on every rank when the
+  // ranks pass different steps or old world sizes, or a rank the plan needs
+  // holds no commit of `step`. Bounded by the communicator's timeout.
   ResumePoint recover(Communicator& comm, int64_t step, const std::vector<int>& old_rank,
                       int old_world);
 
   // Drops every commit (after recover(), the old generation's are stale).
   void clear();
+
+  // The number of the generation whose commits this replica holds, for
+  // messages ("ranks 1 and 2 of generation 3 both died"); 0 at first, and
+  // one more after each recover() unless set again.
+  void set_generation(int64_t generation);
 
  private:
   struct Impl;
