@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <functional>
@@ -66,7 +67,7 @@ std::unique_ptr<Member> build(const TrainerOptions& o, const std::shared_ptr<Com
   auto m = std::make_unique<Member>();
   at::manual_seed(o.run.seed);
   m->model = make_model(o.model.kind);
-  m->model.ptr()->to(at::kDouble);
+  if (o.model.dtype == Dtype::kFloat64) m->model.ptr()->to(at::kDouble);
   m->strategy = make_strategy(o, m->model.ptr(), comm, nullptr);
   m->ctx.forward = [model = &m->model](const at::Tensor& x) { return model->forward(x); };
   return m;
@@ -431,6 +432,74 @@ TEST(ElasticState, AFailedCommitDoesNotCountAndKeepsTheLastComplete) {
       {.timeout = std::chrono::milliseconds(60'000), .env = {}});
   expect_dead_and_survivors(results, {3});
   expect_same_state(o, ref.path().string(), got.path().string());
+}
+
+// Not a timed test: what commit() costs beside a training step, printed as
+// JSON lines by rank 0 of 2 ranks (mlp and gpt-mini in float32, ddp and
+// zero2 and zero3 under AdamW, the median of 8 steps after 2), with what
+// copying the module alone costs (module_copy_ms: for ddp, the rest of the
+// commit is serializing the optimizer state). Run it by hand:
+//   train_test --gtest_also_run_disabled_tests --gtest_filter='*CommitCost*'
+TEST(ElasticState, DISABLED_CommitCostBesideTheStep) {
+  using Clock = std::chrono::steady_clock;
+  for (const std::string model : {"mlp", "gpt-mini"}) {
+    for (const std::string strategy : {"ddp", "zero2", "zero3"}) {
+      TrainerOptions o = options(strategy);
+      o.model.kind = parse_choice<ModelKind>(model);
+      o.model.dtype = Dtype::kFloat32;
+      o.optimizer.kind = OptimizerKind::kAdamW;
+      const auto results = tandem::testing::run_ranks(2, [&](int rank, int size, int port) {
+        auto comm = tandem::testing::shm_rank(rank, size, port, "e15-cost", Millis(60'000));
+        auto m = build(o, comm);
+        StateReplica replica(o);
+        const ModelInput in = input_spec(o.model.kind);
+        const int64_t n = model == "mlp" ? 32 : 8;
+        std::vector<double> commit_ms, step_ms, copy_ms;
+        for (int64_t s = 0; s < 10; ++s) {
+          const auto t0 = Clock::now();
+          replica.commit(*m->strategy, *comm, position(s));
+          const auto t1 = Clock::now();
+          at::Tensor x = at::arange(n * in.sample_shape[0], at::kLong) * 7 + s + rank;
+          Batch b;
+          b.input = in.dtype == at::kLong ? at::remainder(x, in.token_range)
+                                          : at::sin(x.to(at::kFloat) * 0.01);
+          b.input = b.input.reshape(in.input_shape(n));
+          const auto target_shape = in.target_batch_shape(n);
+          int64_t target_numel = 1;
+          for (int64_t d : target_shape) target_numel *= d;
+          b.target = at::remainder(at::arange(target_numel, at::kLong) * 3 + s, in.classes)
+                         .reshape(target_shape);
+          m->strategy->train_step(b, o.optimizer.lr, m->ctx);
+          const auto t2 = Clock::now();
+          // What a commit of the module alone costs (copies, no serialization).
+          Checkpoint module_only;
+          capture_module(*m->strategy->module(), module_only);
+          const auto t3 = Clock::now();
+          if (s < 2) continue;
+          copy_ms.push_back(std::chrono::duration<double, std::milli>(t3 - t2).count());
+          commit_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+          step_ms.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+        }
+        std::sort(commit_ms.begin(), commit_ms.end());
+        std::sort(step_ms.begin(), step_ms.end());
+        std::sort(copy_ms.begin(), copy_ms.end());
+        const double c = commit_ms[commit_ms.size() / 2];
+        const double t = step_ms[step_ms.size() / 2];
+        if (rank == 0) {
+          std::printf(
+              "{\"model\": \"%s\", \"strategy\": \"%s\", \"world_size\": 2, \"batch\": %ld, "
+              "\"commit_ms\": %.3f, \"step_ms\": %.3f, \"commit_over_step\": %.4f, "
+              "\"module_copy_ms\": %.3f}\n",
+              model.c_str(), strategy.c_str(), static_cast<long>(n), c, t, c / t,
+              copy_ms[copy_ms.size() / 2]);
+          std::fflush(stdout);
+        }
+      });
+      for (const auto& r : results) EXPECT_TRUE(r.ok()) << r.how() << "\n" << r.output;
+      const std::string& out = results[0].output;
+      std::printf("%s", out.substr(out.find("{\"model\"")).c_str());
+    }
+  }
 }
 
 }  // namespace
