@@ -26,6 +26,7 @@
 #include <map>
 #include <optional>
 
+#include "tandem/comm/rendezvous.h"
 #include "tandem/core/error.h"
 #include "tandem/train/models/models.h"
 #include "tests/support/multiproc.h"
@@ -35,6 +36,7 @@
 namespace tandem::train {
 namespace {
 
+using testing::expect_error;
 using testing::TempDir;
 
 constexpr int kOldWorld = 4;
@@ -432,6 +434,42 @@ TEST(ElasticState, AFailedCommitDoesNotCountAndKeepsTheLastComplete) {
       {.timeout = std::chrono::milliseconds(60'000), .env = {}});
   expect_dead_and_survivors(results, {3});
   expect_same_state(o, ref.path().string(), got.path().string());
+}
+
+// One rank (no buddy under zero2): a commit and its recovery in one process,
+// and the calls a trainer can get wrong.
+TEST(ElasticState, OneRankRecoversItsOwnCommitAndBadCallsAreNamed) {
+  auto comm = tandem::init(RendezvousInfo{}, {});
+  for (const std::string strategy : {"ddp", "zero2"}) {
+    SCOPED_TRACE(strategy);
+    const TrainerOptions o = options(strategy);
+    auto m = build(o, comm);
+    StateReplica replica(o);
+    EXPECT_TRUE(replica.committed_steps().empty());
+    replica.commit(*m->strategy, *comm, position(0));
+    m->strategy->train_step(batch(0, 0, kBatch), o.optimizer.lr, m->ctx);
+    replica.commit(*m->strategy, *comm, position(1));
+    const uint64_t want = m->strategy->state_digest();
+    EXPECT_EQ(replica.committed_steps(), (std::vector<int64_t>{1, 0}));
+
+    expect_error<InvalidArgument>(
+        [&] {
+          replica.recover(*comm, 1, {0, -1}, 1);
+        },
+        {"2 old ranks given for a generation of 1 ranks"});
+    expect_error<InvalidArgument>([&] { replica.recover(*comm, 1, {2}, 2); },
+                                  {"new rank 0 has old rank 2", "2-rank old generation"});
+    expect_error<InvalidArgument>([&] { replica.recover(*comm, 5, {0}, 1); },
+                                  {"holds no in-memory commit of step 5"});
+
+    const ResumePoint point = replica.recover(*comm, 1, {0}, 1);
+    auto fresh = build(o, comm);
+    EXPECT_NE(fresh->strategy->state_digest(), want);
+    restore(point, *fresh->strategy);
+    EXPECT_EQ(fresh->strategy->state_digest(), want);
+    replica.clear();
+    EXPECT_TRUE(replica.committed_steps().empty());
+  }
 }
 
 // Not a timed test: what commit() costs beside a training step, printed as
