@@ -334,7 +334,11 @@ void Coordinator::State::try_start() {
   const size_t min = static_cast<size_t>(options.min_workers);
   const auto now = Clock::now();
   if (pending.size() >= max || (pending.size() >= min && now - last_join >= options.settle)) {
-    decide(std::vector<int>(pending.begin(), pending.begin() + std::min(max, pending.size())));
+    // The first max_workers to ask, in id order: the initial workers' ids
+    // are their launcher ranks, so generation 0 keeps RANK.
+    std::vector<int> first(pending.begin(), pending.begin() + std::min(max, pending.size()));
+    std::sort(first.begin(), first.end());
+    decide(std::move(first));
     return;
   }
   if (pending.size() >= min) return;  // settling

@@ -91,9 +91,9 @@ TEST(ElasticCoordinator, StartsOnceMaxWorkersJoined) {
   job.coordinator->poll();
   ASSERT_EQ(job.coordinator->generations(), 1);
   EXPECT_EQ(job.value("gen/decided"), "1");
-  EXPECT_EQ(job.value(members_key(0)), "2,0,1");  // join order
+  EXPECT_EQ(job.value(members_key(0)), "0,1,2");  // id order: initial ids are ranks
   EXPECT_EQ(job.json(cause_key(0))["cause"], "start");
-  EXPECT_TRUE(job.said("tandem-run: generation 0: members 2,0,1 (3 workers), at the start"))
+  EXPECT_TRUE(job.said("tandem-run: generation 0: members 0,1,2 (3 workers), at the start"))
       << job.all_lines();
   EXPECT_FALSE(job.coordinator->finished());
 }
@@ -114,29 +114,29 @@ TEST(ElasticCoordinator, StartsWithMinWorkersAfterTheSettleTime) {
 
 TEST(ElasticCoordinator, FailureByExitRecordEndsTheGenerationAndFormsTheNext) {
   Job job(opts(2, 3));
-  start(job, {2, 0, 1});
-  record_exit(*job.store, 0, "signal SIGKILL");
+  start(job, {5, 0, 1});  // members 0,1,5: worker 5 is rank 2
+  record_exit(*job.store, 5, "signal SIGKILL");
   job.coordinator->poll();
   auto end = job.json(end_key(0));
   EXPECT_EQ(end["reason"], "failure");
-  EXPECT_EQ(end["message"], "rank 1 (worker 0) died: signal SIGKILL");
+  EXPECT_EQ(end["message"], "rank 2 (worker 5) died: signal SIGKILL");
   // Generation 1 waits for every live member to leave generation 0.
-  job.leave(0, 2);
-  job.coordinator->poll();
-  EXPECT_EQ(job.coordinator->generations(), 1);
   job.leave(0, 1);
   job.coordinator->poll();
+  EXPECT_EQ(job.coordinator->generations(), 1);
+  job.leave(0, 0);
+  job.coordinator->poll();
   ASSERT_EQ(job.coordinator->generations(), 2) << job.all_lines();
-  EXPECT_EQ(job.value(members_key(1)), "2,1");
+  EXPECT_EQ(job.value(members_key(1)), "0,1");
   auto cause = job.json(cause_key(1));
   EXPECT_EQ(cause["cause"], "failure");
-  EXPECT_EQ(cause["worker"], 0);
-  EXPECT_EQ(cause["rank"], 1);
+  EXPECT_EQ(cause["worker"], 5);
+  EXPECT_EQ(cause["rank"], 2);
   EXPECT_EQ(cause["how"], "signal SIGKILL");
   EXPECT_TRUE(cause["detect_s"].is_null());
   EXPECT_GT(cause["seen_unix_ms"].get<int64_t>(), 0);
   EXPECT_TRUE(
-      job.said("tandem-run: generation 1: members 2,1 (2 workers), after rank 1 (worker 0) died: "
+      job.said("tandem-run: generation 1: members 0,1 (2 workers), after rank 2 (worker 5) died: "
                "signal SIGKILL"))
       << job.all_lines();
 }
