@@ -33,9 +33,10 @@ void write_stderr(std::string_view data) {
 std::vector<std::string> child_environment(int ranks, bool independent, int r, int port) {
   launch::LaunchOptions world;
   world.nproc_per_node = independent ? 1 : ranks;
-  return launch::worker_environment(
-      launch::current_environment(), world,
-      {.local_rank = independent ? 0 : r, .restart_count = 0, .master_port = port});
+  launch::WorkerIdentity who;  // store_served stays false: rank 0 serves the store here
+  who.local_rank = independent ? 0 : r;
+  who.master_port = port;
+  return launch::worker_environment(launch::current_environment(), world, who);
 }
 
 std::vector<nlohmann::json> json_lines(const std::string& text) {

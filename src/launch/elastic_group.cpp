@@ -75,7 +75,8 @@ void ElasticGroup::start(const std::string& program_path,
                                                 .restart_count = 0,
                                                 .master_port = master_port_,
                                                 .worker_id = rank,
-                                                .joining = false}));
+                                                .joining = false,
+                                                .store_served = true}));
   }
 }
 
@@ -191,7 +192,8 @@ void ElasticGroup::replace(const Worker& failed, const std::string& how) {
                                               .restart_count = restarts_,
                                               .master_port = master_port_,
                                               .worker_id = id,
-                                              .joining = true}));
+                                              .joining = true,
+                                              .store_served = true}));
 }
 
 // Once the job is over, workers that do not exit by themselves are stopped:

@@ -55,7 +55,8 @@ void ProcessGroup::start(const std::string& program_path, const std::vector<std:
                                                 .restart_count = attempt_,
                                                 .master_port = master_port,
                                                 .worker_id = std::nullopt,
-                                                .joining = false}));
+                                                .joining = false,
+                                                .store_served = true}));
   }
 }
 

@@ -34,7 +34,8 @@ WorkerIdentity identity(int local_rank, int restart_count, int master_port,
           .restart_count = restart_count,
           .master_port = master_port,
           .worker_id = worker_id,
-          .joining = joining};
+          .joining = joining,
+          .store_served = true};
 }
 
 std::map<std::string, std::string> as_map(const std::vector<std::string>& env) {
@@ -206,6 +207,17 @@ TEST(LaunchOptions, WorkerEnvironmentKeepsUserThreadCounts) {
   EXPECT_EQ(env["RANK"], "0");
   EXPECT_EQ(env["WORLD_SIZE"], "1");
   EXPECT_EQ(env["MASTER_PORT"], "1234");
+}
+
+TEST(LaunchOptions, StoreServedOnlyWhenTheLauncherServesIt) {
+  LaunchOptions o;
+  o.command = {"prog"};
+  WorkerIdentity w;  // store_served = false: rank 0 serves (the benchmarks' child ranks)
+  auto env = as_map(worker_environment({"TANDEM_STORE_SERVED=1"}, o, w));
+  EXPECT_EQ(env.count("TANDEM_STORE_SERVED"), 0u);  // an inherited one is dropped
+  w.store_served = true;
+  env = as_map(worker_environment({}, o, w));
+  EXPECT_EQ(env["TANDEM_STORE_SERVED"], "1");
 }
 
 TEST(LaunchOptions, ElasticFlags) {

@@ -104,13 +104,19 @@ struct WorkerIdentity {
   // (TANDEM_ELASTIC_JOIN=1).
   std::optional<int> worker_id;
   bool joining = false;
+  // Whether the launcher serves the job's store (TANDEM_STORE_SERVED=1), so
+  // that rank 0 only connects; tandem-run's groups set it, the benchmarks'
+  // child ranks (where rank 0 serves) do not.
+  bool store_served = false;
 };
 
 // The worker's environment: `base` ("NAME=value" entries, usually the
 // launcher's own) with MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE,
 // LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, TANDEM_NODE_RANK,
-// TANDEM_RESTART_COUNT, TORCHELASTIC_RESTART_COUNT and TANDEM_STORE_SERVED=1
-// set (replacing any inherited value); in an elastic job also TANDEM_ELASTIC,
+// TANDEM_RESTART_COUNT, TORCHELASTIC_RESTART_COUNT and, with
+// worker.store_served, TANDEM_STORE_SERVED=1 set (replacing any inherited
+// value; without store_served an inherited TANDEM_STORE_SERVED is dropped);
+// in an elastic job also TANDEM_ELASTIC,
 // TANDEM_WORKER_ID, TANDEM_HEARTBEAT_TIMEOUT and, for a replacement,
 // TANDEM_ELASTIC_JOIN=1 (launch/elastic_protocol.h); and OMP_NUM_THREADS=1 / OPENBLAS_NUM_THREADS=1
 // added unless `base` already sets them, so N workers do not each start one thread per core.
