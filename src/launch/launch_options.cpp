@@ -209,7 +209,7 @@ std::vector<std::string> worker_environment(const std::vector<std::string>& base
   // An inherited TANDEM_STORE_SERVED (a job started inside a tandem-run
   // worker) must not tell these workers that someone serves their store.
   std::erase_if(env, [](const std::string& e) { return name_of(e) == "TANDEM_STORE_SERVED"; });
-  if (w.store_served) env.push_back("TANDEM_STORE_SERVED=1");
+  if (w.store_served) env.push_back(fmt::format("TANDEM_STORE_SERVED={}", 1));
   if (o.elastic) {
     // A replacement keeps its original rank but may join any generation;
     // the worker side ignores RANK/WORLD_SIZE under TANDEM_ELASTIC_JOIN.

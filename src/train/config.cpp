@@ -188,6 +188,10 @@ const ConfigKey kKeys[] = {
      "continue from DIR/latest of --checkpoint-dir with the same data order, or start at step 0 "
      "if there is none yet; --resume=require fails instead",
      choice_field<kT, &T::checkpoint, &Ckpt::resume>(true)},
+    {"elastic-batch",
+     "under elastic tandem-run: keep the global batch and sample order when workers leave or "
+     "join (global), or the per-rank batch, scaling the learning rate (per-rank)",
+     choice_field<kT, &T::elastic, &ElasticConfig::batch>()},
 };
 
 size_t edit_distance(std::string_view a, std::string_view b) {

@@ -10,13 +10,17 @@
 namespace tandem::train {
 
 std::map<std::string, std::string> run_meta(const TrainerOptions& o, int world) {
-  return {{"model", std::string(name_of(o.model.kind))},
+  std::map<std::string, std::string> meta = {{"model", std::string(name_of(o.model.kind))},
           {"data", o.data.source},
           {"dataset_size", std::to_string(o.data.synthetic_size)},
           {"global_batch", std::to_string(o.run.batch_size * world)},
           {"dtype", std::string(name_of(o.model.dtype))},
           {"optimizer", std::string(name_of(o.optimizer.kind))},
           {"strategy", std::string(name_of(o.strategy.kind))}};
+  // An elastic run counts its sampler position in global samples, which no
+  // world size changes.
+  if (o.elastic.enabled) meta["position"] = "global";
+  return meta;
 }
 
 namespace {
@@ -58,6 +62,11 @@ void check_meta(const Checkpoint& ckpt, const TrainerOptions& o, int world) {
 // only the per-rank position changes.
 void rescale_sampler_position(Checkpoint& ckpt, int saved_world, int world) {
   if (saved_world == world) return;
+  auto position = ckpt.meta.find("position");
+  if (position != ckpt.meta.end() && position->second == "global") {
+    ckpt.world_size = world;
+    return;
+  }
   const int64_t consumed = ckpt.samples_in_epoch * saved_world;
   if (consumed % world != 0) {
     throw_checkpoint_error(

@@ -52,7 +52,8 @@ ResumePoint read_resume_point(const TrainerOptions& o, const std::string& path, 
 std::map<std::string, std::string> run_meta(const TrainerOptions& o, int world_size);
 
 // Moves ckpt.samples_in_epoch (per rank) from `saved_world` ranks to
-// `world` and sets ckpt.world_size = world. CheckpointError naming the
+// `world` and sets ckpt.world_size = world; an elastic run's checkpoint (meta
+// position=global) counts global samples and keeps them. CheckpointError naming the
 // checkpoint when the samples consumed do not split evenly over `world`.
 void rescale_sampler_position(Checkpoint& ckpt, int saved_world, int world);
 

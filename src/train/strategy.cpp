@@ -29,7 +29,8 @@ double Strategy::train_step(const Batch& batch, double lr, const StepContext& ct
   const auto t1 = Clock::now();
   const auto slept =
       ctx.straggler ? ctx.straggler->before_backward() : std::chrono::duration<double>{};
-  loss.backward();  // with DDP, includes the wait for the last buckets
+  // with DDP, includes the wait for the last buckets
+  (ctx.loss_scale == 1.0 ? loss : loss * ctx.loss_scale).backward();
   if (ctx.straggler) ctx.straggler->after_compute(Clock::now() - t0 - slept);
   const auto t2 = Clock::now();
   if (ctx.clip_grad_norm > 0) clip_grad_norm(ctx.clip_grad_norm);

@@ -12,13 +12,16 @@
 #include <tuple>
 
 #include "tandem/core/check.h"
+#include "tandem/core/log.h"
 #include "tandem/parallel/async/parameter_server.h"
 #include "tandem/train/lr_schedule.h"
 #include "tandem/train/mesh_model.h"
 #include "tandem/train/models/models.h"
 #include "tandem/train/straggler.h"
 #include "tandem/train/strategy.h"
+#include "tandem/launch/elastic_protocol.h"
 #include "train/async_strategies.h"
+#include "train/elastic_run.h"
 #include "train/resume.h"
 #include "train/trainer_support.h"
 
@@ -31,13 +34,20 @@ using Seconds = std::chrono::duration<double>;
 // One rank's run: what it trains, on which ranks, and how.
 struct Run {
   Run(const TrainerOptions& options, std::shared_ptr<Communicator> world, std::ostream* lead_out)
-      : o(options), comm(std::move(world)), workers(comm), data(comm), out(lead_out) {}
+      : o(options),
+        comm(std::move(world)),
+        workers(comm),
+        data(comm),
+        lead(lead_out),
+        out(comm->rank() == 0 ? lead_out : nullptr) {}
 
   const TrainerOptions& o;
   std::shared_ptr<Communicator> comm;     // every rank
   std::shared_ptr<Communicator> workers;  // the training ranks (all but the servers)
   std::shared_ptr<Communicator> data;     // the ranks the sampler shards over
-  std::ostream* out;                      // rank 0's progress; null elsewhere
+  std::ostream* lead;                     // where rank 0's progress goes
+  std::ostream* out;                      // `lead` on rank 0; null elsewhere
+  ElasticRun* elastic = nullptr;          // an elastic run's membership and commits
   ModelInput spec;
   Datasets sets;
   torch::nn::AnyModule model;  // the whole model; empty under --mesh
@@ -46,6 +56,7 @@ struct Run {
   MeshModel* mesh = nullptr;  // the strategy, under --mesh
   std::unique_ptr<Straggler> straggler;
   StepContext context;
+  BatchCursor* cursor = nullptr;
   int64_t total = 0;  // the schedule's steps
   int64_t stop = 0;   // where this call stops
   double base_lr = 0;
@@ -90,7 +101,7 @@ TrainSummary serve(Run& r) {
 // The strategy (a MeshModel under --mesh) and what each step is handed.
 // Collective over the training ranks.
 void build_strategy(Run& r) {
-  r.trace = open_trace(r.o, r.comm->rank());
+  if (!r.trace) r.trace = open_trace(r.o, r.comm->rank());
   if (r.o.mesh.shape) {
     auto mesh = std::make_unique<MeshModel>(r.o, r.comm, r.trace);
     r.mesh = mesh.get();
@@ -107,13 +118,22 @@ void build_strategy(Run& r) {
   r.context.trace = r.trace.get();
 }
 
+// The learning rate before the schedule: --lr, times the data ranks under
+// --scale-lr (an elastic run's first generation's, times its factor).
+void set_base_lr(Run& r) {
+  const TrainerOptions& o = r.o;
+  const int ranks = r.elastic ? r.elastic->first_world() : r.data->size();
+  r.base_lr = (o.optimizer.scale_lr ? o.optimizer.lr * ranks : o.optimizer.lr);
+  if (r.elastic) r.base_lr *= r.elastic->lr_factor();
+}
+
 // The schedule's length, this call's end and the base learning rate; the
 // checks that need the run's length.
 void plan_steps(Run& r, int64_t shard_size) {
   const TrainerOptions& o = r.o;
   r.total = total_steps(o, shard_size);
   r.stop = o.run.stop_at_step > 0 ? std::min(o.run.stop_at_step, r.total) : r.total;
-  r.base_lr = o.optimizer.scale_lr ? o.optimizer.lr * r.data->size() : o.optimizer.lr;
+  set_base_lr(r);
   const DdpConfig& ddp = o.strategy.ddp;
   TANDEM_CHECK(ddp.compression != GradCompression::kPowerSgd || ddp.powersgd_start_iter < r.total,
                "--powersgd-start-iter {} is not below the run's {} steps, so PowerSGD would "
@@ -151,7 +171,7 @@ std::string header_line(const Run& r) {
 }
 
 // The batch at the cursor, as the model takes it.
-Batch next_batch(const Run& r, EpochCursor& cursor) {
+Batch next_batch(const Run& r, BatchCursor& cursor) {
   Example ex = r.sets.train->batch(cursor.next());
   return Batch{model_input(ex.input, r.spec, r.o), ex.target};
 }
@@ -185,7 +205,7 @@ struct LogWindow {
 // A log step: the window's mean (over the ranks when they meet every step),
 // the progress line and this rank's metrics line. Collective for
 // synchronous strategies.
-void log_step(const Run& r, LogWindow& w, const EpochCursor& cursor, int64_t step,
+void log_step(const Run& r, LogWindow& w, const BatchCursor& cursor, int64_t step,
               int64_t first_step, Clock::time_point start, Progress& progress, MetricsFile& metrics,
               TrainSummary& s) {
   const bool synchronous = r.strategy->synchronous();
@@ -257,86 +277,231 @@ void summarize(const Run& r, int64_t steps_done, double train_seconds, Clock::ti
   *r.out << summary_line(s);
 }
 
-// The loop from `first_step` to r.stop (or until the servers end the run),
-// then the summary. Collective.
-TrainSummary run_loop(Run& r, EpochCursor& cursor, int64_t first_step) {
+// The learning rate of `step`.
+double lr_at(const Run& r, int64_t step) {
+  const OptimizerConfig& p = r.o.optimizer;
+  return learning_rate(p.schedule, r.base_lr, step, p.warmup_steps, r.total);
+}
+
+// After step `step`: the checkpoint, the log line and the evaluation that
+// fall on it. Collective.
+void after_step(Run& r, int64_t step, bool last, LogWindow& window, int64_t first_step,
+                Clock::time_point start, Progress& progress, MetricsFile& metrics,
+                TrainSummary& s) {
   const TrainerOptions& o = r.o;
-  MetricsFile metrics(o.observe.metrics_file, r.comm->rank());
+  const int64_t every = o.checkpoint.every;
+  if (!last && every > 0 && (step + 1) % every == 0) {
+    save_checkpoint(o, *r.strategy, *r.comm,
+                    RunPosition{step + 1, r.cursor->epoch(), r.cursor->samples_in_epoch()});
+  }
+  if (((step + 1) % o.observe.log_every == 0 || last) && window.steps > 0) {
+    log_step(r, window, *r.cursor, step, first_step, start, progress, metrics, s);
+  }
+  if (o.observe.eval_every > 0 && (step + 1) % o.observe.eval_every == 0 && !last) {
+    const auto [loss, accuracy] = evaluate(r);
+    if (r.out) {
+      *r.out << fmt::format("eval at step {}: loss {:.4f}, accuracy {:.3f}\n", step + 1, loss,
+                            accuracy);
+    }
+  }
+}
+
+// Elastic: the new generation's model and strategy, restored from `rec`,
+// and the cursor where the run continues; logged by the new rank 0, in the
+// metrics and the trace. Collective over the new generation.
+void rejoin(Run& r, ElasticRun::Recovered rec, GlobalCursor& cursor, MetricsFile& metrics,
+            Clock::time_point since) {
+  r.comm = r.workers = r.data = r.elastic->comm();
+  r.out = r.comm->rank() == 0 ? r.lead : nullptr;
+  build_model(r);
+  build_strategy(r);
+  restore(rec.point, *r.strategy);
+  cursor.resume_at(rec.point.base.epoch, rec.point.base.samples_in_epoch);
+  r.elastic->split(cursor);
+  set_base_lr(r);
+  r.context.loss_scale = cursor.loss_scale();
+  if (r.out) {
+    *r.out << rec.change.describe();
+    if (r.o.elastic.batch == ElasticBatch::kPerRank) {
+      *r.out << fmt::format(
+          "elastic: --elastic-batch per-rank: {} samples per step now, learning rate scaled to "
+          "{}\n",
+          r.elastic->global_batch(), r.base_lr);
+    }
+  }
+  metrics.write(rec.change.to_json());
+  if (r.trace) r.trace->span("membership change", "elastic", since, Clock::now());
+}
+
+// Elastic: leaves the failed (or ending) generation at `step` and rejoins;
+// returns the step the run continues from.
+int64_t recover(Run& r, int64_t step, bool mid_step, GlobalCursor& cursor, MetricsFile& metrics) {
+  const auto since = Clock::now();
+  r.strategy.reset();  // every user of the old communicator goes first
+  r.model = {};
+  ElasticRun::Recovered rec = r.elastic->recover(step, since, mid_step);
+  const int64_t next = rec.point.base.step;
+  rejoin(r, std::move(rec), cursor, metrics, since);
+  return next;
+}
+
+// The loop from `first_step` to r.stop (or until the servers end the run),
+// then the summary. Collective. In an elastic run a step that fails because
+// a member left is redone in the next generation.
+TrainSummary run_loop(Run& r, int64_t first_step) {
+  const TrainerOptions& o = r.o;
+  auto* global = dynamic_cast<GlobalCursor*>(r.cursor);
+  MetricsFile metrics(o.observe.metrics_file,
+                      r.elastic ? r.elastic->membership().worker_id() : r.comm->rank());
   Progress progress(r.out, r.total);
   TrainSummary s;
   LogWindow window;
-  auto position = [&cursor](int64_t step) {
-    return RunPosition{step, cursor.epoch(), cursor.samples_in_epoch()};
-  };
   int64_t steps_done = 0;
   const auto start = Clock::now();
-  for (int64_t step = first_step; step < r.stop && !r.strategy->finished(); ++step) {
-    const Batch batch = next_batch(r, cursor);
-    const double lr =
-        learning_rate(o.optimizer.schedule, r.base_lr, step, o.optimizer.warmup_steps, r.total);
-    window.sum += r.strategy->train_step(batch, lr, r.context);
-    ++window.steps;
-    ++steps_done;
-    const bool last = step + 1 == r.stop || r.strategy->finished();
-    const int64_t every = o.checkpoint.every;
-    if (!last && every > 0 && (step + 1) % every == 0) {
-      save_checkpoint(o, *r.strategy, *r.comm, position(step + 1));
-    }
-    if ((step + 1) % o.observe.log_every == 0 || last) {
-      log_step(r, window, cursor, step, first_step, start, progress, metrics, s);
-    }
-    if (o.observe.eval_every > 0 && (step + 1) % o.observe.eval_every == 0 && !last) {
-      const auto [loss, accuracy] = evaluate(r);
-      if (r.out) {
-        *r.out << fmt::format("eval at step {}: loss {:.4f}, accuracy {:.3f}\n", step + 1, loss,
-                              accuracy);
+  if (r.elastic && r.elastic->joined_late()) {
+    // A replacement: the survivors' state, then the loop at their step.
+    const auto since = Clock::now();
+    ElasticRun::Recovered rec = r.elastic->catch_up();
+    first_step = rec.point.base.step;
+    rejoin(r, std::move(rec), *global, metrics, since);
+  }
+  for (int64_t step = first_step; step < r.stop && !r.strategy->finished();) {
+    bool mid_step = false;
+    try {
+      const RunPosition here{step, r.cursor->epoch(), r.cursor->samples_in_epoch()};
+      if (r.elastic && r.elastic->at_boundary(*r.strategy, here)) {
+        step = recover(r, step, false, *global, metrics);
+        progress = Progress(r.out, r.total);
+        continue;
       }
+      mid_step = true;
+      const Batch batch = next_batch(r, *r.cursor);
+      window.sum += r.strategy->train_step(batch, lr_at(r, step), r.context);
+      ++window.steps;
+      const bool last = step + 1 == r.stop || r.strategy->finished();
+      after_step(r, step, last, window, first_step, start, progress, metrics, s);
+      ++steps_done;
+      ++step;
+    } catch (const std::exception& e) {
+      if (!r.elastic || !r.elastic->failed()) throw;
+      log::info("elastic: step {} failed: {}", step, e.what());
+      step = recover(r, step, mid_step, *global, metrics);
+      window = LogWindow{.first = window.first};
+      progress = Progress(r.out, r.total);
     }
   }
   progress.done();
   const double train_seconds = Seconds(Clock::now() - start).count();
   r.strategy->finish();
   if (r.trace) write_trace(*r.trace, o, r.comm->rank(), r.out);
-  if (r.stop > first_step) save_checkpoint(o, *r.strategy, *r.comm, position(r.stop));
+  const RunPosition end{r.stop, r.cursor->epoch(), r.cursor->samples_in_epoch()};
+  if (r.stop > first_step) save_checkpoint(o, *r.strategy, *r.comm, end);
   summarize(r, steps_done, train_seconds, start, metrics, s);
   return s;
 }
 
 }  // namespace
 
-TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>& comm,
-                   std::ostream* out) {
+namespace {
+
+// Elastic runs cover the synchronous data-parallel strategies.
+void check_elastic(const TrainerOptions& o) {
+  const StrategyKind k = o.strategy.kind;
+  const bool covered = k == StrategyKind::kNone || k == StrategyKind::kDdp ||
+                       k == StrategyKind::kZero1 || k == StrategyKind::kZero2 ||
+                       k == StrategyKind::kZero3;
+  if (!covered || o.mesh.shape || servers_for(o) > 0) {
+    throw NotSupported(fmt::format(
+        "elastic training (tandem-run --min-workers/--max-workers) covers --strategy none, ddp, "
+        "zero1, zero2 and zero3 without --mesh; --strategy {}{} is not covered yet",
+        name_of(k), o.mesh.shape ? " with --mesh" : ""));
+  }
+  TANDEM_CHECK(o.run.stop_at_step == 0, "elastic training does not take stop_at_step");
+}
+
+// Resumes from --resume's checkpoint, if any: the cursor and the first step.
+int64_t resume_from(Run& r, std::optional<ResumePoint>& resumed) {
+  const TrainerOptions& o = r.o;
+  if (!resumed) {
+    if (o.checkpoint.resume != ResumeMode::kOff && r.out) {
+      *r.out << fmt::format("no checkpoint in '{}' yet; starting from step 0\n", o.checkpoint.dir);
+    }
+    return 0;
+  }
+  const Checkpoint& at = resumed->base;
+  if (auto* epochs = dynamic_cast<EpochCursor*>(r.cursor)) {
+    epochs->resume_at(at.epoch, at.samples_in_epoch, at.path);
+  } else {
+    dynamic_cast<GlobalCursor&>(*r.cursor).resume_at(at.epoch, at.samples_in_epoch);
+  }
+  if (r.out) {
+    *r.out << fmt::format("resuming from '{}' at step {} (epoch {}, {} samples in)\n", at.path,
+                          at.step, at.epoch, at.samples_in_epoch);
+  }
+  const int64_t step = at.step;
+  resumed.reset();
+  return step;
+}
+
+TrainSummary train_run(const TrainerOptions& o, const std::shared_ptr<Communicator>& comm,
+                       std::ostream* out, ElasticRun* elastic) {
   TANDEM_CHECK(comm != nullptr, "train: the communicator is null");
   validate_options(o, comm->size());
-  Run r(o, comm, comm->rank() == 0 ? out : nullptr);
+  if (elastic) check_elastic(o);
+  Run r(o, comm, out);
+  r.elastic = elastic;
   r.spec = input_spec(o.model.kind);
   r.sets = make_datasets(o, r.spec);
-  if (!o.mesh.shape && build_model(r)) return serve(r);
+  const bool late = elastic && elastic->joined_late();
+  // A late joiner builds its strategy with the survivors, after catching up.
+  if (!late) {
+    if (!o.mesh.shape && build_model(r)) return serve(r);
+  }
   // Every rank reads the checkpoint and checks it before any collective.
-  std::optional<ResumePoint> resumed = find_resume_point(o, comm->rank(), comm->size());
-  build_strategy(r);
+  std::optional<ResumePoint> resumed;
+  if (!late) resumed = find_resume_point(o, comm->rank(), comm->size());
+  if (!late) build_strategy(r);
   const auto activations = track_activations(o);
   if (resumed) restore(*resumed, *r.strategy);
 
-  const SamplerOptions so{
-      r.sets.train->size(), r.data->size(), r.data->rank(), true, o.run.seed, false, 0, 0};
-  EpochCursor cursor(so, o.run.batch_size);
-  plan_steps(r, cursor.shard_size());
-  if (r.out) *r.out << header_line(r);
-  int64_t first_step = 0;
-  if (resumed) {
-    const Checkpoint& at = resumed->base;
-    cursor.resume_at(at.epoch, at.samples_in_epoch, at.path);
-    first_step = at.step;
-    if (r.out) {
-      *r.out << fmt::format("resuming from '{}' at step {} (epoch {}, {} samples in)\n", at.path,
-                            at.step, at.epoch, at.samples_in_epoch);
-    }
-    resumed.reset();
-  } else if (o.checkpoint.resume != ResumeMode::kOff && r.out) {
-    *r.out << fmt::format("no checkpoint in '{}' yet; starting from step 0\n", o.checkpoint.dir);
+  std::unique_ptr<BatchCursor> cursor;
+  if (elastic) {
+    auto global = std::make_unique<GlobalCursor>(r.sets.train->size(), o.run.seed);
+    elastic->split(*global);
+    r.context.loss_scale = global->loss_scale();
+    const int64_t per_epoch = global->steps_per_epoch(elastic->global_batch());
+    r.cursor = global.get();
+    cursor = std::move(global);
+    plan_steps(r, per_epoch * o.run.batch_size);
+  } else {
+    const SamplerOptions so{
+        r.sets.train->size(), r.data->size(), r.data->rank(), true, o.run.seed, false, 0, 0};
+    auto epochs = std::make_unique<EpochCursor>(so, o.run.batch_size);
+    plan_steps(r, epochs->shard_size());
+    r.cursor = epochs.get();
+    cursor = std::move(epochs);
   }
-  return run_loop(r, cursor, first_step);
+  if (r.out) *r.out << header_line(r);
+  return run_loop(r, resume_from(r, resumed));
+}
+
+}  // namespace
+
+TrainSummary train(const TrainerOptions& o, const std::shared_ptr<Communicator>& comm,
+                   std::ostream* out) {
+  return train_run(o, comm, out, nullptr);
+}
+
+TrainSummary train_elastic(const TrainerOptions& options, const InitOptions& init,
+                           std::ostream* out) {
+  TrainerOptions o = options;
+  o.elastic.enabled = true;
+  const RendezvousInfo info = read_rendezvous_env();
+  const launch::elastic::ElasticEnv env = launch::elastic::read_elastic_env();
+  ElasticRun elastic(o, std::make_unique<ElasticMembership>(info, env, init));
+  TrainSummary s = train_run(o, elastic.comm(), out, &elastic);
+  if (elastic.generation().rank == 0) elastic.membership().complete();
+  return s;
 }
 
 }  // namespace tandem::train

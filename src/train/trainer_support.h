@@ -68,7 +68,19 @@ std::vector<double> average_over_ranks(Communicator& comm, std::vector<double> v
 
 // The sampler's position as the loop walks it: batches of `batch` indices,
 // moving to the next epoch when this one has less than a batch left.
-class EpochCursor {
+// Where the loop reads its batches: this rank's shard (EpochCursor), or a
+// slice of the global batch (GlobalCursor, elastic runs).
+class BatchCursor {
+ public:
+  virtual ~BatchCursor() = default;
+  // The next batch's indices (valid until the next call).
+  virtual std::span<const int64_t> next() = 0;
+  virtual int64_t epoch() const = 0;
+  // Samples of the current epoch consumed (this rank's, or the global count).
+  virtual int64_t samples_in_epoch() const = 0;
+};
+
+class EpochCursor final : public BatchCursor {
  public:
   EpochCursor(const SamplerOptions& options, int64_t batch);
   // Continues from a checkpoint's position: the sampler skips the samples of
@@ -77,10 +89,10 @@ class EpochCursor {
   // now holds fewer than `samples_in_epoch`.
   void resume_at(int64_t epoch, int64_t samples_in_epoch, const std::string& path);
   // The next batch's indices (valid until the next call).
-  std::span<const int64_t> next();
-  int64_t epoch() const { return epoch_; }
+  std::span<const int64_t> next() override;
+  int64_t epoch() const override { return epoch_; }
   // Samples of the current epoch this rank consumed, the skipped ones included.
-  int64_t samples_in_epoch() const;
+  int64_t samples_in_epoch() const override;
   // Samples per rank per epoch.
   int64_t shard_size() const { return sampler_.size(); }
 

@@ -11,6 +11,7 @@
 
 #include "tandem/comm/rendezvous.h"
 #include "tandem/core/check.h"
+#include "tandem/launch/elastic_protocol.h"
 #include "tandem/train/config.h"
 #include "tandem/train/trainer.h"
 
@@ -85,8 +86,11 @@ void add_train(CLI::App& app, int& exit_code) {
     io.backend = parse_backend(c.backend);
     io.timeout = c.comm_timeout;  // unset: TANDEM_COMM_TIMEOUT, else the default
     io.rendezvous_timeout = c.rendezvous_timeout;
-    auto comm = init(io);
-    train::train(c.trainer, comm, &std::cout);
+    if (launch::elastic::read_elastic_env().enabled) {
+      train::train_elastic(c.trainer, io, &std::cout);
+    } else {
+      train::train(c.trainer, init(io), &std::cout);
+    }
     exit_code = 0;
   });
 }

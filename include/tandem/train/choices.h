@@ -36,6 +36,8 @@ using PipelineSchedule = parallel::PipelineScheduleKind;
 // 0 (`--resume`, the default form); or fail when there is none
 // (`--resume=require`).
 enum class ResumeMode { kOff, kIfPresent, kRequire };
+// --elastic-batch: what an elastic run keeps when its world size changes.
+enum class ElasticBatch { kGlobal, kPerRank };
 
 // Choices<E>::kFlag is the flag (and YAML key) that takes an E, without
 // "--"; kNames lists every value with its spelling, in --help order. A
@@ -151,6 +153,15 @@ struct Choices<ResumeMode> {
       {ResumeMode::kOff, "false"},
       {ResumeMode::kIfPresent, "true"},
       {ResumeMode::kRequire, "require"},
+  }};
+};
+
+template <>
+struct Choices<ElasticBatch> {
+  static constexpr std::string_view kFlag = "elastic-batch";
+  static constexpr std::array<std::pair<ElasticBatch, std::string_view>, 2> kNames = {{
+      {ElasticBatch::kGlobal, "global"},
+      {ElasticBatch::kPerRank, "per-rank"},
   }};
 };
 

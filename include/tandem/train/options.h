@@ -140,6 +140,18 @@ struct CheckpointConfig {
   ResumeMode resume = ResumeMode::kOff;  // --resume[=require]
 };
 
+// Elastic runs (under tandem-run --min-workers/--max-workers; see
+// docs/elastic.md). kGlobal keeps the global batch (batch_size times the
+// first generation's size) and the global sample order whatever the world
+// size, so the run computes what an uninterrupted one would; kPerRank keeps
+// batch_size per rank and scales the learning rate with the world size.
+struct ElasticConfig {
+  ElasticBatch batch = ElasticBatch::kGlobal;  // --elastic-batch
+  // Set by train_elastic(): the run is elastic (no flag; tandem-run's
+  // environment decides).
+  bool enabled = false;
+};
+
 struct ObservabilityConfig {
   int64_t log_every = 10;    // --log-every: steps between progress lines (off a terminal)
   int64_t eval_every = 0;    // --eval-every: steps between evaluations; 0: at the end only
@@ -176,6 +188,7 @@ struct TrainerOptions {
   MeshConfig mesh;
   StragglerConfig straggler;
   CheckpointConfig checkpoint;
+  ElasticConfig elastic;
   ObservabilityConfig observe;
 };
 

@@ -56,6 +56,9 @@ struct StepContext {
   // strategies that run their own model (MeshModel).
   std::function<at::Tensor(const at::Tensor&)> forward;
   double clip_grad_norm = 0;       // 0: off
+  // Multiplies the loss before backward (the returned loss is unscaled):
+  // an elastic run's weight of an uneven slice of the global batch.
+  double loss_scale = 1.0;
   Straggler* straggler = nullptr;  // injected delays; null: none
   TraceRecorder* trace = nullptr;  // forward, backward and step spans; null: none
 };

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "tandem/comm/communicator.h"
+#include "tandem/comm/rendezvous.h"
 #include "tandem/train/options.h"
 #include "tandem/train/summary.h"
 
@@ -30,5 +31,17 @@ namespace tandem::train {
 // by the communicator's timeout.
 TrainSummary train(const TrainerOptions& options, const std::shared_ptr<Communicator>& comm,
                    std::ostream* out);
+
+// An elastic run, under tandem-run --min-workers/--max-workers (TANDEM_ELASTIC
+// set; docs/elastic.md): joins the job's membership through the store
+// tandem-run serves, builds each generation's communicator with `init`, and
+// trains as train() does, but when a worker dies or stalls the survivors
+// redo the interrupted step in a new generation from the state committed in
+// memory, with the same global batch and sample order (--elastic-batch), and
+// a replacement joins at a step boundary. Rank 0 of the last generation marks
+// the job complete. Throws NotSupported for strategies it does not cover,
+// and LeftJobError (an Error) on a worker evicted from the job.
+TrainSummary train_elastic(const TrainerOptions& options, const InitOptions& init,
+                           std::ostream* out);
 
 }  // namespace tandem::train
