@@ -246,6 +246,9 @@ std::shared_ptr<Communicator> ElasticMembership::build_comm(const Generation& g)
   gi.world_size = g.world_size();
   gi.local_rank = 0;
   gi.local_world_size = 1;
+  // A replacement has its own TANDEM_RESTART_COUNT; the generation's store
+  // prefix already keeps generations apart, and the group names must agree.
+  gi.restart_count = 0;
   log::set_rank(g.rank);
   Rendezvous rdzv(gi, with_prefix(store_, fmt::format("gen/{}/rdzv", g.number)),
                   timeouts_.rendezvous_timeout);

@@ -37,9 +37,10 @@ std::string run_dir(const std::string& name) {
   return dir.string();
 }
 
-std::vector<std::string> train_args(const std::string& strategy, const std::string& dir) {
+std::vector<std::string> train_args(const std::string& strategy, const std::string& dir,
+                                    int64_t steps = kSteps) {
   return {"--model", "mlp", "--dtype", "float64", "--strategy", strategy, "--steps",
-          std::to_string(kSteps), "--batch-size", "3", "--dataset-size", "240", "--seed", "7",
+          std::to_string(steps), "--batch-size", "3", "--dataset-size", "240", "--seed", "7",
           "--lr", "0.05", "--log-every", "1", "--metrics", dir + "/metrics-{rank}.jsonl",
           "--checkpoint-dir", dir + "/ckpt"};
 }
@@ -64,17 +65,19 @@ void expect_same_state(const std::map<std::string, at::Tensor>& want,
 }
 
 // The uninterrupted run of `strategy`, once per test binary.
-const std::map<std::string, at::Tensor>& reference(const std::string& strategy) {
+const std::map<std::string, at::Tensor>& reference(const std::string& strategy,
+                                                   int64_t steps = kSteps) {
   static std::map<std::string, std::map<std::string, at::Tensor>> cache;
-  auto it = cache.find(strategy);
+  const std::string key = strategy + "/" + std::to_string(steps);
+  auto it = cache.find(key);
   if (it != cache.end()) return it->second;
-  const std::string dir = run_dir("ref-" + strategy);
-  ElasticJob job(launcher_args(2), train_args(strategy, dir));
+  const std::string dir = run_dir("ref-" + strategy + "-" + std::to_string(steps));
+  ElasticJob job(launcher_args(2), train_args(strategy, dir, steps));
   const ElasticJobResult r = job.wait(180s);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   auto state = final_state(dir + "/ckpt");
   fs::remove_all(dir);
-  return cache[strategy] = std::move(state);
+  return cache[key] = std::move(state);
 }
 
 class ElasticShrink : public ::testing::TestWithParam<std::string> {};
@@ -129,6 +132,47 @@ TEST_P(ElasticShrink, KilledWorkerCostsOneStepAndKeepsTheMathematics) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Strategies, ElasticShrink, ::testing::Values("ddp", "zero2", "zero3"));
+
+// Shrink then grow: tandem-run (--max-restarts 1) replaces the killed worker
+// alone; the replacement joins at a step boundary, fetches the state from
+// the survivors, and the run still ends with the uninterrupted parameters.
+// The run is long enough (400 steps) for the replacement to start and join.
+class ElasticGrow : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ElasticGrow, ReplacementJoinsAndKeepsTheMathematics) {
+  constexpr int64_t kLong = 400;
+  const std::string strategy = GetParam();
+  const auto& want = reference(strategy, kLong);
+  ASSERT_FALSE(want.empty());
+  for (int seed = 0; seed < 2; ++seed) {
+    std::mt19937 rng(static_cast<unsigned>(77 * seed + strategy.size()));
+    const int victim = std::uniform_int_distribution<int>(0, kWorkers - 1)(rng);
+    const int64_t at_step = std::uniform_int_distribution<int64_t>(5, 40)(rng);
+    const std::string what = fmt::format("{} seed {}: kill -9 worker {} after step {}, replaced",
+                                         strategy, seed, victim, at_step);
+    const std::string dir = run_dir("grow-" + strategy + "-" + std::to_string(seed));
+    ElasticJob job(launcher_args(2, 1), train_args(strategy, dir, kLong));
+    ASSERT_TRUE(job.wait_for_step(fmt::format("{}/metrics-{}.jsonl", dir, victim), at_step, 120s))
+        << what;
+    const auto pid = job.worker_pid(victim);
+    ASSERT_TRUE(pid.has_value()) << what;
+    ASSERT_EQ(::kill(*pid, SIGKILL), 0) << what;
+    const ElasticJobResult r = job.wait(240s);
+    ASSERT_EQ(r.exit_code, 0) << what << "\n" << r.output;
+    expect_same_state(want, final_state(dir + "/ckpt"), what);
+    EXPECT_NE(r.output.find("3 workers (members"), std::string::npos) << what << "\n" << r.output;
+    EXPECT_NE(r.output.find("4 workers (members"), std::string::npos) << what << "\n" << r.output;
+    // The replacement (worker 4) wrote its own metrics, the join among them.
+    bool joined = false;
+    for (const auto& line : read_metrics(dir + "/metrics-4.jsonl")) {
+      if (line.contains("membership_change") && line["cause"]["cause"] == "join") joined = true;
+    }
+    EXPECT_TRUE(joined) << what << "\n" << r.output;
+    fs::remove_all(dir);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Strategies, ElasticGrow, ::testing::Values("ddp", "zero2", "zero3"));
 
 }  // namespace
 }  // namespace tandem::testing
