@@ -1,9 +1,9 @@
 #include "train/elastic_membership.h"
 
+#include <ATen/ops/tensor.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include <ATen/ops/tensor.h>
 #include <algorithm>
 #include <condition_variable>
 #include <mutex>
@@ -125,10 +125,10 @@ class ElasticMembership::Heartbeat {
   const Millis interval_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
-  bool stop_ = false;                       // guarded by mutex_
-  int64_t generation_ = -1;                 // guarded by mutex_
-  std::shared_ptr<Communicator> comm_;      // guarded by mutex_
-  std::optional<std::string> end_;          // guarded by mutex_
+  bool stop_ = false;                          // guarded by mutex_
+  int64_t generation_ = -1;                    // guarded by mutex_
+  std::shared_ptr<Communicator> comm_;         // guarded by mutex_
+  std::optional<std::string> end_;             // guarded by mutex_
   std::optional<Clock::time_point> end_seen_;  // guarded by mutex_
   std::atomic<bool> join_wanted_{false};
   std::thread thread_;
@@ -137,16 +137,17 @@ class ElasticMembership::Heartbeat {
 ElasticMembership::ElasticMembership(const RendezvousInfo& info, const el::ElasticEnv& env,
                                      const InitOptions& init)
     : info_(info), env_(env), timeouts_(resolve_timeouts(init)), backend_(init.backend) {
-  TANDEM_CHECK(env.enabled, "elastic membership needs TANDEM_ELASTIC (run under tandem-run "
-                            "with --min-workers or --max-workers)");
+  TANDEM_CHECK(env.enabled,
+               "elastic membership needs TANDEM_ELASTIC (run under tandem-run "
+               "with --min-workers or --max-workers)");
   TANDEM_CHECK(info.store_served,
                "elastic training needs the store that tandem-run serves (TANDEM_STORE_SERVED=1); "
                "under mpirun or srun it is not available");
   log::set_rank(info.rank);
   auto open = [&] {
-    return with_prefix(make_tcp_store(info.master_addr, info.master_port, false,
-                                      timeouts_.rendezvous_timeout),
-                       el::kElasticPrefix);
+    return with_prefix(
+        make_tcp_store(info.master_addr, info.master_port, false, timeouts_.rendezvous_timeout),
+        el::kElasticPrefix);
   };
   store_ = open();
   heartbeat_ = std::make_unique<Heartbeat>(open(), env.worker_id, el::kDefaultHeartbeatInterval);
@@ -191,8 +192,8 @@ const Generation& ElasticMembership::enter(int64_t from, std::vector<int> previo
             env_.worker_id, store_->get(el::evicted_key(env_.worker_id), deadline.remaining())));
       }
       if (store_->check("abort")) {
-        throw LeftJobError(fmt::format("worker {}: the elastic job was aborted: {}",
-                                       env_.worker_id, store_->get("abort", deadline.remaining())));
+        throw LeftJobError(fmt::format("worker {}: the elastic job was aborted: {}", env_.worker_id,
+                                       store_->get("abort", deadline.remaining())));
       }
       if (deadline.expired()) {
         throw TimeoutError(fmt::format(

@@ -1,9 +1,9 @@
 #include "train/elastic_run.h"
 
+#include <ATen/ops/tensor.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include <ATen/ops/tensor.h>
 #include <algorithm>
 #include <limits>
 
@@ -63,16 +63,23 @@ double GlobalCursor::loss_scale() const {
 }
 
 nlohmann::json MembershipChange::to_json() const {
-  return {{"membership_change", true}, {"generation", generation}, {"members", members},
-          {"world_size", members.size()}, {"cause", cause}, {"detect_s", detect_seconds},
-          {"recovery_s", recovery_seconds}, {"step", step}, {"steps_redone", steps_redone}};
+  return {{"membership_change", true},
+          {"generation", generation},
+          {"members", members},
+          {"world_size", members.size()},
+          {"cause", cause},
+          {"detect_s", detect_seconds},
+          {"recovery_s", recovery_seconds},
+          {"step", step},
+          {"steps_redone", steps_redone}};
 }
 
 std::string MembershipChange::describe() const {
   auto text = [this](const char* key) {
     const auto it = cause.find(key);
     return it == cause.end() ? std::string("?")
-                             : it->is_string() ? it->get<std::string>() : it->dump();
+           : it->is_string() ? it->get<std::string>()
+                             : it->dump();
   };
   const std::string why = text("cause");
   std::string what = why;
@@ -97,8 +104,8 @@ ElasticRun::ElasticRun(const TrainerOptions& o, std::unique_ptr<ElasticMembershi
 ElasticRun::~ElasticRun() = default;
 
 int64_t ElasticRun::global_batch() const {
-  const int world = o_.elastic.batch == ElasticBatch::kGlobal ? first_world_
-                                                              : generation().world_size();
+  const int world =
+      o_.elastic.batch == ElasticBatch::kGlobal ? first_world_ : generation().world_size();
   return o_.run.batch_size * world;
 }
 
@@ -147,14 +154,13 @@ ElasticRun::Recovered ElasticRun::gather(int64_t reached, Clock::time_point sinc
   std::vector<int> old_rank;
   for (int id : g.members) {
     auto it = std::find(g.previous_members.begin(), g.previous_members.end(), id);
-    old_rank.push_back(it == g.previous_members.end()
-                           ? -1
-                           : static_cast<int>(it - g.previous_members.begin()));
+    old_rank.push_back(
+        it == g.previous_members.end() ? -1 : static_cast<int>(it - g.previous_members.begin()));
   }
   Recovered out;
   replica_.set_generation(g.number - 1);
-  out.point = replica_.recover(*g.comm, agreed, old_rank,
-                               static_cast<int>(g.previous_members.size()));
+  out.point =
+      replica_.recover(*g.comm, agreed, old_rank, static_cast<int>(g.previous_members.size()));
   replica_.clear();
   MembershipChange& c = out.change;
   c.generation = g.number;

@@ -5,16 +5,15 @@
 // directory (a whole-model file, or a sharded one gathered to one rank).
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <sys/types.h>
 
 #include <chrono>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
-#include <nlohmann/json.hpp>
 
 #include "tandem/launch/child_processes.h"
 

@@ -3,6 +3,10 @@
 // the survivors redo the interrupted step on 3 ranks and end with the
 // parameters of the uninterrupted run (float64, rtol 1e-9), having redone at
 // most one step, with no process or /dev/shm segment left.
+#include <ATen/ops/allclose.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,11 +16,6 @@
 #include <map>
 #include <random>
 #include <set>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
-#include <ATen/ops/allclose.h>
-#include <gtest/gtest.h>
 
 #include "tests/train/elastic/elastic_job.h"
 
@@ -30,8 +29,8 @@ constexpr int64_t kSteps = 24;
 
 // A fresh directory for one run.
 std::string run_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() /
-                       ("tandem-elastic-" + std::to_string(getpid()) + "-" + name);
+  const fs::path dir =
+      fs::temp_directory_path() / ("tandem-elastic-" + std::to_string(getpid()) + "-" + name);
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir.string();
@@ -39,16 +38,18 @@ std::string run_dir(const std::string& name) {
 
 std::vector<std::string> train_args(const std::string& strategy, const std::string& dir,
                                     int64_t steps = kSteps) {
-  return {"--model", "mlp", "--dtype", "float64", "--strategy", strategy, "--steps",
-          std::to_string(steps), "--batch-size", "3", "--dataset-size", "240", "--seed", "7",
-          "--lr", "0.05", "--log-every", "1", "--metrics", dir + "/metrics-{rank}.jsonl",
+  return {"--model",          "mlp",        "--dtype",        "float64",
+          "--strategy",       strategy,     "--steps",        std::to_string(steps),
+          "--batch-size",     "3",          "--dataset-size", "240",
+          "--seed",           "7",          "--lr",           "0.05",
+          "--log-every",      "1",          "--metrics",      dir + "/metrics-{rank}.jsonl",
           "--checkpoint-dir", dir + "/ckpt"};
 }
 
 std::vector<std::string> launcher_args(int min_workers, int restarts = 0) {
-  return {"--nproc-per-node", std::to_string(kWorkers), "--min-workers",
-          std::to_string(min_workers), "--max-restarts", std::to_string(restarts),
-          "--grace-period", "2"};
+  return {
+      "--nproc-per-node", std::to_string(kWorkers), "--min-workers",  std::to_string(min_workers),
+      "--max-restarts",   std::to_string(restarts), "--grace-period", "2"};
 }
 
 void expect_same_state(const std::map<std::string, at::Tensor>& want,
@@ -91,8 +92,8 @@ TEST_P(ElasticShrink, KilledWorkerCostsOneStepAndKeepsTheMathematics) {
     std::mt19937 rng(static_cast<unsigned>(1000 * seed + strategy.size()));
     const int victim = std::uniform_int_distribution<int>(0, kWorkers - 1)(rng);
     const int64_t at_step = std::uniform_int_distribution<int64_t>(2, kSteps - 6)(rng);
-    const std::string what = fmt::format("{} seed {}: kill -9 worker {} after step {}", strategy,
-                                         seed, victim, at_step);
+    const std::string what =
+        fmt::format("{} seed {}: kill -9 worker {} after step {}", strategy, seed, victim, at_step);
     const std::string dir = run_dir(strategy + "-" + std::to_string(seed));
     ElasticJob job(launcher_args(2), train_args(strategy, dir));
     const std::string victim_metrics = fmt::format("{}/metrics-{}.jsonl", dir, victim);
@@ -117,10 +118,9 @@ TEST_P(ElasticShrink, KilledWorkerCostsOneStepAndKeepsTheMathematics) {
       }
     }
     EXPECT_EQ(changes, kWorkers - 1) << what << "\n" << r.output;
-    EXPECT_NE(r.output.find("elastic: generation 1: 3 workers"), std::string::npos)
-        << what << "\n" << r.output;
-    EXPECT_FALSE(job.worker_pid(0) || job.worker_pid(1) || job.worker_pid(2) ||
-                 job.worker_pid(3))
+    EXPECT_NE(r.output.find("elastic: generation 1: 3 workers"), std::string::npos) << what << "\n"
+                                                                                    << r.output;
+    EXPECT_FALSE(job.worker_pid(0) || job.worker_pid(1) || job.worker_pid(2) || job.worker_pid(3))
         << what << ": a worker outlived the job";
     fs::remove_all(dir);
   }
