@@ -189,8 +189,8 @@ const ConfigKey kKeys[] = {
      "if there is none yet; --resume=require fails instead",
      choice_field<kT, &T::checkpoint, &Ckpt::resume>(true)},
     {"elastic-batch",
-     "under elastic tandem-run: keep the global batch and sample order when workers leave or "
-     "join (global), or the per-rank batch, scaling the learning rate (per-rank)",
+     "global|per-rank: under elastic tandem-run, keep the global batch and sample order when "
+     "workers leave or join, or keep the per-rank batch and scale the learning rate",
      choice_field<kT, &T::elastic, &ElasticConfig::batch>()},
 };
 
