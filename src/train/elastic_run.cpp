@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <thread>
 
 #include "tandem/core/check.h"
 #include "tandem/train/data/distributed_sampler.h"
@@ -126,7 +127,18 @@ bool ElasticRun::at_boundary(Strategy& strategy, const RunPosition& at) {
   return membership_->should_reform();
 }
 
-bool ElasticRun::failed() const { return comm() && !comm()->failure().empty(); }
+bool ElasticRun::failed() const {
+  // An error may come from a communicator the strategy derived (a split),
+  // before the generation's own has heard: wait for the coordinator's word,
+  // which the heartbeat thread turns into an abort, up to a stall's time.
+  const auto until = Clock::now() + membership_->env().heartbeat_timeout + std::chrono::seconds(2);
+  while (true) {
+    if (comm() && !comm()->failure().empty()) return true;
+    if (membership_->end_message()) return true;
+    if (Clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
 
 ElasticRun::Recovered ElasticRun::recover(int64_t step, Clock::time_point since, bool mid_step) {
   if (auto seen = membership_->end_seen_at()) since = std::min(since, *seen);

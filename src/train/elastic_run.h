@@ -97,7 +97,8 @@ class ElasticRun {
   // then votes (collective): true when the generation ends here.
   bool at_boundary(Strategy& strategy, const RunPosition& at);
   // True when the current generation's communicator failed (a member died
-  // or stalled, or the coordinator ended it): recover() then applies.
+  // or stalled, or the coordinator ended it): recover() then applies. After
+  // an error it waits up to the heartbeat timeout (+2 s) for that word.
   bool failed() const;
 
   struct Recovered {
