@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "launch/elastic_text.h"
 #include "tandem/core/check.h"
 #include "tandem/core/deadline.h"
 #include "tandem/core/error.h"
@@ -24,27 +25,6 @@ constexpr Millis kRecordGrace{5'000};
 constexpr Millis kGetTimeout{1'000};
 // How often a coordinator short of its quorum says so.
 constexpr Millis kWaitSayInterval{5'000};
-
-std::optional<int> parse_worker_id(std::string_view text) {
-  if (text.empty() || text.size() > 10) return std::nullopt;
-  long long v = 0;
-  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || ptr != text.data() + text.size() || v < 0 || v > INT_MAX) {
-    return std::nullopt;
-  }
-  return static_cast<int>(v);
-}
-
-// A store value for a message: at most `max` bytes, non-printable bytes as \xNN.
-std::string printable(const std::string& text, size_t max = 32) {
-  std::string out;
-  for (size_t i = 0; i < text.size() && i < max; ++i) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    out += (c >= 0x20 && c < 0x7f) ? std::string(1, static_cast<char>(c))
-                                   : fmt::format("\\x{:02x}", c);
-  }
-  return text.size() > max ? out + "..." : out;
-}
 
 double seconds(Millis d) { return static_cast<double>(d.count()) / 1000.0; }
 
@@ -250,12 +230,12 @@ void Coordinator::State::read_records(const char* what, const std::string& count
 }
 
 void Coordinator::State::on_join(const std::string& key, const std::string& value) {
-  auto id = parse_worker_id(value);
+  auto id = detail::parse_id(value);
   if (!id) {
     throw InvalidArgument(
         fmt::format("elastic coordinator: join request {}/{} = '{}' ({} bytes) is not a worker id; "
                     "only workers started by tandem-run may write the elastic keys",
-                    kElasticPrefix, key, printable(value), value.size()));
+                    kElasticPrefix, key, detail::printable(value, 32), value.size()));
   }
   if (is_member(*id) || gone.count(*id) || evicted.count(*id) || contains(pending, *id)) return;
   pending.push_back(*id);
@@ -264,12 +244,12 @@ void Coordinator::State::on_join(const std::string& key, const std::string& valu
 
 void Coordinator::State::on_exit(const std::string& key, const std::string& value) {
   const size_t tab = value.find('\t');
-  auto id = parse_worker_id(std::string_view(value).substr(0, tab));
+  auto id = detail::parse_id(std::string_view(value).substr(0, tab));
   if (tab == std::string::npos || !id || tab + 1 == value.size()) {
     throw InvalidArgument(
         fmt::format("elastic coordinator: exit record {}/{} = '{}' ({} bytes) is not "
                     "'<worker id>\\t<how it ended>'; only tandem-run may write the elastic keys",
-                    kElasticPrefix, key, printable(value), value.size()));
+                    kElasticPrefix, key, detail::printable(value, 32), value.size()));
   }
   const std::string how = value.substr(tab + 1);
   if (gone.count(*id)) return;

@@ -8,12 +8,17 @@
 #include <optional>
 #include <string_view>
 
+#include "launch/elastic_text.h"
 #include "tandem/core/check.h"
 
 namespace tandem::launch::elastic {
 namespace {
 
 std::string prefixed(const std::string& key) { return std::string(kElasticPrefix) + "/" + key; }
+
+}  // namespace
+
+namespace detail {
 
 // A whole, non-negative decimal int with nothing around it, or nullopt.
 std::optional<int> parse_id(std::string_view text) {
@@ -27,7 +32,7 @@ std::optional<int> parse_id(std::string_view text) {
 }
 
 // A store value for a message: at most `max` bytes, non-printable bytes as \xNN.
-std::string printable(std::string_view text, size_t max = 64) {
+std::string printable(std::string_view text, size_t max) {
   std::string out;
   for (size_t i = 0; i < text.size() && i < max; ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
@@ -37,7 +42,10 @@ std::string printable(std::string_view text, size_t max = 64) {
   return text.size() > max ? out + "..." : out;
 }
 
-}  // namespace
+}  // namespace detail
+
+using detail::parse_id;
+using detail::printable;
 
 std::string join_key(int64_t k) { return fmt::format("join/{}", k); }
 std::string heartbeat_key(int worker_id) { return fmt::format("hb/{}", worker_id); }
