@@ -1,5 +1,5 @@
 // Tandem's benchmarks as a library: the `tandem bench` subcommands (comm,
-// ddp, fsdp, memory, pipeline, strategies), which the `tandem` tool adds to
+// ddp, elastic, fsdp, memory, pipeline, strategies), which the `tandem` tool adds to
 // its command line. Each benchmark prints JSON lines (and tables); those that
 // run whole jobs start their ranks as child processes of the `tandem` tool
 // (bench/child_ranks.h). See docs/benchmarks.md. Not installed.

@@ -10,6 +10,7 @@ void add_bench_commands(CLI::App& app, int& exit_code) {
   bench->require_subcommand(1);
   add_comm_bench(*bench, exit_code);
   add_ddp_bench(*bench, exit_code);
+  add_elastic_bench(*bench, exit_code);
   add_memory_bench(*bench, exit_code);
   add_fsdp_bench(*bench, exit_code);
   add_strategies_bench(*bench, exit_code);

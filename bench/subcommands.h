@@ -12,6 +12,7 @@ namespace tandem::bench {
 
 void add_comm_bench(CLI::App& bench, int& exit_code);        // comm_bench.cpp
 void add_ddp_bench(CLI::App& bench, int& exit_code);         // ddp_bench.cpp
+void add_elastic_bench(CLI::App& bench, int& exit_code);     // elastic_bench.cpp
 void add_fsdp_bench(CLI::App& bench, int& exit_code);        // fsdp_bench.cpp
 void add_memory_bench(CLI::App& bench, int& exit_code);      // memory_bench.cpp
 void add_pipeline_bench(CLI::App& bench, int& exit_code);    // pipeline_bench.cpp

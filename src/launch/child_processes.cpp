@@ -7,7 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "launch/signal_relay.h"
@@ -299,6 +302,39 @@ std::string describe_failures(const std::vector<ChildResult>& results, int lines
     if (!out.empty() && out.back() != '\n') out += '\n';
   }
   return out;
+}
+
+namespace {
+
+std::string read_proc_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+std::optional<pid_t> find_child_with_env(pid_t parent, const std::string& assignment) {
+  const std::string want_parent = std::to_string(parent);
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    // Fields 3 and 4 of /proc/<pid>/stat, after the parenthesised command name.
+    const std::string stat = read_proc_file("/proc/" + name + "/stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos || close + 2 > stat.size()) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    std::string state, ppid;
+    fields >> state >> ppid;
+    if (ppid != want_parent || state == "Z") continue;
+    std::istringstream vars(read_proc_file("/proc/" + name + "/environ"));
+    for (std::string var; std::getline(vars, var, '\0');) {
+      if (var == assignment) return static_cast<pid_t>(std::stoi(name));
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace tandem::launch

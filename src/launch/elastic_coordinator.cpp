@@ -238,6 +238,13 @@ void Coordinator::State::on_join(const std::string& key, const std::string& valu
                     kElasticPrefix, key, detail::printable(value, 32), value.size()));
   }
   if (is_member(*id) || gone.count(*id) || evicted.count(*id) || contains(pending, *id)) return;
+  if (generation >= 0 && store->check(kJoinsClosedKey)) {
+    const std::string why = store->get(kJoinsClosedKey, options.heartbeat_timeout);
+    evicted.insert(*id);
+    store->set(evicted_key(*id), why);
+    say(fmt::format("tandem-run: worker {} may not join: {}", *id, why));
+    return;
+  }
   pending.push_back(*id);
   last_join = Clock::now();
 }

@@ -316,7 +316,8 @@ std::unique_ptr<Strategy> make_async_strategy(const TrainerOptions& o,
 
 TrainSummary serve_parameters(const TrainerOptions& o,
                               const std::shared_ptr<torch::nn::Module>& module,
-                              const std::shared_ptr<Communicator>& comm) {
+                              const std::shared_ptr<Communicator>& comm,
+                              parallel::ParameterServerState* carry) {
   TANDEM_CHECK(servers_for(o) > 0, "--strategy {} has no parameter servers",
                name_of(o.strategy.kind));
   const AsyncConfig& a = o.strategy.async;
@@ -330,8 +331,14 @@ TrainSummary serve_parameters(const TrainerOptions& o,
   so.make_optimizer = [o](std::vector<at::Tensor> p) { return make_optimizer(o, std::move(p)); };
   so.set_lr = [](torch::optim::Optimizer& opt, double lr) { train::set_lr(opt, lr); };
   parallel::ParameterServer server(comm, roles, flat_of(module->parameters()), so);
+  if (carry && carry->shard.defined()) server.restore(*carry);
   const auto start = std::chrono::steady_clock::now();
-  server.serve();
+  try {
+    server.serve();
+  } catch (...) {
+    if (carry) *carry = server.state();
+    throw;
+  }
   TrainSummary s;
   s.server = true;
   s.workers = roles.workers;

@@ -266,6 +266,10 @@ std::optional<Clock::time_point> ElasticMembership::end_seen_at() const {
 
 void ElasticMembership::complete() { store_->set("complete", "1"); }
 
+void ElasticMembership::close_joins(const std::string& why) {
+  store_->set(el::kJoinsClosedKey, why);
+}
+
 int ElasticMembership::first_world_size() {
   return static_cast<int>(
       el::parse_members(store_->get(el::members_key(0), timeouts_.rendezvous_timeout)).size());

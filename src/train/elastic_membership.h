@@ -80,6 +80,8 @@ class ElasticMembership {
 
   // Rank 0 of the last generation: training ended; the launchers stop.
   void complete();
+  // No worker may join from now on; the coordinator evicts joiners with `why`.
+  void close_joins(const std::string& why);
 
   int worker_id() const { return env_.worker_id; }
   const launch::elastic::ElasticEnv& env() const { return env_; }

@@ -15,6 +15,14 @@ namespace tandem::train {
 namespace {
 using Clock = std::chrono::steady_clock;
 using Seconds = std::chrono::duration<double>;
+
+// The wall-clock time (ms since the epoch) of a steady-clock instant.
+int64_t unix_ms_at(Clock::time_point t) {
+  const auto wall =
+      std::chrono::system_clock::now() -
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(Clock::now() - t);
+  return std::chrono::duration_cast<std::chrono::milliseconds>(wall.time_since_epoch()).count();
+}
 }  // namespace
 
 GlobalCursor::GlobalCursor(int64_t num_samples, uint64_t seed)
@@ -71,6 +79,9 @@ nlohmann::json MembershipChange::to_json() const {
           {"cause", cause},
           {"detect_s", detect_seconds},
           {"recovery_s", recovery_seconds},
+          {"membership_s", membership_seconds},
+          {"state_s", state_seconds},
+          {"seen_unix_ms", seen_unix_ms},
           {"step", step},
           {"steps_redone", steps_redone}};
 }
@@ -145,12 +156,53 @@ ElasticRun::Recovered ElasticRun::recover(int64_t step, Clock::time_point since,
   const std::vector<int64_t> held = replica_.committed_steps();
   membership_->reform(held.empty() ? -1 : held.front());
   // How far this rank got: the steps it completed, and the one it was in.
-  return gather(step + (mid_step ? 1 : 0), since);
+  return gather(step + (mid_step ? 1 : 0), since, Clock::now());
 }
 
-ElasticRun::Recovered ElasticRun::catch_up() { return gather(0, Clock::now()); }
+MembershipChange ElasticRun::reform_async(int servers, Clock::time_point since, int64_t step,
+                                          bool mid_step) {
+  if (auto seen = membership_->end_seen_at()) since = std::min(since, *seen);
+  const std::vector<int> before = generation().members;
+  membership_->reform(-1);
+  const auto reformed = Clock::now();
+  const Generation& g = generation();
+  if (servers > 0) {
+    const auto n = static_cast<size_t>(servers);
+    const std::vector<int> had(
+        before.end() - static_cast<std::ptrdiff_t>(std::min(n, before.size())), before.end());
+    const std::vector<int> has(
+        g.members.end() - static_cast<std::ptrdiff_t>(std::min(n, g.members.size())),
+        g.members.end());
+    if (had != has || g.members.size() <= n) {
+      throw NotSupported(fmt::format(
+          "elastic generation {} (members {}) lost a parameter server: generation {}'s last {} "
+          "member{} (worker{} {}) served. An asynchronous elastic job survives the loss of "
+          "workers, not of a server; the job stops",
+          g.number, fmt::join(g.members, ","), g.number - 1, n, n == 1 ? "" : "s",
+          n == 1 ? "" : "s", fmt::join(had, ",")));
+    }
+  }
+  MembershipChange c;
+  c.generation = g.number;
+  c.members = g.members;
+  c.cause = g.cause;
+  const auto detect = g.cause.find("detect_s");
+  c.detect_seconds = detect != g.cause.end() && detect->is_number() ? detect->get<double>() : 0.0;
+  c.membership_seconds = Seconds(reformed - since).count();
+  c.recovery_seconds = c.membership_seconds;
+  c.seen_unix_ms = unix_ms_at(since);
+  c.step = step;
+  c.steps_redone = mid_step ? 1 : 0;
+  return c;
+}
 
-ElasticRun::Recovered ElasticRun::gather(int64_t reached, Clock::time_point since) {
+ElasticRun::Recovered ElasticRun::catch_up() {
+  const auto now = Clock::now();
+  return gather(0, now, now);
+}
+
+ElasticRun::Recovered ElasticRun::gather(int64_t reached, Clock::time_point since,
+                                         Clock::time_point reformed) {
   const std::vector<int64_t> held = replica_.committed_steps();
   const Generation& g = membership_->current();
   // The newest commit every survivor holds: they are at most one step apart.
@@ -180,7 +232,11 @@ ElasticRun::Recovered ElasticRun::gather(int64_t reached, Clock::time_point sinc
   c.cause = g.cause;
   const auto detect = g.cause.find("detect_s");
   c.detect_seconds = detect != g.cause.end() && detect->is_number() ? detect->get<double>() : 0.0;
-  c.recovery_seconds = Seconds(Clock::now() - since).count();
+  const auto now = Clock::now();
+  c.recovery_seconds = Seconds(now - since).count();
+  c.membership_seconds = Seconds(reformed - since).count();
+  c.state_seconds = Seconds(now - reformed).count();
+  c.seen_unix_ms = unix_ms_at(since);
   c.step = out.point.base.step;
   const auto why = g.cause.find("cause");
   const bool failure = why != g.cause.end() && *why == "failure";

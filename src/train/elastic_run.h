@@ -67,9 +67,12 @@ struct MembershipChange {
   int64_t generation = 0;
   std::vector<int> members;
   nlohmann::json cause;
-  double detect_seconds = 0;    // from the failure to this rank's knowing it
-  double recovery_seconds = 0;  // from knowing it to the state restored
-  int64_t step = 0;             // the step the run continues from
+  double detect_seconds = 0;      // from the failure to this rank's knowing it
+  double recovery_seconds = 0;    // from knowing it to the state restored
+  double membership_seconds = 0;  // of which: agreeing on the members, the new communicator
+  double state_seconds = 0;       // and: gathering the state, rebuilding the strategy
+  int64_t seen_unix_ms = 0;       // when this rank knew it (wall clock)
+  int64_t step = 0;               // the step the run continues from
   int64_t steps_redone = 0;
   nlohmann::json to_json() const;
   std::string describe() const;
@@ -119,8 +122,22 @@ class ElasticRun {
   Recovered catch_up();
   bool joined_late() const { return membership_->env().joining; }
 
+  // The asynchronous strategies (ps, gossip): no commits and no votes. After
+  // a failure this rank leaves the generation and joins the next; it goes on
+  // from its own current state (a ps worker pulls the servers'). Throws
+  // NotSupported when the last `servers` members (the parameter servers)
+  // are not the same workers as before: losing a server is not covered.
+  // `step`: where this rank is; `mid_step`: a step was interrupted (it is
+  // redone).
+  MembershipChange reform_async(int servers, std::chrono::steady_clock::time_point since,
+                                int64_t step, bool mid_step);
+  // Rank 0, at the start of an asynchronous run: replacements may not join
+  // (the coordinator evicts them with `why`).
+  void close_joins(const std::string& why) { membership_->close_joins(why); }
+
  private:
-  Recovered gather(int64_t reached, std::chrono::steady_clock::time_point since);
+  Recovered gather(int64_t reached, std::chrono::steady_clock::time_point since,
+                   std::chrono::steady_clock::time_point reformed);
 
   const TrainerOptions& o_;
   std::unique_ptr<ElasticMembership> membership_;

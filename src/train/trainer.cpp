@@ -76,14 +76,10 @@ nlohmann::json summary_metrics(const TrainerOptions& o, int rank, const TrainSum
   return line;
 }
 
-// The whole model on every rank, and the roles: under ps, easgd and backup
-// workers the last --servers ranks serve and the others train, and the
-// loop's collectives (log, eval) run among the latter. Returns true on a
-// server. Collective (the split).
-bool build_model(Run& r) {
-  at::manual_seed(r.o.run.seed);
-  r.model = make_model(r.o.model.kind);
-  if (r.o.model.dtype == Dtype::kFloat64) r.model.ptr()->to(at::kDouble);
+// The roles: under ps, easgd and backup workers the last --servers ranks
+// serve and the others train, and the loop's collectives (log, eval) run
+// among the latter. Returns true on a server. Collective (the split).
+bool assign_roles(Run& r) {
   if (servers_for(r.o) == 0) return false;
   const int servers = r.o.strategy.async.servers;
   const bool serving = parallel::PsRoles::of(r.comm->size(), servers).is_server(r.comm->rank());
@@ -91,11 +87,37 @@ bool build_model(Run& r) {
   return serving;
 }
 
-TrainSummary serve(Run& r) {
-  TrainSummary s = serve_parameters(r.o, r.model.ptr(), r.comm);
-  MetricsFile(r.o.observe.metrics_file, r.comm->rank())
+// The whole model on every rank, and the roles (assign_roles).
+bool build_model(Run& r) {
+  at::manual_seed(r.o.run.seed);
+  r.model = make_model(r.o.model.kind);
+  if (r.o.model.dtype == Dtype::kFloat64) r.model.ptr()->to(at::kDouble);
+  return assign_roles(r);
+}
+
+// An elastic run whose ranks step together (ddp, zero): commits, votes,
+// the global batch. The asynchronous strategies re-form without them.
+bool lockstep_elastic(const Run& r) { return r.elastic && !is_asynchronous(r.o); }
+
+// The metrics file's {rank}: the worker id in an elastic run.
+int metrics_rank(const Run& r) {
+  return r.elastic ? r.elastic->membership().worker_id() : r.comm->rank();
+}
+
+TrainSummary serve(Run& r, parallel::ParameterServerState* carry = nullptr) {
+  TrainSummary s = serve_parameters(r.o, r.model.ptr(), r.comm, carry);
+  MetricsFile(r.o.observe.metrics_file, metrics_rank(r))
       .write(summary_metrics(r.o, r.comm->rank(), s));
   return s;
+}
+
+// Logs a membership change (rank 0 of the new generation says it), in the
+// metrics and the trace.
+void log_change(const Run& r, const MembershipChange& change, MetricsFile& metrics,
+                Clock::time_point since) {
+  if (r.out) *r.out << change.describe();
+  metrics.write(change.to_json());
+  if (r.trace) r.trace->span("membership change", "elastic", since, Clock::now());
 }
 
 // The strategy (a MeshModel under --mesh) and what each step is handed.
@@ -122,9 +144,9 @@ void build_strategy(Run& r) {
 // --scale-lr (an elastic run's first generation's, times its factor).
 void set_base_lr(Run& r) {
   const TrainerOptions& o = r.o;
-  const int ranks = r.elastic ? r.elastic->first_world() : r.data->size();
+  const int ranks = lockstep_elastic(r) ? r.elastic->first_world() : r.data->size();
   r.base_lr = (o.optimizer.scale_lr ? o.optimizer.lr * ranks : o.optimizer.lr);
-  if (r.elastic) r.base_lr *= r.elastic->lr_factor();
+  if (lockstep_elastic(r)) r.base_lr *= r.elastic->lr_factor();
 }
 
 // The schedule's length, this call's end and the base learning rate; the
@@ -223,11 +245,17 @@ void log_step(const Run& r, LogWindow& w, const BatchCursor& cursor, int64_t ste
   progress.update(step + 1, cursor.epoch(), mean, sps,
                   elapsed / static_cast<double>(done) * static_cast<double>(r.stop - step - 1));
   if (!metrics.is_open()) return;
-  nlohmann::json line = {
-      {"step", step + 1},       {"epoch", cursor.epoch()},
-      {"rank", r.comm->rank()}, {"loss", local},
-      {"loss_all_ranks", mean}, {"samples_per_s", sps},
-      {"elapsed_s", elapsed},   {"strategy", std::string(name_of(r.o.strategy.kind))}};
+  nlohmann::json line = {{"step", step + 1},
+                         {"epoch", cursor.epoch()},
+                         {"rank", r.comm->rank()},
+                         {"loss", local},
+                         {"loss_all_ranks", mean},
+                         {"samples_per_s", sps},
+                         {"elapsed_s", elapsed},
+                         {"strategy", std::string(name_of(r.o.strategy.kind))},
+                         {"unix_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::system_clock::now().time_since_epoch())
+                                         .count()}};
   if (!synchronous) line["loss_all_ranks"] = nullptr;  // not measured: no collective
   if (r.mesh) {
     line["mesh"] = r.o.mesh.shape->describe();
@@ -306,6 +334,45 @@ void after_step(Run& r, int64_t step, bool last, LogWindow& window, int64_t firs
   }
 }
 
+// Elastic, asynchronous: leaves the failed generation, joins the next and
+// rebuilds this rank's part on its communicator from its current state (a
+// server keeps its shard and optimizer state in `carry`). The rank goes on
+// at `step`. Collective over the new generation.
+void reform_async(Run& r, int64_t step, bool mid_step, MetricsFile& metrics,
+                  parallel::ParameterServerState* carry) {
+  const auto since = Clock::now();
+  r.strategy.reset();  // every user of the old communicator goes first
+  MembershipChange change = r.elastic->reform_async(servers_for(r.o), since, step, mid_step);
+  r.comm = r.workers = r.data = r.elastic->comm();
+  r.out = r.comm->rank() == 0 ? r.lead : nullptr;
+  const bool serving = assign_roles(r);
+  TANDEM_CHECK(serving == (carry != nullptr),
+               "elastic generation {}: rank {} changed between worker and server",
+               r.elastic->generation().number, r.comm->rank());
+  const auto rebuild = Clock::now();
+  if (!serving) build_strategy(r);
+  const double rebuilt = Seconds(Clock::now() - rebuild).count();
+  change.state_seconds += rebuilt;
+  change.recovery_seconds += rebuilt;
+  log_change(r, change, metrics, since);
+}
+
+// A server of an elastic asynchronous run: serves each generation until
+// the workers are done, carrying its state across the changes.
+TrainSummary serve_elastic(Run& r) {
+  parallel::ParameterServerState carry;
+  MetricsFile metrics(r.o.observe.metrics_file, metrics_rank(r));
+  while (true) {
+    try {
+      return serve(r, &carry);
+    } catch (const std::exception& e) {
+      if (!r.elastic->failed()) throw;
+      log::info("elastic: serving failed: {}", e.what());
+      reform_async(r, 0, false, metrics, &carry);
+    }
+  }
+}
+
 // Elastic: the new generation's model and strategy, restored from `rec`,
 // and the cursor where the run continues; logged by the new rank 0, in the
 // metrics and the trace. Collective over the new generation.
@@ -313,24 +380,23 @@ void rejoin(Run& r, ElasticRun::Recovered rec, GlobalCursor& cursor, MetricsFile
             Clock::time_point since) {
   r.comm = r.workers = r.data = r.elastic->comm();
   r.out = r.comm->rank() == 0 ? r.lead : nullptr;
+  const auto rebuild = Clock::now();
   build_model(r);
   build_strategy(r);
   restore(rec.point, *r.strategy);
+  const double rebuilt = Seconds(Clock::now() - rebuild).count();
+  rec.change.state_seconds += rebuilt;
+  rec.change.recovery_seconds += rebuilt;
   cursor.resume_at(rec.point.base.epoch, rec.point.base.samples_in_epoch);
   r.elastic->split(cursor);
   set_base_lr(r);
   r.context.loss_scale = cursor.loss_scale();
-  if (r.out) {
-    *r.out << rec.change.describe();
-    if (r.o.elastic.batch == ElasticBatch::kPerRank) {
-      *r.out << fmt::format(
-          "elastic: --elastic-batch per-rank: {} samples per step now, learning rate scaled to "
-          "{}\n",
-          r.elastic->global_batch(), r.base_lr);
-    }
+  log_change(r, rec.change, metrics, since);
+  if (r.out && r.o.elastic.batch == ElasticBatch::kPerRank) {
+    *r.out << fmt::format(
+        "elastic: --elastic-batch per-rank: {} samples per step now, learning rate scaled to {}\n",
+        r.elastic->global_batch(), r.base_lr);
   }
-  metrics.write(rec.change.to_json());
-  if (r.trace) r.trace->span("membership change", "elastic", since, Clock::now());
 }
 
 // Elastic: leaves the failed (or ending) generation at `step` and rejoins;
@@ -351,8 +417,7 @@ int64_t recover(Run& r, int64_t step, bool mid_step, GlobalCursor& cursor, Metri
 TrainSummary run_loop(Run& r, int64_t first_step) {
   const TrainerOptions& o = r.o;
   auto* global = dynamic_cast<GlobalCursor*>(r.cursor);
-  MetricsFile metrics(o.observe.metrics_file,
-                      r.elastic ? r.elastic->membership().worker_id() : r.comm->rank());
+  MetricsFile metrics(o.observe.metrics_file, metrics_rank(r));
   Progress progress(r.out, r.total);
   TrainSummary s;
   LogWindow window;
@@ -369,7 +434,7 @@ TrainSummary run_loop(Run& r, int64_t first_step) {
     bool mid_step = false;
     try {
       const RunPosition here{step, r.cursor->epoch(), r.cursor->samples_in_epoch()};
-      if (r.elastic && r.elastic->at_boundary(*r.strategy, here)) {
+      if (lockstep_elastic(r) && r.elastic->at_boundary(*r.strategy, here)) {
         step = recover(r, step, false, *global, metrics);
         progress = Progress(r.out, r.total);
         continue;
@@ -385,14 +450,29 @@ TrainSummary run_loop(Run& r, int64_t first_step) {
     } catch (const std::exception& e) {
       if (!r.elastic || !r.elastic->failed()) throw;
       log::info("elastic: step {} failed: {}", step, e.what());
-      step = recover(r, step, mid_step, *global, metrics);
+      if (lockstep_elastic(r)) {
+        step = recover(r, step, mid_step, *global, metrics);
+      } else {
+        reform_async(r, step, mid_step, metrics, nullptr);
+      }
       window = LogWindow{.first = window.first};
       progress = Progress(r.out, r.total);
     }
   }
   progress.done();
   const double train_seconds = Seconds(Clock::now() - start).count();
-  r.strategy->finish();
+  while (true) {
+    try {
+      r.strategy->finish();
+      break;
+    } catch (const std::exception& e) {
+      // Asynchronous workers say goodbye to their peers here: a failure
+      // then is survived as one inside the loop.
+      if (!r.elastic || lockstep_elastic(r) || !r.elastic->failed()) throw;
+      log::info("elastic: finishing failed: {}", e.what());
+      reform_async(r, r.stop, false, metrics, nullptr);
+    }
+  }
   if (r.trace) write_trace(*r.trace, o, r.comm->rank(), r.out);
   const RunPosition end{r.stop, r.cursor->epoch(), r.cursor->samples_in_epoch()};
   if (r.stop > first_step) save_checkpoint(o, *r.strategy, *r.comm, end);
@@ -404,19 +484,29 @@ TrainSummary run_loop(Run& r, int64_t first_step) {
 
 namespace {
 
-// Elastic runs cover the synchronous data-parallel strategies.
-void check_elastic(const TrainerOptions& o) {
+// Elastic runs cover the synchronous data-parallel strategies, and ps and
+// gossip (which lose workers, but take none that join).
+void check_elastic(const TrainerOptions& o, const ElasticRun& elastic) {
   const StrategyKind k = o.strategy.kind;
-  const bool covered = k == StrategyKind::kNone || k == StrategyKind::kDdp ||
-                       k == StrategyKind::kZero1 || k == StrategyKind::kZero2 ||
-                       k == StrategyKind::kZero3;
-  if (!covered || o.mesh.shape || servers_for(o) > 0) {
+  const bool lockstep =
+      (k == StrategyKind::kNone || k == StrategyKind::kDdp || k == StrategyKind::kZero1 ||
+       k == StrategyKind::kZero2 || k == StrategyKind::kZero3) &&
+      servers_for(o) == 0;
+  const bool async = k == StrategyKind::kPs || k == StrategyKind::kGossip;
+  if (!(lockstep || async) || o.mesh.shape) {
     throw NotSupported(fmt::format(
         "elastic training (tandem-run --min-workers/--max-workers) covers --strategy none, ddp, "
-        "zero1, zero2 and zero3 without --mesh; --strategy {}{} is not covered yet",
-        name_of(k), o.mesh.shape ? " with --mesh" : ""));
+        "zero1, zero2, zero3, ps and gossip without --mesh; --strategy {}{}{} is not covered yet",
+        name_of(k), servers_for(o) > 0 && !async ? " with parameter servers" : "",
+        o.mesh.shape ? " with --mesh" : ""));
   }
   TANDEM_CHECK(o.run.stop_at_step == 0, "elastic training does not take stop_at_step");
+  if (async && elastic.joined_late()) {
+    throw NotSupported(fmt::format(
+        "elastic --strategy {}: a worker cannot join a running asynchronous job (its workers "
+        "and servers keep their own state); the job goes on without this one",
+        name_of(k)));
+  }
 }
 
 // Resumes from --resume's checkpoint, if any: the cursor and the first step.
@@ -447,15 +537,21 @@ TrainSummary train_run(const TrainerOptions& o, const std::shared_ptr<Communicat
                        std::ostream* out, ElasticRun* elastic) {
   TANDEM_CHECK(comm != nullptr, "train: the communicator is null");
   validate_options(o, comm->size());
-  if (elastic) check_elastic(o);
+  if (elastic) check_elastic(o, *elastic);
   Run r(o, comm, out);
   r.elastic = elastic;
   r.spec = input_spec(o.model.kind);
   r.sets = make_datasets(o, r.spec);
   const bool late = elastic && elastic->joined_late();
+  if (elastic && is_asynchronous(o) && elastic->generation().number == 0 &&
+      elastic->generation().rank == 0) {
+    elastic->close_joins(
+        fmt::format("--strategy {} is asynchronous: a running job takes no new workers",
+                    name_of(o.strategy.kind)));
+  }
   // A late joiner builds its strategy with the survivors, after catching up.
   if (!late) {
-    if (!o.mesh.shape && build_model(r)) return serve(r);
+    if (!o.mesh.shape && build_model(r)) return r.elastic ? serve_elastic(r) : serve(r);
   }
   // Every rank reads the checkpoint and checks it before any collective.
   std::optional<ResumePoint> resumed;
@@ -465,7 +561,7 @@ TrainSummary train_run(const TrainerOptions& o, const std::shared_ptr<Communicat
   if (resumed) restore(*resumed, *r.strategy);
 
   std::unique_ptr<BatchCursor> cursor;
-  if (elastic) {
+  if (lockstep_elastic(r)) {
     auto global = std::make_unique<GlobalCursor>(r.sets.train->size(), o.run.seed);
     elastic->split(*global);
     r.context.loss_scale = global->loss_scale();

@@ -24,6 +24,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -146,5 +147,10 @@ std::string describe_failures(const std::vector<ChildResult>& results, int lines
 
 // The last `lines` lines of `text`.
 std::string tail_lines(std::string_view text, int lines);
+
+// The pid of a running (not zombie) child of `parent` whose environment
+// holds `assignment` ("NAME=value"), found in /proc; nullopt when none does.
+// Tests and benchmarks use it to pick a worker of a launcher.
+std::optional<pid_t> find_child_with_env(pid_t parent, const std::string& assignment);
 
 }  // namespace tandem::launch

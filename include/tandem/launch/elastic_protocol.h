@@ -24,6 +24,9 @@
 //                               rendezvous timeout): every worker exits
 //   complete                    "1": training ended; rank 0 of the last
 //                               generation sets it
+//   joins_closed                why no worker may join any more (rank 0 of
+//                               an asynchronous run sets it); the
+//                               coordinator evicts later joiners with it
 //   next_id                     counter for the ids of replacement workers
 // Worker ids: the initial workers' are their initial ranks
 // (node_rank * nproc_per_node + local_rank); a replacement gets
@@ -71,6 +74,7 @@ std::string cause_key(int64_t generation);
 std::string end_key(int64_t generation);
 std::string left_key(int64_t generation, int worker_id);
 std::string evicted_key(int worker_id);
+inline constexpr const char* kJoinsClosedKey = "joins_closed";
 
 // "3,0,5" <-> {3, 0, 5}. parse_members throws InvalidArgument on text that
 // is not such a list (a corrupt or hostile store value).

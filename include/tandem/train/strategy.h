@@ -42,6 +42,10 @@ namespace torch::optim {
 class Optimizer;
 }
 
+namespace tandem::parallel {
+struct ParameterServerState;
+}
+
 namespace tandem::train {
 
 // One batch as the model takes it.
@@ -55,7 +59,7 @@ struct StepContext {
   // The whole model's forward: logits of a batch's input. Unused by
   // strategies that run their own model (MeshModel).
   std::function<at::Tensor(const at::Tensor&)> forward;
-  double clip_grad_norm = 0;       // 0: off
+  double clip_grad_norm = 0;  // 0: off
   // Multiplies the loss before backward (the returned loss is unscaled):
   // an elastic run's weight of an uneven slice of the global batch.
   double loss_scale = 1.0;
@@ -155,10 +159,13 @@ std::unique_ptr<Strategy> make_strategy(const TrainerOptions& o,
 
 // On a server rank: serves the parameters of `module` (built the same way
 // as on the workers) until every worker is done; returns what it measured.
-// InvalidArgument when servers_for(o) is 0.
+// InvalidArgument when servers_for(o) is 0. With `carry` (an elastic job's
+// server between generations): starts from *carry when it holds a shard,
+// and when serving fails stores the server's state there before rethrowing.
 TrainSummary serve_parameters(const TrainerOptions& o,
                               const std::shared_ptr<torch::nn::Module>& module,
-                              const std::shared_ptr<Communicator>& comm);
+                              const std::shared_ptr<Communicator>& comm,
+                              parallel::ParameterServerState* carry = nullptr);
 
 // The optimizer o.optimizer.kind names, over `params`, at o.optimizer.lr.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainerOptions& o,

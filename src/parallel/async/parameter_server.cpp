@@ -1,8 +1,9 @@
 #include "tandem/parallel/async/parameter_server.h"
 
+#include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros_like.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <fmt/format.h>
 #include <torch/optim/optimizer.h>
 
@@ -78,6 +79,36 @@ at::Tensor ParameterServer::shard() const {
   return shard_.detach().clone();
 }
 
+ParameterServerState ParameterServer::state() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ParameterServerState s{shard_.detach().clone(), std::nullopt};
+  if (optimizer_) {
+    if (const auto* param_state = find_param_state(*optimizer_, shard_)) {
+      ParamStateFields fields = param_state_fields(*param_state);
+      for (auto& [name, t] : fields.tensors) t = t.detach().clone();
+      s.optimizer = std::move(fields);
+    }
+  }
+  return s;
+}
+
+void ParameterServer::restore(const ParameterServerState& s) {
+  TANDEM_CHECK(s.shard.defined() && s.shard.numel() == range_.numel,
+               "ParameterServer::restore: a shard of {} elements for server {}, whose shard has "
+               "{}",
+               s.shard.defined() ? s.shard.numel() : 0, server_, range_.numel);
+  std::lock_guard<std::mutex> lock(mutex_);
+  {
+    at::NoGradGuard no_grad;
+    shard_.copy_(s.shard.reshape(-1));
+  }
+  if (optimizer_ && s.optimizer) {
+    ParamStateFields fields = *s.optimizer;
+    for (auto& [name, t] : fields.tensors) t = t.detach().clone();
+    set_param_state(*optimizer_, shard_, make_param_state(optimizer_kind(*optimizer_), fields));
+  }
+}
+
 void ParameterServer::serve() {
   std::vector<std::thread> threads;
   threads.reserve(static_cast<size_t>(roles_.workers));
@@ -130,9 +161,10 @@ void ParameterServer::serve_worker(int worker) {
     } else if (kind == PsKind::kElastic) {
       apply_elastic(worker, payload, reply, r);
     } else {
-      throw InternalError(fmt::format("rank {} (parameter server {}): worker rank {} sent an "
-                                      "unknown request kind {}",
-                                      comm_->rank(), server_, worker, h[0]));
+      throw InternalError(
+          fmt::format("rank {} (parameter server {}): worker rank {} sent an "
+                      "unknown request kind {}",
+                      comm_->rank(), server_, worker, h[0]));
     }
     comm_->send(reply_header, worker, kHeaderTag);
     comm_->send(reply, worker, kPayloadTag);
@@ -147,9 +179,10 @@ void ParameterServer::wait_for(std::unique_lock<std::mutex>& lock, int worker, c
   const auto deadline = Clock::now() + comm_->timeout();
   const bool ok = changed_.wait_until(lock, deadline, [&] { return failure_ || pred(); });
   if (failure_) {
-    throw PeerError(fmt::format("rank {} (parameter server {}): stopped serving worker rank {}: "
-                                "the thread serving another worker failed",
-                                comm_->rank(), server_, worker));
+    throw PeerError(
+        fmt::format("rank {} (parameter server {}): stopped serving worker rank {}: "
+                    "the thread serving another worker failed",
+                    comm_->rank(), server_, worker));
   }
   if (!ok) {
     const int slow = slowest_worker();
@@ -158,8 +191,7 @@ void ParameterServer::wait_for(std::unique_lock<std::mutex>& lock, int worker, c
         "rank {}, is at clock {} against {} (applied steps {}); raise the communicator timeout "
         "or look at rank {}",
         comm_->rank(), server_, worker, format_duration(comm_->timeout()), why, slow,
-        clocks_[static_cast<size_t>(slow)], clocks_[static_cast<size_t>(worker)], version_,
-        slow));
+        clocks_[static_cast<size_t>(slow)], clocks_[static_cast<size_t>(worker)], version_, slow));
   }
 }
 
@@ -210,8 +242,10 @@ void ParameterServer::apply_sync(int worker, int64_t step, double lr, const at::
   PsUpdateRecord rec;
   rec.worker = worker;
   rec.clock = step;
-  TANDEM_ASSERT(step <= version_, "parameter server {}: worker rank {} pushed for step {} but the "
-                "server is at step {}", server_, worker, step, version_);
+  TANDEM_ASSERT(step <= version_,
+                "parameter server {}: worker rank {} pushed for step {} but the "
+                "server is at step {}",
+                server_, worker, step, version_);
   const bool done = options_.total_steps > 0 && version_ >= options_.total_steps;
   if (step < version_ || done) {
     // Its step was applied without it (Note: never applied stale).

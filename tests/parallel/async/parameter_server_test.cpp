@@ -12,8 +12,8 @@
 #include <ATen/ops/full.h>
 #include <ATen/ops/zeros.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 #include <torch/optim/sgd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -193,6 +193,45 @@ TEST(ParameterServer, ElasticExchangeMovesBothHalfway) {
     at::Tensor x = at::full({kNumel}, 2.0, at::kDouble);
     client.elastic_exchange(x);
     EXPECT_TRUE(at::allclose(x, at::full({kNumel}, 1.0, at::kDouble)));
+    client.done();
+  });
+}
+
+// An elastic job's next generation: a new server restored from the old
+// one's state() goes on with the same shard and the same momentum, as one
+// server serving all three gradients would (SGD, momentum 0.9: the
+// parameters move by lr * g * (1 + 1.9 + 2.71); a fresh momentum buffer
+// would give 1 + 1.9 + 1).
+TEST(ParameterServer, StateCarriesShardAndMomentumToTheNextServer) {
+  tandem::testing::expect_ranks_succeed(2, [](int rank, int size, int port) {
+    auto comm = connect(rank, size, port);
+    const PsRoles roles = PsRoles::of(size, 1);
+    auto o = sgd_options(PsMode::kAsync);
+    o.make_optimizer = [](std::vector<at::Tensor> p) {
+      return std::make_unique<torch::optim::SGD>(p, torch::optim::SGDOptions(kLr).momentum(0.9));
+    };
+    if (roles.is_server(rank)) {
+      ParameterServer first(comm, roles, initial(), o);
+      first.serve();
+      const ParameterServerState carried = first.state();
+      ASSERT_TRUE(carried.optimizer.has_value());
+      ParameterServer next(comm, roles, at::zeros({kNumel}, at::kDouble), o);
+      next.restore(carried);
+      next.serve();
+      EXPECT_TRUE(at::allclose(next.shard(), initial() - kLr * (1 + 1.9 + 2.71), 1e-12, 1e-12))
+          << next.shard();
+      ParameterServerState wrong{at::zeros({kNumel + 1}, at::kDouble), std::nullopt};
+      EXPECT_THROW(next.restore(wrong), InvalidArgument);
+      return;
+    }
+    at::Tensor params = at::zeros({kNumel}, at::kDouble);
+    {
+      ParameterClient client(comm, roles, kNumel, at::kDouble);
+      for (int s = 0; s < 2; ++s) client.push_gradient(gradient_of(0), kLr, params);
+      client.done();
+    }
+    ParameterClient client(comm, roles, kNumel, at::kDouble);
+    client.push_gradient(gradient_of(0), kLr, params);
     client.done();
   });
 }

@@ -1,11 +1,14 @@
 #include "tests/train/elastic/elastic_job.h"
 
-#include <dirent.h>
+#include <fmt/format.h>
 #include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
+#include <optional>
 #include <thread>
 
 #include "tandem/launch/launcher.h"
@@ -23,20 +26,15 @@ launch::ChildOptions keep_output() {
   return o;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 }  // namespace
 
 ElasticJob::ElasticJob(const std::vector<std::string>& launcher_args,
                        const std::vector<std::string>& train_args,
-                       const std::vector<std::string>& extra_env)
+                       const std::vector<std::string>& extra_env,
+                       const std::vector<std::string>& wrapper)
     : process_(keep_output()) {
-  std::vector<std::string> argv = {tandem_run_binary()};
+  std::vector<std::string> argv = wrapper;
+  argv.push_back(tandem_run_binary());
   argv.insert(argv.end(), launcher_args.begin(), launcher_args.end());
   argv.insert(argv.end(), {"--", tandem_cli_path(), "train"});
   argv.insert(argv.end(), train_args.begin(), train_args.end());
@@ -47,26 +45,8 @@ ElasticJob::ElasticJob(const std::vector<std::string>& launcher_args,
 pid_t ElasticJob::launcher_pid() const { return process_.results()[0].pid; }
 
 std::optional<pid_t> ElasticJob::worker_pid(int worker_id) const {
-  const std::string want = "TANDEM_WORKER_ID=" + std::to_string(worker_id);
-  const std::string parent = std::to_string(launcher_pid());
-  for (const auto& entry : fs::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    // Field 4 of /proc/<pid>/stat, after the parenthesised command name.
-    const std::string stat = read_file("/proc/" + name + "/stat");
-    const size_t close = stat.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream fields(stat.substr(close + 2));
-    std::string state, ppid;
-    fields >> state >> ppid;
-    if (ppid != parent || state == "Z") continue;
-    const std::string env = read_file("/proc/" + name + "/environ");
-    std::istringstream vars(env);
-    for (std::string var; std::getline(vars, var, '\0');) {
-      if (var == want) return static_cast<pid_t>(std::stoi(name));
-    }
-  }
-  return std::nullopt;
+  return launch::find_child_with_env(launcher_pid(),
+                                     "TANDEM_WORKER_ID=" + std::to_string(worker_id));
 }
 
 bool ElasticJob::wait_for_step(const std::string& path, int64_t step,
@@ -122,6 +102,66 @@ std::map<std::string, at::Tensor> final_state(const std::string& checkpoint_dir)
     }
   }
   return out;
+}
+
+namespace {
+
+// Runs a shell command line; its output, or "" when it succeeded.
+std::optional<std::string> shell(const std::string& command) {
+  const std::string line = command + " 2>&1";
+  FILE* p = ::popen(line.c_str(), "r");
+  if (!p) return "popen failed";
+  std::string out;
+  char buf[512];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  const int status = ::pclose(p);
+  if (status == 0) return std::nullopt;
+  return out.empty() ? "exit status " + std::to_string(status) : out;
+}
+
+std::string ip_binary() {
+  for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
+    if (::access(p, X_OK) == 0) return p;
+  }
+  return "ip";
+}
+
+}  // namespace
+
+TwoHosts::TwoHosts() {
+  if (::geteuid() != 0) {
+    failure_ = "not root";
+    return;
+  }
+  const std::string id = std::to_string(::getpid());
+  name_[0] = "tdm-ea-" + id;
+  name_[1] = "tdm-eb-" + id;
+  const std::string ip = ip_binary();
+  const std::string script = fmt::format(
+      "{0} netns add {1} && {0} netns add {2} && "
+      "{0} link add {3} netns {1} type veth peer name {4} netns {2} && "
+      "{0} -n {1} addr add {5}/24 dev {3} && {0} -n {2} addr add {6}/24 dev {4} && "
+      "{0} -n {1} link set lo up && {0} -n {2} link set lo up && "
+      "{0} -n {1} link set {3} up && {0} -n {2} link set {4} up",
+      ip, name_[0], name_[1], interface(0), interface(1), address(0), address(1));
+  if (auto err = shell(script)) failure_ = "cannot build two hosts in network namespaces: " + *err;
+}
+
+TwoHosts::~TwoHosts() {
+  for (const auto& n : name_) {
+    if (n.empty()) continue;
+    shell(fmt::format("{0} netns pids {1} | xargs -r kill -9; {0} netns del {1}", ip_binary(), n));
+  }
+}
+
+std::vector<std::string> TwoHosts::exec(int host) const {
+  return {ip_binary(), "netns", "exec", name_[host]};
+}
+
+std::string TwoHosts::address(int host) const { return host == 0 ? "10.213.78.1" : "10.213.78.2"; }
+
+std::string TwoHosts::interface(int host) const {
+  return fmt::format("{}{}", host == 0 ? "vea" : "veb", ::getpid() % 100000);
 }
 
 std::vector<std::string> tandem_shm_segments() {

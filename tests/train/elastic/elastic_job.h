@@ -29,10 +29,13 @@ struct ElasticJobResult {
 
 class ElasticJob {
  public:
-  // Starts `tandem-run launcher_args... -- tandem train train_args...`.
+  // Starts `tandem-run launcher_args... -- tandem train train_args...`,
+  // behind `wrapper` when one is given (a program that execs the rest of
+  // its argv in the same process, as `ip netns exec NS` does).
   ElasticJob(const std::vector<std::string>& launcher_args,
              const std::vector<std::string>& train_args,
-             const std::vector<std::string>& extra_env = {});
+             const std::vector<std::string>& extra_env = {},
+             const std::vector<std::string>& wrapper = {});
   pid_t launcher_pid() const;
   // The pid of the running worker with TANDEM_WORKER_ID=`worker_id`, or
   // nullopt when there is none.
@@ -56,5 +59,26 @@ std::map<std::string, at::Tensor> final_state(const std::string& checkpoint_dir)
 
 // Entries of /dev/shm whose names start with "tandem".
 std::vector<std::string> tandem_shm_segments();
+
+// Two "hosts" on this machine: network namespaces joined by a veth pair,
+// host a at 10.213.78.1 and host b at 10.213.78.2; both are deleted (and
+// whatever runs in them killed) on destruction. Needs root and iproute2.
+class TwoHosts {
+ public:
+  TwoHosts();
+  ~TwoHosts();
+  TwoHosts(const TwoHosts&) = delete;
+  TwoHosts& operator=(const TwoHosts&) = delete;
+  // Empty when the hosts are up, else why they are not.
+  const std::string& failure() const { return failure_; }
+  // `ip netns exec NS` for host 0 (a) or 1 (b), to put before a command.
+  std::vector<std::string> exec(int host) const;
+  std::string address(int host) const;
+  std::string interface(int host) const;
+
+ private:
+  std::string name_[2];
+  std::string failure_;
+};
 
 }  // namespace tandem::testing

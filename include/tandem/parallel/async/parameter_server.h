@@ -31,9 +31,11 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "tandem/comm/communicator.h"
+#include "tandem/parallel/optimizer_state.h"
 
 namespace torch::optim {
 class Optimizer;
@@ -78,8 +80,8 @@ struct ParameterServerOptions {
 
 // One pushed gradient or elastic exchange, as the server saw it.
 struct PsUpdateRecord {
-  int worker = 0;         // the worker's rank
-  int64_t clock = 0;      // the worker's clock (updates of its applied before this one)
+  int worker = 0;     // the worker's rank
+  int64_t clock = 0;  // the worker's clock (updates of its applied before this one)
   // kAsync: how many clocks the slowest active worker was behind this one
   // when it pulled the parameters the gradient was computed on; never above
   // the staleness bound. 0 in the other modes.
@@ -88,6 +90,14 @@ struct PsUpdateRecord {
   // previous exchange (kElastic) and this update.
   int64_t delay = 0;
   bool dropped = false;  // kSync: arrived after its step was applied
+};
+
+// A server's state, carried from one ParameterServer to the next when an
+// elastic job re-forms (docs/elastic.md): copies of its shard (the center
+// variable under kElastic) and of the optimizer's state for it.
+struct ParameterServerState {
+  at::Tensor shard;
+  std::optional<ParamStateFields> optimizer;  // none before the first step, or under kElastic
 };
 
 class ParameterServer {
@@ -114,6 +124,13 @@ class ParameterServer {
   at::Tensor shard() const;
   int64_t applied_steps() const { return version_; }
 
+  // Copies of the shard and its optimizer state. Not while serve() runs.
+  ParameterServerState state() const;
+  // Before serve(): takes `s` (from the server of the same shard in an
+  // earlier generation) as its shard and optimizer state. Throws
+  // InvalidArgument when the shard's length differs.
+  void restore(const ParameterServerState& s);
+
  private:
   void serve_worker(int worker);
   // Each fills `reply` and the reply header (see ps_protocol.h) under the lock.
@@ -121,10 +138,9 @@ class ParameterServer {
                    double* header);
   void apply_sync(int worker, int64_t step, double lr, const at::Tensor& grad,
                   const at::Tensor& reply, double* header);
-  void apply_elastic(int worker, const at::Tensor& params, const at::Tensor& reply,
-                     double* header);
+  void apply_elastic(int worker, const at::Tensor& params, const at::Tensor& reply, double* header);
   void fill_reply_header(double* header) const;  // mutex_ held
-  bool complete_sync_step_if_quorum();            // mutex_ held; true if it stepped
+  bool complete_sync_step_if_quorum();           // mutex_ held; true if it stepped
   void optimizer_step(const at::Tensor& grad, double lr);
   void finish_worker(int worker);
   int64_t min_active_clock() const;
@@ -140,18 +156,18 @@ class ParameterServer {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
 
   mutable std::mutex mutex_;
-  std::condition_variable changed_;      // clocks, steps, finishes, failures
-  at::Tensor shard_;                     // guarded by mutex_
-  int64_t version_ = 0;                  // guarded by mutex_; updates or steps applied
-  std::vector<int64_t> clocks_;          // guarded by mutex_; per worker
-  std::vector<bool> active_;             // guarded by mutex_; not yet done
-  std::vector<int64_t> pulled_version_;  // guarded by mutex_; version at the last reply
+  std::condition_variable changed_;        // clocks, steps, finishes, failures
+  at::Tensor shard_;                       // guarded by mutex_
+  int64_t version_ = 0;                    // guarded by mutex_; updates or steps applied
+  std::vector<int64_t> clocks_;            // guarded by mutex_; per worker
+  std::vector<bool> active_;               // guarded by mutex_; not yet done
+  std::vector<int64_t> pulled_version_;    // guarded by mutex_; version at the last reply
   std::vector<int64_t> pulled_min_clock_;  // guarded by mutex_
-  at::Tensor sum_;                       // guarded by mutex_; kSync: this step's gradients
-  int contributors_ = 0;                 // guarded by mutex_
-  double sync_lr_ = 0;                   // guarded by mutex_; lr of this step's pushes
-  std::vector<PsUpdateRecord> records_;  // guarded by mutex_
-  std::exception_ptr failure_;           // guarded by mutex_; the first thread's error
+  at::Tensor sum_;                         // guarded by mutex_; kSync: this step's gradients
+  int contributors_ = 0;                   // guarded by mutex_
+  double sync_lr_ = 0;                     // guarded by mutex_; lr of this step's pushes
+  std::vector<PsUpdateRecord> records_;    // guarded by mutex_
+  std::exception_ptr failure_;             // guarded by mutex_; the first thread's error
 };
 
 }  // namespace tandem::parallel
