@@ -106,6 +106,7 @@ std::vector<std::string> train_args(const Options& o, const std::string& model, 
                                 "--log-every",    "1",
                                 "--metrics",      (run / "metrics-{rank}.jsonl").string()};
   a.insert(a.begin() + 1, "--model");
+  if (model == "gpt-mini") a.insert(a.end(), {"--data", "synthetic-tokens"});
   if (path == Path::kRestartAll) {
     a.insert(a.end(), {"--checkpoint-dir", (run / "ckpt").string(), "--checkpoint-every",
                        std::to_string(o.checkpoint_every), "--resume"});
