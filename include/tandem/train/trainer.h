@@ -38,8 +38,11 @@ TrainSummary train(const TrainerOptions& options, const std::shared_ptr<Communic
 // trains as train() does, but when a worker dies or stalls the survivors
 // redo the interrupted step in a new generation from the state committed in
 // memory, with the same global batch and sample order (--elastic-batch), and
-// a replacement joins at a step boundary. Rank 0 of the last generation marks
-// the job complete. Throws NotSupported for strategies it does not cover,
+// a replacement joins at a step boundary. Under ps and gossip the survivors
+// re-form and go on from their own state instead (no joiners; a lost server
+// ends the job). Rank 0 of the last generation marks the job complete.
+// Throws NotSupported for strategies it does not cover (easgd, local-sgd,
+// backup workers, --mesh),
 // and LeftJobError (an Error) on a worker evicted from the job.
 TrainSummary train_elastic(const TrainerOptions& options, const InitOptions& init,
                            std::ostream* out);
