@@ -99,13 +99,19 @@ std::string launcher_path(const Options& o) {
 
 std::vector<std::string> train_args(const Options& o, const std::string& model, const fs::path& run,
                                     Path path) {
-  std::vector<std::string> a = {"train",          model,
-                                "--steps",        std::to_string(o.steps),
-                                "--batch-size",   std::to_string(o.batch),
-                                "--dataset-size", "4096",
-                                "--log-every",    "1",
-                                "--metrics",      (run / "metrics-{rank}.jsonl").string()};
-  a.insert(a.begin() + 1, "--model");
+  std::vector<std::string> a = {"train",
+                                "--model",
+                                model,
+                                "--steps",
+                                std::to_string(o.steps),
+                                "--batch-size",
+                                std::to_string(o.batch),
+                                "--dataset-size",
+                                "4096",
+                                "--log-every",
+                                "1",
+                                "--metrics",
+                                (run / "metrics-{rank}.jsonl").string()};
   if (model == "gpt-mini") a.insert(a.end(), {"--data", "synthetic-tokens"});
   if (path == Path::kRestartAll) {
     a.insert(a.end(), {"--checkpoint-dir", (run / "ckpt").string(), "--checkpoint-every",

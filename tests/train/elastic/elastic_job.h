@@ -43,6 +43,8 @@ class ElasticJob {
   // Polls (and relays the job's output) until `path` holds a metrics line
   // with "step" >= `step`; false when `timeout` passes or the job ends first.
   bool wait_for_step(const std::string& path, int64_t step, std::chrono::milliseconds timeout);
+  // Relays the job's output for up to `timeout`.
+  void poll(std::chrono::milliseconds timeout) { process_.poll(timeout); }
   // Collects output until the job exits, or SIGKILLs it after `timeout`.
   ElasticJobResult wait(std::chrono::milliseconds timeout);
 
