@@ -13,6 +13,7 @@ void add_bench_commands(CLI::App& app, int& exit_code) {
   add_elastic_bench(*bench, exit_code);
   add_memory_bench(*bench, exit_code);
   add_fsdp_bench(*bench, exit_code);
+  add_simulate_bench(*bench, exit_code);
   add_strategies_bench(*bench, exit_code);
   add_pipeline_bench(*bench, exit_code);
 }

@@ -16,6 +16,7 @@ void add_elastic_bench(CLI::App& bench, int& exit_code);     // elastic_bench.cp
 void add_fsdp_bench(CLI::App& bench, int& exit_code);        // fsdp_bench.cpp
 void add_memory_bench(CLI::App& bench, int& exit_code);      // memory_bench.cpp
 void add_pipeline_bench(CLI::App& bench, int& exit_code);    // pipeline_bench.cpp
+void add_simulate_bench(CLI::App& bench, int& exit_code);    // simulate_bench.cpp
 void add_strategies_bench(CLI::App& bench, int& exit_code);  // strategies_bench.cpp
 
 }  // namespace tandem::bench

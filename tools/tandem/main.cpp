@@ -8,6 +8,7 @@
 
 #include "bench/bench.h"
 #include "checkpoint_cmd.h"
+#include "lab/lab.h"
 #include "tandem/core/env.h"
 #include "tandem/core/error.h"
 #include "tandem/memory/malloc_tuning.h"
@@ -20,6 +21,9 @@ int main(int argc, char** argv) {
   tandem::bench::add_bench_commands(app, exit_code);
   tandem::tools::add_train(app, exit_code);
   tandem::tools::add_checkpoint(app, exit_code);
+  tandem::lab::add_profile_commands(app, exit_code);
+  tandem::lab::add_simulate_command(app, exit_code);
+  tandem::lab::add_lab_commands(app, exit_code);
   try {
     // Freed activations stay in the heap for the next step (see
     // malloc_tuning.h); TANDEM_KEEP_FREED_MEMORY=0 keeps glibc's defaults.

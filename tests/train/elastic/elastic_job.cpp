@@ -104,66 +104,6 @@ std::map<std::string, at::Tensor> final_state(const std::string& checkpoint_dir)
   return out;
 }
 
-namespace {
-
-// Runs a shell command line; its output, or "" when it succeeded.
-std::optional<std::string> shell(const std::string& command) {
-  const std::string line = command + " 2>&1";
-  FILE* p = ::popen(line.c_str(), "r");
-  if (!p) return "popen failed";
-  std::string out;
-  char buf[512];
-  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int status = ::pclose(p);
-  if (status == 0) return std::nullopt;
-  return out.empty() ? "exit status " + std::to_string(status) : out;
-}
-
-std::string ip_binary() {
-  for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
-    if (::access(p, X_OK) == 0) return p;
-  }
-  return "ip";
-}
-
-}  // namespace
-
-TwoHosts::TwoHosts() {
-  if (::geteuid() != 0) {
-    failure_ = "not root";
-    return;
-  }
-  const std::string id = std::to_string(::getpid());
-  name_[0] = "tdm-ea-" + id;
-  name_[1] = "tdm-eb-" + id;
-  const std::string ip = ip_binary();
-  const std::string script = fmt::format(
-      "{0} netns add {1} && {0} netns add {2} && "
-      "{0} link add {3} netns {1} type veth peer name {4} netns {2} && "
-      "{0} -n {1} addr add {5}/24 dev {3} && {0} -n {2} addr add {6}/24 dev {4} && "
-      "{0} -n {1} link set lo up && {0} -n {2} link set lo up && "
-      "{0} -n {1} link set {3} up && {0} -n {2} link set {4} up",
-      ip, name_[0], name_[1], interface(0), interface(1), address(0), address(1));
-  if (auto err = shell(script)) failure_ = "cannot build two hosts in network namespaces: " + *err;
-}
-
-TwoHosts::~TwoHosts() {
-  for (const auto& n : name_) {
-    if (n.empty()) continue;
-    shell(fmt::format("{0} netns pids {1} | xargs -r kill -9; {0} netns del {1}", ip_binary(), n));
-  }
-}
-
-std::vector<std::string> TwoHosts::exec(int host) const {
-  return {ip_binary(), "netns", "exec", name_[host]};
-}
-
-std::string TwoHosts::address(int host) const { return host == 0 ? "10.213.78.1" : "10.213.78.2"; }
-
-std::string TwoHosts::interface(int host) const {
-  return fmt::format("{}{}", host == 0 ? "vea" : "veb", ::getpid() % 100000);
-}
-
 std::vector<std::string> tandem_shm_segments() {
   std::vector<std::string> out;
   for (const auto& entry : fs::directory_iterator("/dev/shm")) {

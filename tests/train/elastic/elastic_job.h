@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "lab/netns_hosts.h"
 #include "tandem/launch/child_processes.h"
 
 namespace tandem::testing {
@@ -63,24 +64,11 @@ std::map<std::string, at::Tensor> final_state(const std::string& checkpoint_dir)
 std::vector<std::string> tandem_shm_segments();
 
 // Two "hosts" on this machine: network namespaces joined by a veth pair,
-// host a at 10.213.78.1 and host b at 10.213.78.2; both are deleted (and
-// whatever runs in them killed) on destruction. Needs root and iproute2.
-class TwoHosts {
+// unshaped (lab/netns_hosts.h); both are deleted, and whatever runs in them
+// killed, on destruction. Needs root and iproute2.
+class TwoHosts : public lab::NetnsHosts {
  public:
-  TwoHosts();
-  ~TwoHosts();
-  TwoHosts(const TwoHosts&) = delete;
-  TwoHosts& operator=(const TwoHosts&) = delete;
-  // Empty when the hosts are up, else why they are not.
-  const std::string& failure() const { return failure_; }
-  // `ip netns exec NS` for host 0 (a) or 1 (b), to put before a command.
-  std::vector<std::string> exec(int host) const;
-  std::string address(int host) const;
-  std::string interface(int host) const;
-
- private:
-  std::string name_[2];
-  std::string failure_;
+  TwoHosts() : lab::NetnsHosts("") {}
 };
 
 }  // namespace tandem::testing

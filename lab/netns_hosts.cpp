@@ -1,0 +1,86 @@
+#include "lab/netns_hosts.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <optional>
+
+namespace tandem::lab {
+namespace {
+
+// Runs a shell command line; its output, or nullopt when it succeeded.
+std::optional<std::string> shell(const std::string& command) {
+  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
+  if (!p) return "popen failed";
+  std::string out;
+  char buf[512];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  const int status = ::pclose(p);
+  if (status == 0) return std::nullopt;
+  return out.empty() ? "exit status " + std::to_string(status) : out;
+}
+
+std::string binary(const char* name) {
+  for (const char* dir : {"/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"}) {
+    const std::string p = std::string(dir) + name;
+    if (::access(p.c_str(), X_OK) == 0) return p;
+  }
+  return name;
+}
+
+// tbf passes a burst at line rate before it throttles. A step's messages
+// (hundreds of KiB, tens of ms apart) would all fit a large bucket and never
+// see the rate, while a sweep of back-to-back messages would: so the bucket
+// holds about 1 ms of the rate, small beside the messages, and runs and
+// profiles see the same link.
+std::string tbf(const std::string& ns, const std::string& dev, const std::string& rate) {
+  const bool gigabit = rate.find("gbit") != std::string::npos;
+  return fmt::format("{} -n {} qdisc add dev {} root tbf rate {} burst {} latency 100ms",
+                     binary("tc"), ns, dev, rate, gigabit ? "128kb" : "32kb");
+}
+
+}  // namespace
+
+NetnsHosts::NetnsHosts(const std::string& rate) {
+  if (::geteuid() != 0) {
+    failure_ = "network namespaces need root";
+    return;
+  }
+  const std::string id = std::to_string(::getpid());
+  name_[0] = "tdm-la-" + id;
+  name_[1] = "tdm-lb-" + id;
+  const std::string ip = binary("ip");
+  std::string script = fmt::format(
+      "{0} netns add {1} && {0} netns add {2} && "
+      "{0} link add {3} netns {1} type veth peer name {4} netns {2} && "
+      "{0} -n {1} addr add {5}/24 dev {3} && {0} -n {2} addr add {6}/24 dev {4} && "
+      "{0} -n {1} link set lo up && {0} -n {2} link set lo up && "
+      "{0} -n {1} link set {3} up && {0} -n {2} link set {4} up",
+      ip, name_[0], name_[1], interface(0), interface(1), address(0), address(1));
+  if (!rate.empty()) {
+    script += " && " + tbf(name_[0], interface(0), rate) + " && " + tbf(name_[1], interface(1), rate);
+  }
+  if (auto err = shell(script)) failure_ = "cannot build two hosts in network namespaces: " + *err;
+}
+
+NetnsHosts::~NetnsHosts() {
+  for (const auto& n : name_) {
+    if (n.empty()) continue;
+    shell(fmt::format("{0} netns pids {1} | xargs -r kill -9; {0} netns del {1}", binary("ip"), n));
+  }
+}
+
+std::vector<std::string> NetnsHosts::exec(int host) const {
+  return {binary("ip"), "netns", "exec", name_[host]};
+}
+
+std::string NetnsHosts::address(int host) const {
+  return host == 0 ? "10.213.79.1" : "10.213.79.2";
+}
+
+std::string NetnsHosts::interface(int host) const {
+  return fmt::format("{}{}", host == 0 ? "vla" : "vlb", ::getpid() % 100000);
+}
+
+}  // namespace tandem::lab
