@@ -46,8 +46,8 @@ class Network {
   const ClusterSpec& cluster() const { return cluster_; }
 
  private:
-  // Per-link parameters of `spec` for `op` at group size n, or nullopt-like
-  // op-level fit when measured exactly (returned through `exact`).
+  // Per-link parameters of `spec` for `op` at group size n; `exact` is set
+  // to the op-level fit when one was measured at exactly n.
   LinkParams link_for(const LinkSpec& spec, LinkOp op, int n, const LinkFit** exact) const;
   double flat_s(const LinkSpec& spec, LinkOp op, Algorithm a, double bytes, int n,
                 double beta_factor, double alpha_factor) const;
