@@ -308,6 +308,19 @@ double ComputeProfile::backward_s() const {
   return sum;
 }
 
+// The points at the largest and the second largest size (distinct sizes).
+static std::pair<LinkFit::Point, LinkFit::Point> two_largest(const std::vector<LinkFit::Point>& points) {
+  LinkFit::Point top = points[0];
+  for (const auto& p : points) {
+    if (p.bytes > top.bytes) top = p;
+  }
+  LinkFit::Point next{.bytes = -1, .seconds = 0};
+  for (const auto& p : points) {
+    if (p.bytes < top.bytes && p.bytes > next.bytes) next = p;
+  }
+  return {next, top};
+}
+
 // Note [Relative least squares]: the sweep spans four decades of sizes, and
 // plain least squares lets the largest sizes decide alone, leaving the small
 // ones (whose time is mostly alpha) far off. Weighting each point by
@@ -338,9 +351,20 @@ void fit_alpha_beta(LinkFit& fit) {
     alpha = 0;
     beta = sxy / sxx;
   }
-  if (beta < 0) {  // larger messages were not slower: latency only
-    beta = 0;
-    alpha = sy / s;
+  if (beta <= 0) {
+    // Noise at the small sizes (a Gloo all_reduce's latency swings by 2x)
+    // can tilt the line down. A link still moves bytes at a finite speed, so
+    // take the slope between the two largest sizes, where bytes dominate,
+    // and the weighted mean of what it leaves as alpha; only when even those
+    // were not slower is it latency alone.
+    const auto [large, larger] = two_largest(fit.points);
+    beta = (larger.seconds - large.seconds) / static_cast<double>(larger.bytes - large.bytes);
+    if (beta <= 0) beta = 0;
+    alpha = 0;
+    for (const auto& p : fit.points) {
+      alpha += (p.seconds - beta * static_cast<double>(p.bytes)) / (p.seconds * p.seconds);
+    }
+    alpha = std::max(alpha / s, 0.0);
   }
   fit.alpha_s = alpha;
   fit.beta_s_per_byte = beta;

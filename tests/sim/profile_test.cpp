@@ -141,6 +141,23 @@ TEST(Profile, FitClampsNegativeAlphaAndRefitsThroughTheOrigin) {
   EXPECT_TRUE(std::isfinite(fit.max_relative_error));
 }
 
+TEST(Profile, FitTiltedDownByNoisySmallSizesTakesTheSlopeOfTheLargest) {
+  // Noisy small sizes tilt both least-squares lines down; the two largest
+  // sizes still show the bytes' cost: 0.05 ms over 786432 B.
+  LinkFit fit;
+  fit.points = {{4096, 1.0e-3}, {16384, 0.9e-3}, {65536, 0.5e-3}, {262144, 0.45e-3},
+                {1048576, 0.5e-3}};
+  fit_alpha_beta(fit);
+  EXPECT_NEAR(fit.beta_s_per_byte, 0.05e-3 / 786432, 1e-15);
+  EXPECT_GT(fit.alpha_s, 0.4e-3);
+  EXPECT_LT(fit.alpha_s, 0.7e-3);
+  // Not even the largest were slower: latency alone.
+  fit.points = {{4096, 1.0e-3}, {65536, 0.5e-3}, {1048576, 0.5e-3}};
+  fit_alpha_beta(fit);
+  EXPECT_EQ(fit.beta_s_per_byte, 0.0);
+  EXPECT_GT(fit.alpha_s, 0.0);
+}
+
 TEST(Profile, FitRefusesASingleSize) {
   LinkFit fit;
   fit.points = {{4096, 1e-5}, {4096, 1.1e-5}};
