@@ -13,6 +13,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "bench/training_steps.h"
 #include "lab/lab.h"
 #include "lab/simulate_run.h"
 #include "lab/validate.h"
@@ -27,12 +28,6 @@ struct ValidateFlags {
   bool list = false;
   std::string json;
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 // The binaries beside this one (build/tools/).
 std::string sibling(const std::string& name) {
@@ -51,7 +46,7 @@ void summarize(const std::vector<ValidationRow>& rows, std::ostream& out) {
   TANDEM_CHECK(!sim.empty(), "lab validate: no case ran");
   out << fmt::format(
       "# {} cases: median |error| {:.1f}% (textbook {:.1f}%), worst {:.1f}% ({})\n", sim.size(),
-      median(sim) * 100, median(book) * 100, std::abs(worst->error()) * 100, worst->config.name);
+      bench::median(sim) * 100, bench::median(book) * 100, std::abs(worst->error()) * 100, worst->config.name);
 }
 
 nlohmann::json row_json(const ValidationRow& r) {

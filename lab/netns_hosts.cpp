@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <optional>
 
+#include "tandem/launch/program.h"
+
 namespace tandem::lab {
 namespace {
 
@@ -21,12 +23,13 @@ std::optional<std::string> shell(const std::string& command) {
   return out.empty() ? "exit status " + std::to_string(status) : out;
 }
 
+// iproute2's tools live in the sbin folders, often not on a user's PATH.
 std::string binary(const char* name) {
-  for (const char* dir : {"/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"}) {
-    const std::string p = std::string(dir) + name;
-    if (::access(p.c_str(), X_OK) == 0) return p;
+  try {
+    return launch::resolve_program(name, "/usr/sbin:/sbin:/usr/bin:/bin");
+  } catch (const launch::ProgramError&) {
+    return name;  // the shell then says it is missing, in failure()
   }
-  return name;
 }
 
 // tbf passes a burst at line rate before it throttles. A step's messages

@@ -17,6 +17,7 @@
 #include "lab/lab.h"
 #include "lab/profile_compute.h"
 #include "lab/profile_links.h"
+#include "lab/simulate_run.h"
 #include "tandem/core/check.h"
 #include "tandem/core/error.h"
 #include "tandem/core/trace.h"
@@ -25,15 +26,6 @@
 
 namespace tandem::lab {
 namespace {
-
-// "1.5 MiB", "96 KiB", "512 B".
-std::string human_bytes(int64_t bytes) {
-  const double b = static_cast<double>(bytes);
-  if (bytes >= (int64_t{1} << 30)) return fmt::format("{:.1f} GiB", b / (1 << 30));
-  if (bytes >= (int64_t{1} << 20)) return fmt::format("{:.1f} MiB", b / (1 << 20));
-  if (bytes >= (int64_t{1} << 10)) return fmt::format("{:.1f} KiB", b / (1 << 10));
-  return fmt::format("{} B", bytes);
-}
 
 double ms(double seconds) { return seconds * 1e3; }
 

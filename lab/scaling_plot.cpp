@@ -6,24 +6,24 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "tandem/core/error.h"
 #include "tandem/launch/child_processes.h"
+#include "tandem/launch/program.h"
 
 namespace tandem::lab {
 namespace {
 
 std::string find_gnuplot() {
   const char* path = std::getenv("PATH");
-  std::stringstream dirs(path ? path : "/usr/bin:/bin");
-  for (std::string dir; std::getline(dirs, dir, ':');) {
-    const auto candidate = std::filesystem::path(dir) / "gnuplot";
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
+  try {
+    return launch::resolve_program("gnuplot", path ? std::optional<std::string>(path)
+                                                   : std::nullopt);
+  } catch (const launch::ProgramError&) {
+    throw Error(
+        "simulate: --plot needs gnuplot, which is not installed; install gnuplot-nox "
+        "(bash scripts/install-deps.sh does)");
   }
-  throw Error(
-      "simulate: --plot needs gnuplot, which is not installed; install gnuplot-nox "
-      "(bash scripts/install-deps.sh does)");
 }
 
 // gnuplot quotes: a single-quoted string doubles its quotes.

@@ -42,11 +42,6 @@ constexpr std::array<std::string_view, 12> kStrategyKeys = {
     "batch-size", "bucket-cap-mb", "optimizer",     "momentum",      "servers",   "staleness",
     "sync-every", "mesh",          "micro-batches", "schedule",      "wrap-policy", "dtype"};
 
-std::string human_bytes(int64_t bytes) {
-  if (bytes >= (1LL << 30)) return fmt::format("{:.2f} GiB", bytes / double(1LL << 30));
-  return fmt::format("{:.1f} MiB", bytes / double(1 << 20));
-}
-
 int run(const SimulateFlags& f, const std::vector<std::string>& given) {
   const SimulationInputs in = load_inputs(f.profiles, f.cluster);
   train::TrainConfig base = f.train;

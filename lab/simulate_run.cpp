@@ -33,8 +33,7 @@ void check_model_version(const sim::ComputeProfile& profile, const std::string& 
                source, profile.model_version, profile.model, now, profile.model);
 }
 
-SimulationInputs load_inputs(const std::vector<std::string>& profile_paths,
-                             const std::string& cluster_path) {
+SimulationInputs load_profiles(const std::vector<std::string>& profile_paths) {
   TANDEM_CHECK(!profile_paths.empty(), "simulate: give at least one --profile");
   SimulationInputs in;
   sim::Profile merged;
@@ -52,8 +51,22 @@ SimulationInputs load_inputs(const std::vector<std::string>& profile_paths,
   check_model_version(*merged.compute, compute_source);
   in.compute = std::move(*merged.compute);
   in.links = std::move(merged.links);
+  return in;
+}
+
+SimulationInputs load_inputs(const std::vector<std::string>& profile_paths,
+                             const std::string& cluster_path) {
+  SimulationInputs in = load_profiles(profile_paths);
   in.cluster = sim::read_cluster(cluster_path);
   return in;
+}
+
+std::string human_bytes(int64_t bytes) {
+  const double b = static_cast<double>(bytes);
+  if (bytes >= (int64_t{1} << 30)) return fmt::format("{:.1f} GiB", b / (1 << 30));
+  if (bytes >= (int64_t{1} << 20)) return fmt::format("{:.1f} MiB", b / (1 << 20));
+  if (bytes >= (int64_t{1} << 10)) return fmt::format("{:.1f} KiB", b / (1 << 10));
+  return fmt::format("{} B", bytes);
 }
 
 std::vector<std::string> split_list(const std::string& text, const std::string& what) {

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,10 @@ struct SimulationInputs {
   sim::ClusterSpec cluster;
   std::string profile_source;  // the profile paths, for reports
 };
+
+// Reads and merges the profiles (cluster left default), checking the model
+// version as load_inputs does.
+SimulationInputs load_profiles(const std::vector<std::string>& profile_paths);
 
 // Reads and merges the profiles and reads the cluster. Throws
 // InvalidArgument naming the file and field for anything malformed, when no
@@ -52,6 +57,9 @@ train::TrainerOptions with_strategy(const train::TrainerOptions& base, const std
 // Why `spec` cannot run on `processes` ranks (ps: not more than its
 // servers; a pipeline: not a multiple of its stages), or "" if it can.
 std::string unfit_world_size(const sim::StrategySpec& spec, int processes);
+
+// "1.5 MiB", "96.0 KiB", "512 B", for the lab's tables.
+std::string human_bytes(int64_t bytes);
 
 nlohmann::json result_json(const SimulationInputs& in, const std::string& strategy,
                            const sim::SimResult& r);

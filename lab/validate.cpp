@@ -12,14 +12,15 @@
 #include <ostream>
 #include <thread>
 
+#include "bench/training_steps.h"
 #include "lab/netns_hosts.h"
 #include "lab/simulate_run.h"
 #include "lab/strategy_from_options.h"
 #include "tandem/core/check.h"
 #include "tandem/launch/child_processes.h"
+#include "tandem/launch/launch_options.h"
+#include "tandem/launch/program.h"
 #include "tandem/train/straggler.h"
-
-extern char** environ;
 
 namespace tandem::lab {
 namespace {
@@ -30,17 +31,7 @@ constexpr Millis kRunTimeout{300'000};
 
 // This process's environment, with `extra` ("NAME=value") set over it.
 std::vector<std::string> inherited_env(const std::vector<std::string>& extra = {}) {
-  auto name_of = [](const std::string& entry) { return entry.substr(0, entry.find('=')); };
-  std::vector<std::string> env;
-  for (char** e = environ; *e; ++e) {
-    const std::string entry(*e);
-    const bool replaced = std::any_of(extra.begin(), extra.end(), [&](const std::string& x) {
-      return name_of(x) == name_of(entry);
-    });
-    if (!replaced) env.push_back(entry);
-  }
-  env.insert(env.end(), extra.begin(), extra.end());
-  return env;
+  return launch::environment_with(launch::current_environment(), extra);
 }
 
 struct Command {
@@ -90,12 +81,6 @@ std::string data_for(const std::string& model) {
   return "synthetic-mnist";
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int machine_cores() { return std::max(1u, std::thread::hardware_concurrency()); }
 
 class Validator {
@@ -121,9 +106,9 @@ class Validator {
       row.predicted_rounds.push_back(predicted);
       textbook.push_back(book);
     }
-    row.measured_s = median(row.measured_rounds);
-    row.predicted_s = median(row.predicted_rounds);
-    row.textbook_s = median(textbook);
+    row.measured_s = bench::median(row.measured_rounds);
+    row.predicted_s = bench::median(row.predicted_rounds);
+    row.textbook_s = bench::median(textbook);
     return row;
   }
 
@@ -266,11 +251,7 @@ class Validator {
       ValidationCase one_host;  // the intra-node link: shared memory
       profiles.push_back(links_profile(one_host, nullptr));
     }
-    SimulationInputs in;
-    sim::Profile merged;
-    for (const auto& p : profiles) merged = sim::merge_profiles(merged, sim::read_profile(p));
-    in.compute = *merged.compute;
-    in.links = merged.links;
+    SimulationInputs in = load_profiles(profiles);
     train::TrainerOptions base;
     base.run.batch_size = o_.batch_size;
     if (!c.mesh.empty()) base.mesh.shape = train::parse_mesh(c.mesh);
