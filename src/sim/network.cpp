@@ -120,14 +120,21 @@ double Network::op_s(LinkOp op, double bytes, int n, int first) const {
   return flat_s(cluster_.network, op, a, bytes, n, beta, alpha);
 }
 
-double Network::textbook_all_reduce_s(double bytes, int n) const {
-  if (n <= 1) return 0;
+LinkParams Network::textbook_link(int n) const {
   const bool across = node_of(n - 1) > 0 && cluster_.topology != Topology::kSingleHost;
-  const LinkSpec& spec = across ? cluster_.network : cluster_.intra;
   const LinkFit* exact = nullptr;
   // The textbook takes one link (the point-to-point one when measured).
-  const LinkParams link = link_for(spec, LinkOp::kSendRecv, 2, &exact);
-  return ring_all_reduce_s(bytes, n, link);
+  return link_for(across ? cluster_.network : cluster_.intra, LinkOp::kSendRecv, 2, &exact);
+}
+
+double Network::textbook_all_reduce_s(double bytes, int n) const {
+  if (n <= 1) return 0;
+  return ring_all_reduce_s(bytes, n, textbook_link(n));
+}
+
+double Network::textbook_message_s(double bytes, int n) const {
+  if (n <= 1) return 0;
+  return textbook_link(n).message_s(bytes);
 }
 
 }  // namespace tandem::sim

@@ -127,13 +127,12 @@ double textbook_step_s(const StepContext& ctx, const StepOutcome& outcome) {
   const StrategySpec& st = ctx.strategy;
   switch (st.kind) {
     case SimStrategy::kNone: return ctx.compute_s();
-    case SimStrategy::kZero1: return ctx.compute_s() + 1.5 * net.textbook_all_reduce_s(p, n);
+    case SimStrategy::kZero1:  // all-reduce + all-gather; zero3: two gathers + a reduce-scatter
     case SimStrategy::kZero3: return ctx.compute_s() + 1.5 * net.textbook_all_reduce_s(p, n);
-    case SimStrategy::kPs:
-    case SimStrategy::kGossip: {
-      const double one = net.textbook_all_reduce_s(p, 2) / 2;  // 2(1)(a + pb/2)/2 ~ one message
-      return outcome.compute_s + (st.kind == SimStrategy::kPs ? 2 : 1) * one;
-    }
+    case SimStrategy::kPs:  // a push and a pull of all the parameters
+      return outcome.compute_s + 2 * net.textbook_message_s(p, ctx.processes);
+    case SimStrategy::kGossip:  // one exchange with a peer
+      return outcome.compute_s + net.textbook_message_s(p, n);
     case SimStrategy::kLocalSgd:
       return ctx.compute_s() + net.textbook_all_reduce_s(p, n) / std::max(st.sync_every, 1);
     case SimStrategy::kPipeline: {

@@ -101,6 +101,8 @@ TEST(StepSimulator, ParameterServerIsBoundByTheServersNicUnderIncast) {
   StrategySpec s = strategy(SimStrategy::kPs);
   s.servers = 1;
   EXPECT_NEAR(simulate(p, {}, host(0.5, 0), s, 3).step_s, 2.0, 0.05);  // 2 workers
+  // The textbook: compute, then one push and one pull of 0.5 s, no incast.
+  EXPECT_DOUBLE_EQ(simulate(p, {}, host(0.5, 0), s, 9).textbook_step_s, 1 + 2 * 0.5);
   EXPECT_NEAR(simulate(p, {}, host(0.5, 0), s, 9).step_s, 4.0, 0.1);   // 8 workers
 }
 

@@ -41,6 +41,8 @@ class Network {
   // The plain ring formula over the slowest link the group uses, with no
   // topology penalty: the textbook estimate.
   double textbook_all_reduce_s(double bytes, int n) const;
+  // One message of `bytes` over that link: alpha + bytes x beta.
+  double textbook_message_s(double bytes, int n) const;
 
   int node_of(int rank) const { return rank / cluster_.devices_per_node; }
   const ClusterSpec& cluster() const { return cluster_; }
@@ -49,6 +51,9 @@ class Network {
   // Per-link parameters of `spec` for `op` at group size n; `exact` is set
   // to the op-level fit when one was measured at exactly n.
   LinkParams link_for(const LinkSpec& spec, LinkOp op, int n, const LinkFit** exact) const;
+  // The one link the textbook takes for a group of n ranks: the NIC when
+  // the group spans nodes, else the intra-node link (point to point).
+  LinkParams textbook_link(int n) const;
   double flat_s(const LinkSpec& spec, LinkOp op, Algorithm a, double bytes, int n,
                 double beta_factor, double alpha_factor) const;
 
