@@ -156,6 +156,9 @@ void Coordinator::poll() {
 bool Coordinator::finished() const { return state_->phase == State::Phase::kFinished; }
 std::optional<std::string> Coordinator::abort_reason() const { return state_->abort_reason; }
 int64_t Coordinator::generations() const { return state_->generation + 1; }
+bool Coordinator::forming() const {
+  return state_->phase == State::Phase::kStarting || state_->phase == State::Phase::kEnding;
+}
 std::vector<int> Coordinator::evicted() const {
   return {state_->evicted.begin(), state_->evicted.end()};
 }
@@ -181,6 +184,10 @@ void Coordinator::State::step() {
                            ? fmt::format("worker {} waits to join", pending[0])
                            : fmt::format("workers {} wait to join", fmt::join(pending, ", ")));
       }
+      // The survivors of a killed rank often left before the end was
+      // written (shared memory sees the pid gone): form the next generation
+      // in the same round rather than the launcher's next turn.
+      if (phase == Phase::kEnding) try_form_next();
       break;
     case Phase::kEnding:
       try_form_next();

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <signal.h>
 
+#include <algorithm>
+
 #include "tandem/core/error.h"
 #include "tandem/launch/elastic_protocol.h"
 
@@ -10,6 +12,11 @@ namespace tandem::launch {
 namespace {
 
 constexpr Millis kPollInterval{50};  // one turn of the watch loop, as ProcessGroup's
+// While the coordinator forms a generation the survivors wait on it, so a
+// turn saved is time the whole job gets back: the turns start at this and
+// double up to kPollInterval (a turn costs a few store round trips per
+// member, too many to repeat every 2 ms through a long wait for a quorum).
+constexpr Millis kFirstFormingPoll{2};
 constexpr Millis kAfterKill = ChildProcesses::kAfterKill;
 constexpr size_t kKeptOutputBytes = 64 * 1024;
 
@@ -82,12 +89,13 @@ void ElasticGroup::start(const std::string& program_path,
 
 LaunchResult ElasticGroup::wait() {
   while (true) {
-    children_.poll(kPollInterval);
+    children_.poll(next_poll_interval());
     const auto now = Clock::now();
     handle_signals(now);
-    poll_coordinator();
     read_job_state(now);
+    // Exits before the coordinator: it then sees a death in this very turn.
     handle_exits();
+    poll_coordinator();
     end_game(now);
     const bool serving =
         coordinator_ && options_.nnodes > 1 && !over_since_ && !store_lost_ && signal_ == 0;
@@ -116,6 +124,15 @@ LaunchResult ElasticGroup::wait() {
   if (reason.rfind("tandem-run: ", 0) == 0) reason = reason.substr(12);
   say(fmt::format("tandem-run: node {} ends with exit code 1: {}", options_.node_rank, reason));
   return {1, attempts, 0};
+}
+
+Millis ElasticGroup::next_poll_interval() {
+  if (!coordinator_ || store_lost_ || !coordinator_->forming()) {
+    forming_turns_ = 0;
+    return kPollInterval;
+  }
+  const int doublings = std::min(forming_turns_++, 5);
+  return std::min(Millis(kFirstFormingPoll.count() << doublings), kPollInterval);
 }
 
 void ElasticGroup::poll_coordinator() {

@@ -57,6 +57,7 @@ class ElasticGroup {
     bool ended = false;  // its exit has been handled
   };
 
+  Millis next_poll_interval();
   void poll_coordinator();
   void read_job_state(Clock::time_point now);
   void handle_exits();
@@ -76,6 +77,7 @@ class ElasticGroup {
   std::shared_ptr<Store> store_;
   int master_port_;
   std::unique_ptr<elastic::Coordinator> coordinator_;  // node 0 only
+  int forming_turns_ = 0;  // turns since the coordinator began forming a generation
   std::string program_path_;
   std::vector<std::string> base_env_;
   int restarts_ = 0;  // replacements started on this node

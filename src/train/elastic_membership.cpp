@@ -18,8 +18,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// How often a waiting worker looks at gen/decided.
-constexpr Millis kDecisionPoll{20};
+// How often a waiting worker looks at gen/decided: first after this, then
+// twice as long each turn up to kLastDecisionPoll. A failure's decision
+// follows within milliseconds of the survivors' leaving, a join's at the
+// next step boundary.
+constexpr Millis kFirstDecisionPoll{1};
+constexpr Millis kLastDecisionPoll{20};
 // A worker waits for the next generation somewhat longer than the
 // coordinator waits for a quorum, so that the coordinator's abort (with its
 // reason) arrives first.
@@ -184,6 +188,7 @@ const Generation& ElasticMembership::enter(int64_t from, std::vector<int> previo
   Deadline deadline(timeouts_.rendezvous_timeout + kDecisionSlack,
                     "elastic membership: waiting for the next generation");
   for (int64_t g = from;; ++g) {
+    Millis poll = kFirstDecisionPoll;
     while (read_counter(*store_, "gen/decided") <= g) {
       if (store_->check(el::evicted_key(env_.worker_id))) {
         throw LeftJobError(fmt::format(
@@ -201,7 +206,8 @@ const Generation& ElasticMembership::enter(int64_t from, std::vector<int> previo
             "tandem-run (node 0) decided nothing: is it running? (--rendezvous-timeout)",
             env_.worker_id, format_duration(deadline.elapsed()), g));
       }
-      std::this_thread::sleep_for(kDecisionPoll);
+      std::this_thread::sleep_for(poll);
+      poll = std::min(poll * 2, kLastDecisionPoll);
     }
     std::vector<int> members =
         el::parse_members(store_->get(el::members_key(g), deadline.remaining()));
@@ -258,6 +264,10 @@ std::shared_ptr<Communicator> ElasticMembership::build_comm(const Generation& g)
 
 std::optional<std::string> ElasticMembership::end_message() const {
   return heartbeat_->end_message();
+}
+
+bool ElasticMembership::generation_ended() {
+  return current_.number >= 0 && store_->check(el::end_key(current_.number));
 }
 
 std::optional<Clock::time_point> ElasticMembership::end_seen_at() const {

@@ -74,6 +74,10 @@ class ElasticMembership {
 
   // Why the coordinator ended the current generation, once it has.
   std::optional<std::string> end_message() const;
+  // True once the coordinator has ended the current generation, asking the
+  // store now (one round trip) rather than waiting for the heartbeat
+  // thread's next look. Throws what the store throws.
+  bool generation_ended();
   // When this worker's heartbeat thread saw the generation end (the first
   // sign of the failure here), as steady_clock time; nullopt before.
   std::optional<std::chrono::steady_clock::time_point> end_seen_at() const;

@@ -145,7 +145,7 @@ bool ElasticRun::failed() const {
   const auto until = Clock::now() + membership_->env().heartbeat_timeout + std::chrono::seconds(2);
   while (true) {
     if (comm() && !comm()->failure().empty()) return true;
-    if (membership_->end_message()) return true;
+    if (membership_->end_message() || membership_->generation_ended()) return true;
     if (Clock::now() >= until) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }

@@ -62,6 +62,10 @@ class Coordinator {
   std::optional<std::string> abort_reason() const;
   // Generations decided so far.
   int64_t generations() const;
+  // True while a generation is being formed (at the start, or after one
+  // ended): the survivors wait on the coordinator, so the launcher should
+  // poll it often then.
+  bool forming() const;
   // Worker ids the coordinator evicted (stalled); the launcher stops them
   // once the job is over.
   std::vector<int> evicted() const;
