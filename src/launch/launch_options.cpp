@@ -224,10 +224,16 @@ std::vector<std::string> worker_environment(const std::vector<std::string>& base
     if (w.joining) elastic.push_back(fmt::format("WORLD_SIZE={}", o.max_workers));
     env = environment_with(env, elastic);
   }
-  for (const std::string name : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"}) {
-    const bool given = std::any_of(
-        env.begin(), env.end(), [&](const std::string& entry) { return name_of(entry) == name; });
-    if (!given) env.push_back(name + "=1");
+  return with_worker_defaults(std::move(env));
+}
+
+std::vector<std::string> with_worker_defaults(std::vector<std::string> env) {
+  for (const std::string entry :
+       {"OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"}) {
+    const std::string name = name_of(entry);
+    const bool given = std::any_of(env.begin(), env.end(),
+                                   [&](const std::string& e) { return name_of(e) == name; });
+    if (!given) env.push_back(entry);
   }
   return env;
 }

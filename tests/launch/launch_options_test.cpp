@@ -190,6 +190,7 @@ TEST(LaunchOptions, WorkerEnvironmentHasTorchrunVariables) {
   EXPECT_EQ(env["TORCHELASTIC_RESTART_COUNT"], "2");
   EXPECT_EQ(env["OMP_NUM_THREADS"], "1");
   EXPECT_EQ(env["OPENBLAS_NUM_THREADS"], "1");
+  EXPECT_EQ(env["GLIBC_TUNABLES"], "glibc.malloc.hugetlb=1");
   EXPECT_EQ(env["HOME"], "/root");
   EXPECT_EQ(env["PATH"], "/bin");
   EXPECT_EQ(env["TANDEM_STORE_SERVED"], "1");  // the launcher serves the store
@@ -200,10 +201,11 @@ TEST(LaunchOptions, WorkerEnvironmentHasTorchrunVariables) {
 TEST(LaunchOptions, WorkerEnvironmentKeepsUserThreadCounts) {
   LaunchOptions o;
   o.command = {"prog"};
-  auto env = as_map(
-      worker_environment({"OMP_NUM_THREADS=4", "OPENBLAS_NUM_THREADS=2"}, o, identity(0, 0, 1234)));
+  auto env = as_map(worker_environment(
+      {"OMP_NUM_THREADS=4", "OPENBLAS_NUM_THREADS=2", "GLIBC_TUNABLES="}, o, identity(0, 0, 1234)));
   EXPECT_EQ(env["OMP_NUM_THREADS"], "4");
   EXPECT_EQ(env["OPENBLAS_NUM_THREADS"], "2");
+  EXPECT_EQ(env["GLIBC_TUNABLES"], "");  // set, even empty: kept
   EXPECT_EQ(env["RANK"], "0");
   EXPECT_EQ(env["WORLD_SIZE"], "1");
   EXPECT_EQ(env["MASTER_PORT"], "1234");

@@ -20,8 +20,9 @@ constexpr const char* kFooter =
     R"(Each worker gets MASTER_ADDR, MASTER_PORT, RANK (= node-rank * nproc-per-node
 + LOCAL_RANK), WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK,
 TANDEM_NODE_RANK, TANDEM_RESTART_COUNT, TORCHELASTIC_RESTART_COUNT and
-TANDEM_STORE_SERVED=1, and OMP_NUM_THREADS=1 / OPENBLAS_NUM_THREADS=1 unless
-they are already set.
+TANDEM_STORE_SERVED=1, and OMP_NUM_THREADS=1, OPENBLAS_NUM_THREADS=1 and
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (malloc on transparent huge pages)
+unless they are already set.
 
 The store: tandem-run on --node-rank 0 serves the job's TCP store at
 MASTER_ADDR:MASTER_PORT for the whole run, before any worker starts, so it

@@ -118,11 +118,20 @@ struct WorkerIdentity {
 // value; without store_served an inherited TANDEM_STORE_SERVED is dropped);
 // in an elastic job also TANDEM_ELASTIC,
 // TANDEM_WORKER_ID, TANDEM_HEARTBEAT_TIMEOUT and, for a replacement,
-// TANDEM_ELASTIC_JOIN=1 (launch/elastic_protocol.h); and OMP_NUM_THREADS=1 / OPENBLAS_NUM_THREADS=1
-// added unless `base` already sets them, so N workers do not each start one thread per core.
+// TANDEM_ELASTIC_JOIN=1 (launch/elastic_protocol.h); then with_worker_defaults().
 std::vector<std::string> worker_environment(const std::vector<std::string>& base,
                                             const LaunchOptions& options,
                                             const WorkerIdentity& worker);
+
+// `env` ("NAME=value" entries) with what every worker runs with unless its
+// environment says otherwise: OMP_NUM_THREADS=1 and OPENBLAS_NUM_THREADS=1, so that N
+// workers do not each start one thread per core; and
+// GLIBC_TUNABLES=glibc.malloc.hugetlb=1, so that malloc asks for transparent
+// huge pages: memory a worker touches for the first time (its first steps,
+// or an elastic survivor's larger share of the global batch) then faults in
+// 2 MiB at a time instead of 4 KiB. Any GLIBC_TUNABLES already set, even
+// empty, is kept instead. The lab profiles with the same.
+std::vector<std::string> with_worker_defaults(std::vector<std::string> env);
 
 // Where output goes. Every call carries whole lines (except a last line cut
 // at exit, which gets a newline added), so lines of different ranks never
