@@ -24,13 +24,32 @@ double Strategy::train_step(const Batch& batch, double lr, const StepContext& ct
   using Clock = std::chrono::steady_clock;
   set_lr(lr);
   zero_grad();
+  const int64_t rows = batch.input.size(0);
+  const int64_t per_pass = ctx.micro_batch > 0 ? std::min(ctx.micro_batch, rows) : rows;
   const auto t0 = Clock::now();
-  at::Tensor loss = loss_of(ctx.forward(batch.input), batch.target);
-  const auto t1 = Clock::now();
-  const auto slept =
-      ctx.straggler ? ctx.straggler->before_backward() : std::chrono::duration<double>{};
-  // with DDP, includes the wait for the last buckets
-  (ctx.loss_scale == 1.0 ? loss : loss * ctx.loss_scale).backward();
+  double total = 0;
+  std::chrono::duration<double> slept{};
+  Clock::time_point t1;
+  for (int64_t first = 0; first < rows; first += per_pass) {
+    const int64_t n = std::min(per_pass, rows - first);
+    const bool last = first + n == rows;
+    // All passes but the last keep their gradients local; the last one's
+    // backward (with DDP, its buckets) reduces the sums.
+    const auto hold = last ? nullptr : accumulate_locally();
+    const bool whole = n == rows;
+    at::Tensor loss = whole ? loss_of(ctx.forward(batch.input), batch.target)
+                            : loss_of(ctx.forward(batch.input.narrow(0, first, n)),
+                                      batch.target.narrow(0, first, n));
+    const double weight = static_cast<double>(n) / static_cast<double>(rows);
+    if (first == 0) {
+      t1 = Clock::now();
+      if (ctx.straggler) slept = ctx.straggler->before_backward();
+    }
+    const double scale = ctx.loss_scale * weight;
+    // with DDP, the last pass includes the wait for the last buckets
+    (scale == 1.0 ? loss : loss * scale).backward();
+    total += loss.item<double>() * weight;
+  }
   if (ctx.straggler) ctx.straggler->after_compute(Clock::now() - t0 - slept);
   const auto t2 = Clock::now();
   if (ctx.clip_grad_norm > 0) clip_grad_norm(ctx.clip_grad_norm);
@@ -41,7 +60,7 @@ double Strategy::train_step(const Batch& batch, double lr, const StepContext& ct
     ctx.trace->span("backward", "compute", t1, t2);
     ctx.trace->span("optimizer step", "compute", t2, t3);
   }
-  return loss.item<double>();
+  return total;
 }
 
 EvalSums Strategy::evaluate(const Batch& batch, const StepContext& ctx) {

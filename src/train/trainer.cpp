@@ -565,6 +565,9 @@ TrainSummary train_run(const TrainerOptions& o, const std::shared_ptr<Communicat
     auto global = std::make_unique<GlobalCursor>(r.sets.train->size(), o.run.seed);
     elastic->split(*global);
     r.context.loss_scale = global->loss_scale();
+    // A survivor's larger share of the global batch runs in passes of
+    // --batch-size rows: no more activation memory than before the change.
+    r.context.micro_batch = o.run.batch_size;
     const int64_t per_epoch = global->steps_per_epoch(elastic->global_batch());
     r.cursor = global.get();
     cursor = std::move(global);

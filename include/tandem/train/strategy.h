@@ -63,6 +63,13 @@ struct StepContext {
   // Multiplies the loss before backward (the returned loss is unscaled):
   // an elastic run's weight of an uneven slice of the global batch.
   double loss_scale = 1.0;
+  // Rows per forward/backward pass; a larger batch runs in passes of this
+  // many (the last may be smaller) whose gradients accumulate locally
+  // (accumulate_locally()) until the last, so the step's result is that of
+  // the whole batch. An elastic run sets --batch-size: a survivor's larger
+  // share of the global batch then needs no more activation memory than
+  // before. 0: the whole batch in one pass.
+  int64_t micro_batch = 0;
   Straggler* straggler = nullptr;  // injected delays; null: none
   TraceRecorder* trace = nullptr;  // forward, backward and step spans; null: none
 };
@@ -83,7 +90,9 @@ class Strategy {
   // One optimizer step on `batch` at learning rate `lr`; returns the loss
   // (this rank's, unless reports_global_loss()). The default: set_lr,
   // zero_grad, ctx.forward and cross-entropy, ctx.straggler's sleeps around
-  // backward, backward, clip_grad_norm when ctx.clip_grad_norm > 0, step,
+  // backward, backward (in passes of ctx.micro_batch rows, the loss of each
+  // weighted by its share of the rows), clip_grad_norm when
+  // ctx.clip_grad_norm > 0, step,
   // and the spans "forward", "backward" and "optimizer step" on ctx.trace.
   // Collective where step() and backward are.
   virtual double train_step(const Batch& batch, double lr, const StepContext& ctx);
