@@ -44,16 +44,18 @@ void summarize(const std::vector<ValidationRow>& rows, std::ostream& out) {
     if (!worst || std::abs(r.error()) > std::abs(worst->error())) worst = &r;
   }
   TANDEM_CHECK(!sim.empty(), "lab validate: no case ran");
-  out << fmt::format(
-      "# {} cases: median |error| {:.1f}% (textbook {:.1f}%), worst {:.1f}% ({})\n", sim.size(),
-      bench::median(sim) * 100, bench::median(book) * 100, std::abs(worst->error()) * 100, worst->config.name);
+  out << fmt::format("# {} cases: median |error| {:.1f}% (textbook {:.1f}%), worst {:.1f}% ({})\n",
+                     sim.size(), bench::median(sim) * 100, bench::median(book) * 100,
+                     std::abs(worst->error()) * 100, worst->config.name);
 }
 
 nlohmann::json row_json(const ValidationRow& r) {
   const ValidationCase& c = r.config;
-  nlohmann::json j = {{"lab", "validate"}, {"case", c.name},         {"model", c.model},
-                      {"strategy", c.strategy}, {"processes", c.processes}, {"hosts", c.hosts},
-                      {"rate", c.rate},     {"slowdown", c.slowdown}, {"mesh", c.mesh},
+  nlohmann::json j = {{"lab", "validate"},        {"case", c.name},
+                      {"model", c.model},         {"strategy", c.strategy},
+                      {"processes", c.processes}, {"hosts", c.hosts},
+                      {"rate", c.rate},           {"delay_us", c.delay.count()},
+                      {"slowdown", c.slowdown},   {"mesh", c.mesh},
                       {"profile_processes", 2}};
   if (!r.skipped.empty()) {
     j["skipped"] = r.skipped;

@@ -45,7 +45,7 @@ std::string tbf(const std::string& ns, const std::string& dev, const std::string
 
 }  // namespace
 
-NetnsHosts::NetnsHosts(const std::string& rate) {
+NetnsHosts::NetnsHosts(const std::string& rate, std::chrono::microseconds delay) {
   if (::geteuid() != 0) {
     failure_ = "network namespaces need root";
     return;
@@ -54,20 +54,43 @@ NetnsHosts::NetnsHosts(const std::string& rate) {
   name_[0] = "tdm-la-" + id;
   name_[1] = "tdm-lb-" + id;
   const std::string ip = binary("ip");
-  std::string script = fmt::format(
-      "{0} netns add {1} && {0} netns add {2} && "
-      "{0} link add {3} netns {1} type veth peer name {4} netns {2} && "
-      "{0} -n {1} addr add {5}/24 dev {3} && {0} -n {2} addr add {6}/24 dev {4} && "
+  const bool delayed = delay.count() > 0;
+  if (auto err =
+          shell(fmt::format("{0} netns add {1} && {0} netns add {2}", ip, name_[0], name_[1]))) {
+    failure_ = "cannot build two hosts in network namespaces: " + *err;
+    return;
+  }
+  std::string script;
+  if (delayed) {
+    link_ =
+        std::make_unique<DelayLink>(std::array<std::string, 2>{name_[0], name_[1]},
+                                    std::array<std::string, 2>{interface(0), interface(1)}, delay);
+    if (!link_->failure().empty()) {
+      failure_ = "cannot build the delayed link between the namespaces: " + link_->failure();
+      return;
+    }
+    // Jumbo frames: fewer for the link's thread to move, and below tbf's
+    // smallest bucket (32 KiB), which passes no frame larger than itself.
+    script = fmt::format("{0} -n {1} link set {2} mtu 9000 && {0} -n {3} link set {4} mtu 9000", ip,
+                         name_[0], interface(0), name_[1], interface(1));
+  } else {
+    script = fmt::format("{0} link add {2} netns {1} type veth peer name {4} netns {3}", ip,
+                         name_[0], interface(0), name_[1], interface(1));
+  }
+  script += fmt::format(
+      " && {0} -n {1} addr add {5}/24 dev {3} && {0} -n {2} addr add {6}/24 dev {4} && "
       "{0} -n {1} link set lo up && {0} -n {2} link set lo up && "
       "{0} -n {1} link set {3} up && {0} -n {2} link set {4} up",
       ip, name_[0], name_[1], interface(0), interface(1), address(0), address(1));
   if (!rate.empty()) {
-    script += " && " + tbf(name_[0], interface(0), rate) + " && " + tbf(name_[1], interface(1), rate);
+    script +=
+        " && " + tbf(name_[0], interface(0), rate) + " && " + tbf(name_[1], interface(1), rate);
   }
   if (auto err = shell(script)) failure_ = "cannot build two hosts in network namespaces: " + *err;
 }
 
 NetnsHosts::~NetnsHosts() {
+  link_.reset();  // its devices go with it
   for (const auto& n : name_) {
     if (n.empty()) continue;
     shell(fmt::format("{0} netns pids {1} | xargs -r kill -9; {0} netns del {1}", binary("ip"), n));

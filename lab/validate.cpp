@@ -81,6 +81,15 @@ std::string data_for(const std::string& model) {
   return "synthetic-mnist";
 }
 
+// The link between the namespaces of `c`, as its profile's label: "veth-1gbit",
+// or with a delay "tap-1gbit-2ms".
+std::string link_label(const ValidationCase& c) {
+  if (c.delay.count() == 0) return "veth-" + c.rate;
+  const auto us = c.delay.count();
+  return us % 1000 == 0 ? fmt::format("tap-{}-{}ms", c.rate, us / 1000)
+                        : fmt::format("tap-{}-{}us", c.rate, us);
+}
+
 int machine_cores() { return std::max(1u, std::thread::hardware_concurrency()); }
 
 class Validator {
@@ -91,7 +100,7 @@ class Validator {
     ValidationRow row{.config = c};
     std::unique_ptr<NetnsHosts> hosts;
     if (c.hosts == 2) {
-      hosts = std::make_unique<NetnsHosts>(c.rate);
+      hosts = std::make_unique<NetnsHosts>(c.rate, c.delay);
       if (!hosts->failure().empty()) {
         row.skipped = hosts->failure();
         return row;
@@ -152,14 +161,17 @@ class Validator {
   // jitter) and every CPU's speed relative to it.
   std::pair<std::string, std::vector<double>> compute_profile(const ValidationCase& c) {
     std::vector<Command> profiles;
-    auto path_of = [&](int cpu) { return fmt::format("{}/compute-{}-cpu{}.json", o_.dir, c.name, cpu); };
+    auto path_of = [&](int cpu) {
+      return fmt::format("{}/compute-{}-cpu{}.json", o_.dir, c.name, cpu);
+    };
     for (int cpu = 0; cpu < machine_cores(); ++cpu) {
-      // One BLAS thread, as tandem-run gives each rank: OpenBLAS would
-      // otherwise use every core for one profiled process.
-      profiles.push_back({{o_.tandem, "profile", "--model", c.model, "--batch-size",
-                           std::to_string(o_.batch_size), "--steps", "30", "--cpu",
-                           std::to_string(cpu), "--out", path_of(cpu)},
-                          inherited_env({"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1"})});
+      // As tandem-run starts each rank (one BLAS thread, malloc on huge
+      // pages): OpenBLAS would otherwise use every core for one profiled
+      // process.
+      profiles.push_back(
+          {{o_.tandem, "profile", "--model", c.model, "--batch-size", std::to_string(o_.batch_size),
+            "--steps", "30", "--cpu", std::to_string(cpu), "--out", path_of(cpu)},
+           launch::with_worker_defaults(launch::current_environment())});
     }
     run_all(profiles, "the compute profile of " + c.model);
     std::vector<double> step_s;
@@ -173,10 +185,10 @@ class Validator {
 
   // shm on one host; Gloo over the shaped veth, 1 process per namespace.
   std::string links_profile(const ValidationCase& c, const NetnsHosts* hosts) {
-    const std::string key = c.hosts == 1 ? "shm" : c.rate;
+    const std::string key = c.hosts == 1 ? "shm" : link_label(c);
     auto it = links_.find(key);
     if (it != links_.end()) return it->second;
-    const std::string label = c.hosts == 1 ? "loopback" : "veth-" + c.rate;
+    const std::string label = c.hosts == 1 ? "loopback" : link_label(c);
     const std::string path = fmt::format("{}/links-{}.json", o_.dir, key);
     log_ << fmt::format("# profiling links: {} on 2 processes\n", label);
     ValidationCase two = c;
@@ -213,7 +225,7 @@ class Validator {
   sim::ClusterSpec cluster_for(const ValidationCase& c, const sim::StrategySpec& spec,
                                const std::vector<double>& core_speeds) const {
     sim::ClusterSpec k;
-    k.name = c.hosts == 1 ? "this machine" : "two namespaces, veth " + c.rate;
+    k.name = c.hosts == 1 ? "this machine" : "two namespaces, " + link_label(c);
     k.slowdown = sim::SlowdownDistribution::kProfile;
     k.devices_per_node = c.processes / c.hosts;
     k.intra.from_profile = sim::Transport::kShm;
@@ -235,7 +247,7 @@ class Validator {
         for (int r = 0; r < computing; ++r) k.slow_ranks.push_back({r, 1 / core_speeds[r]});
       }
       k.network.from_profile = sim::Transport::kGloo;
-      k.network.label = "veth-" + c.rate;
+      k.network.label = link_label(c);
     }
     if (!c.slowdown.empty()) {
       const train::InjectSlowdown s = train::parse_inject_slowdown(c.slowdown);
@@ -255,9 +267,8 @@ class Validator {
     train::TrainerOptions base;
     base.run.batch_size = o_.batch_size;
     if (!c.mesh.empty()) base.mesh.shape = train::parse_mesh(c.mesh);
-    const sim::StrategySpec spec =
-        strategy_from_options(with_strategy(base, c.mesh.empty() ? c.strategy : "pipeline"),
-                              in.compute);
+    const sim::StrategySpec spec = strategy_from_options(
+        with_strategy(base, c.mesh.empty() ? c.strategy : "pipeline"), in.compute);
     in.cluster = cluster_for(c, spec, core_speeds);
     const sim::SimResult r = sim::simulate(in.compute, in.links, in.cluster, spec, c.processes);
     return {r.step_s, r.textbook_step_s};
@@ -265,7 +276,7 @@ class Validator {
 
   const ValidationOptions& o_;
   std::ostream& log_;
-  std::map<std::string, std::string> links_;    // "shm" or a rate -> profile path
+  std::map<std::string, std::string> links_;  // "shm" or a link_label -> profile path
 };
 
 }  // namespace
@@ -274,16 +285,27 @@ std::vector<ValidationCase> default_cases() {
   std::vector<ValidationCase> cases;
   for (const char* s : {"ddp", "zero3", "ps", "gossip"}) {
     for (int n : {2, 3, 4}) {
-      cases.push_back({.name = fmt::format("{}-{}-shm", s, n), .model = "convnet", .strategy = s,
+      cases.push_back({.name = fmt::format("{}-{}-shm", s, n),
+                       .model = "convnet",
+                       .strategy = s,
                        .processes = n});
     }
   }
-  cases.push_back({.name = "1f1b-2-shm", .model = "gpt-mini", .strategy = "pipeline",
-                   .processes = 2, .mesh = "pp=2"});
-  cases.push_back({.name = "1f1b-dp2-4-shm", .model = "gpt-mini", .strategy = "pipeline",
-                   .processes = 4, .mesh = "dp=2,pp=2"});
-  cases.push_back({.name = "ddp-2-shm-straggler", .model = "convnet", .strategy = "ddp",
-                   .processes = 2, .slowdown = "ranks=1,factor=2"});
+  cases.push_back({.name = "1f1b-2-shm",
+                   .model = "gpt-mini",
+                   .strategy = "pipeline",
+                   .processes = 2,
+                   .mesh = "pp=2"});
+  cases.push_back({.name = "1f1b-dp2-4-shm",
+                   .model = "gpt-mini",
+                   .strategy = "pipeline",
+                   .processes = 4,
+                   .mesh = "dp=2,pp=2"});
+  cases.push_back({.name = "ddp-2-shm-straggler",
+                   .model = "convnet",
+                   .strategy = "ddp",
+                   .processes = 2,
+                   .slowdown = "ranks=1,factor=2"});
   const struct {
     const char* strategy;
     int processes;
@@ -298,14 +320,28 @@ std::vector<ValidationCase> default_cases() {
                      .hosts = 2,
                      .rate = n.rate});
   }
+  // Added latency: netem is missing, so a DelayLink holds each frame.
+  const struct {
+    const char* strategy;
+    int delay_ms;
+  } delayed[] = {{"ddp", 1}, {"ps", 1}, {"gossip", 2}};
+  for (const auto& d : delayed) {
+    ValidationCase c{.model = "convnet",
+                     .strategy = d.strategy,
+                     .processes = 2,
+                     .hosts = 2,
+                     .rate = "1gbit",
+                     .delay = std::chrono::milliseconds(d.delay_ms)};
+    c.name = fmt::format("{}-2-{}", d.strategy, link_label(c));
+    cases.push_back(std::move(c));
+  }
   return cases;
 }
 
 std::vector<ValidationRow> run_validation(const ValidationOptions& options,
                                           const std::vector<ValidationCase>& cases,
                                           std::ostream& log) {
-  TANDEM_CHECK(options.rounds >= 1, "lab validate: --rounds must be >= 1 (got {})",
-               options.rounds);
+  TANDEM_CHECK(options.rounds >= 1, "lab validate: --rounds must be >= 1 (got {})", options.rounds);
   TANDEM_CHECK(options.steps > options.warmup_steps && options.warmup_steps >= 5 &&
                    options.steps % 5 == 0 && options.warmup_steps % 5 == 0,
                "lab validate: --steps must exceed --warmup-steps, both multiples of 5 (got {} "
@@ -324,10 +360,11 @@ std::vector<ValidationRow> run_validation(const ValidationOptions& options,
     if (!r.skipped.empty()) {
       log << fmt::format("{:<22} skipped: {}\n", c.name, r.skipped);
     } else {
-      log << fmt::format("{:<22} measured {:8.2f} ms  predicted {:8.2f} ms ({:+6.1f}%)  "
-                         "textbook {:8.2f} ms ({:+6.1f}%)\n",
-                         c.name, r.measured_s * 1e3, r.predicted_s * 1e3, r.error() * 100,
-                         r.textbook_s * 1e3, r.textbook_error() * 100);
+      log << fmt::format(
+          "{:<22} measured {:8.2f} ms  predicted {:8.2f} ms ({:+6.1f}%)  "
+          "textbook {:8.2f} ms ({:+6.1f}%)\n",
+          c.name, r.measured_s * 1e3, r.predicted_s * 1e3, r.error() * 100, r.textbook_s * 1e3,
+          r.textbook_error() * 100);
     }
     log.flush();
   }

@@ -13,6 +13,7 @@
 // thread-safe; nothing collective.
 #pragma once
 
+#include <chrono>
 #include <iosfwd>
 #include <string>
 #include <vector>
@@ -24,8 +25,11 @@ struct ValidationCase {
   std::string model = {};     // a zoo model
   std::string strategy = {};  // a --strategy of tandem simulate (pipeline: --mesh below)
   int processes = 2;
-  int hosts = 1;           // 1: one host, shared memory; 2: two namespaces, Gloo between
-  std::string rate = {};   // hosts = 2: the veth's tc tbf rate ("1gbit", "200mbit")
+  int hosts = 1;          // 1: one host, shared memory; 2: two namespaces, Gloo between
+  std::string rate = {};  // hosts = 2: the link's tc tbf rate ("1gbit", "200mbit")
+  // hosts = 2: one-way latency added to the link (a DelayLink in place of the
+  // veth); 0: none.
+  std::chrono::microseconds delay{0};
   std::string slowdown = {};  // --inject-slowdown, e.g. "ranks=1,factor=2"; "": none
   std::string mesh = {};      // --mesh for pipelines ("pp=2", "dp=2,pp=2"); "": none
 };
@@ -40,8 +44,8 @@ struct ValidationOptions {
   std::string tandem_run;  // the tandem-run binary
   std::string dir;         // profiles, metrics, clusters and results go here
   int64_t batch_size = 32;
-  int steps = 60;          // steps per real run
-  int warmup_steps = 20;   // the first steps are not measured
+  int steps = 60;         // steps per real run
+  int warmup_steps = 20;  // the first steps are not measured
   // Profile-then-run rounds per case; the medians count. This machine
   // drifts between states (docs/lab.md), so one round says little.
   int rounds = 3;
