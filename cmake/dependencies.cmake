@@ -38,6 +38,25 @@ endif()
 find_path(XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
 find_library(XXHASH_LIB xxhash REQUIRED)
 
+# Images for detection (decode JPEG/PNG/BMP, resize, draw): OpenCV's core,
+# imgproc and imgcodecs, linked PRIVATE so public headers never include it.
+# Debian ships OpenCVConfig.cmake only in libopencv-dev, which pulls in every
+# OpenCV module (VTK, Qt, ...); with only the three -dev packages installed,
+# the headers and libraries are found directly.
+find_package(OpenCV QUIET COMPONENTS core imgproc imgcodecs)
+add_library(tandem_opencv INTERFACE)
+if(OpenCV_FOUND)
+  target_include_directories(tandem_opencv SYSTEM INTERFACE ${OpenCV_INCLUDE_DIRS})
+  target_link_libraries(tandem_opencv INTERFACE ${OpenCV_LIBS})
+else()
+  find_path(OPENCV_INCLUDE_DIR opencv2/core.hpp PATH_SUFFIXES opencv4 REQUIRED)
+  foreach(component core imgproc imgcodecs)
+    find_library(OPENCV_${component}_LIB opencv_${component} REQUIRED)
+    target_link_libraries(tandem_opencv INTERFACE ${OPENCV_${component}_LIB})
+  endforeach()
+  target_include_directories(tandem_opencv SYSTEM INTERFACE ${OPENCV_INCLUDE_DIR})
+endif()
+
 if(TANDEM_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()

@@ -13,6 +13,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libcli11-dev libyaml-cpp-dev nlohmann-json3-dev libfmt-dev libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   iproute2 procps gnuplot-nox
 )
 if [ "${1:-}" = "--bench" ]; then
