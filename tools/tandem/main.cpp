@@ -8,6 +8,7 @@
 
 #include "bench/bench.h"
 #include "checkpoint_cmd.h"
+#include "detect_cmd.h"
 #include "lab/lab.h"
 #include "tandem/core/env.h"
 #include "tandem/core/error.h"
@@ -21,6 +22,7 @@ int main(int argc, char** argv) {
   tandem::bench::add_bench_commands(app, exit_code);
   tandem::tools::add_train(app, exit_code);
   tandem::tools::add_checkpoint(app, exit_code);
+  tandem::tools::add_detect(app, exit_code);
   tandem::lab::add_profile_commands(app, exit_code);
   tandem::lab::add_simulate_command(app, exit_code);
   tandem::lab::add_lab_commands(app, exit_code);
