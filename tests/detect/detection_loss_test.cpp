@@ -1,6 +1,7 @@
 #include "tandem/detect/detection_loss.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/log.h>
 #include <ATen/ops/randn.h>
@@ -98,6 +99,27 @@ TEST(DetectionLoss, NoBoxesLeaveOnlyTheClassTerm) {
 TEST(DetectionLoss, RejectsLevelsOfTheWrongWidth) {
   auto raw = raw_outputs(2, false);
   EXPECT_THROW(DetectionLoss(3)(raw, at::zeros({0, 6})), InvalidArgument);
+}
+
+TEST(DetectionLoss, TwoCopiesOfAnImageGetTheSameGradients) {
+  // A batch holding one image and its boxes twice: the loss treats the two
+  // alike, so their gradients are equal (and not zero).
+  at::manual_seed(2);
+  auto boxes = at::tensor({0.f, 1.f, 0.5f, 0.5f, 0.4f, 0.3f,  //
+                           0.f, 2.f, 0.3f, 0.6f, 0.2f, 0.5f})
+                   .view({2, 6});
+  auto second = boxes.clone();
+  second.select(1, 0).fill_(1);
+  std::vector<at::Tensor> two;
+  for (const auto& t : raw_outputs(3, false)) {
+    two.push_back(at::cat({t.narrow(0, 0, 1), t.narrow(0, 0, 1)}, 0).requires_grad_(true));
+  }
+  DetectionLoss(3)(two, at::cat({boxes, second}, 0)).total.backward();
+  for (const auto& t : two) {
+    auto g0 = t.grad().narrow(0, 0, 1), g1 = t.grad().narrow(0, 1, 1);
+    EXPECT_GT(g0.abs().sum().item<float>(), 0.f);
+    EXPECT_LT((g0 - g1).abs().max().item<float>(), 1e-6);
+  }
 }
 
 }  // namespace

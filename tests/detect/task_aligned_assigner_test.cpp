@@ -107,5 +107,26 @@ TEST(TaskAlignedAssigner, RejectsMismatchedShapes) {
   EXPECT_THROW(TaskAlignedAssigner(0), InvalidArgument);
 }
 
+TEST(TaskAlignedAssigner, ImagesOfABatchAreAssignedAlike) {
+  // The first case twice in one batch, the second image's box listed after a
+  // padding row: both images get anchors 0 and 1.
+  auto scores = at::full({2, 16, 2}, 0.05f);
+  for (int b = 0; b < 2; ++b) {
+    scores[b][0][0] = 0.9f;
+    scores[b][1][0] = 0.5f;
+  }
+  auto gt_boxes = at::tensor({0.f, 0.f, 16.f, 16.f, 0.f, 0.f, 0.f, 0.f,  //
+                              0.f, 0.f, 16.f, 16.f, 0.f, 0.f, 0.f, 0.f})
+                      .view({2, 2, 4});
+  auto mask = at::tensor({1.f, 0.f, 1.f, 0.f}).view({2, 2, 1});
+  auto boxes = at::tensor({0.f, 0.f, 16.f, 16.f}).view({1, 1, 4}).expand({2, 16, 4}).contiguous();
+  TaskAlignedAssigner assigner(2, AssignerOptions{.topk = 2});
+  Assignment a =
+      assigner.assign(scores, boxes, grid_anchors(), at::zeros({2, 2, 1}), gt_boxes, mask);
+  EXPECT_EQ(a.fg_mask[0].sum().item<int64_t>(), 2);
+  EXPECT_EQ(a.fg_mask[1].sum().item<int64_t>(), 2);
+  EXPECT_TRUE(a.target_scores[0].equal(a.target_scores[1]));
+}
+
 }  // namespace
 }  // namespace tandem::detect

@@ -1,6 +1,7 @@
 #include "tandem/detect/yolo_model.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/rand.h>
 #include <gtest/gtest.h>
 #include <torch/nn/modules/conv.h>
@@ -73,6 +74,23 @@ TEST(YoloModel, ScalesAndBadInput) {
   YoloModel model(YoloOptions{.num_classes = 2});
   EXPECT_THROW(model->forward(at::rand({1, 3, 60, 64})), InvalidArgument);
   EXPECT_THROW(YoloModel(YoloOptions{.num_classes = 0}), InvalidArgument);
+}
+
+TEST(YoloModel, EvalOutputsOfAnImageDoNotDependOnItsBatch) {
+  torch::manual_seed(0);
+  YoloModel model(YoloOptions{.scale = YoloScale::kN, .num_classes = 4});
+  model->eval();
+  auto a = at::rand({1, 3, 64, 64}), b = at::rand({1, 3, 64, 64}), c = at::rand({1, 3, 64, 64});
+  auto ab = model->forward(at::cat({a, b}, 0));
+  auto ac = model->forward(at::cat({a, c}, 0));
+  auto alone_a = model->forward(a), alone_b = model->forward(b);
+  auto ba = model->forward(at::cat({b, a}, 0));
+  for (size_t l = 0; l < 3; ++l) {
+    EXPECT_LT((ab[l].narrow(0, 0, 1) - ac[l].narrow(0, 0, 1)).abs().max().item<float>(), 1e-5);
+    EXPECT_LT((ab[l].narrow(0, 0, 1) - alone_a[l]).abs().max().item<float>(), 1e-5);
+    EXPECT_LT((ab[l].narrow(0, 1, 1) - alone_b[l]).abs().max().item<float>(), 1e-5);
+    EXPECT_LT((ba[l].narrow(0, 1, 1) - alone_a[l]).abs().max().item<float>(), 1e-5);
+  }
 }
 
 }  // namespace
