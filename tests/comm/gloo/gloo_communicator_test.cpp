@@ -38,12 +38,17 @@ std::shared_ptr<Communicator> connect(int rank, int size, int port,
 
 class GlooCollectives : public ::testing::TestWithParam<int> {};
 
+// Every op, dtype and length is hundreds of Gloo operations; 4 ranks on 2
+// shared cores come close to the default 60 s deadline, so the ranks get
+// 150 s, still within ctest's 180 s.
 TEST_P(GlooCollectives, EveryOpDtypeAndLength) {
-  expect_ranks_succeed(GetParam(), [](int rank, int size, int port) {
-    auto comm = connect(rank, size, port);
-    EXPECT_EQ(comm->backend(), "gloo");
-    testing::check_collectives(*comm);
-  });
+  expect_ranks_succeed(GetParam(),
+                       [](int rank, int size, int port) {
+                         auto comm = connect(rank, size, port);
+                         EXPECT_EQ(comm->backend(), "gloo");
+                         testing::check_collectives(*comm);
+                       },
+                       {.timeout = std::chrono::seconds(150), .env = {}});
 }
 
 INSTANTIATE_TEST_SUITE_P(WorldSizes, GlooCollectives, ::testing::Values(1, 2, 3, 4));
