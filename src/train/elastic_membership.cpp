@@ -267,7 +267,11 @@ std::optional<std::string> ElasticMembership::end_message() const {
 }
 
 bool ElasticMembership::generation_ended() {
-  return current_.number >= 0 && store_->check(el::end_key(current_.number));
+  try {
+    return current_.number >= 0 && store_->check(el::end_key(current_.number));
+  } catch (const std::exception&) {
+    return false;  // the caller is handling an error already; it keeps that one
+  }
 }
 
 std::optional<Clock::time_point> ElasticMembership::end_seen_at() const {

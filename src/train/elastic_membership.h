@@ -76,7 +76,7 @@ class ElasticMembership {
   std::optional<std::string> end_message() const;
   // True once the coordinator has ended the current generation, asking the
   // store now (one round trip) rather than waiting for the heartbeat
-  // thread's next look. Throws what the store throws.
+  // thread's next look; false while the store cannot answer.
   bool generation_ended();
   // When this worker's heartbeat thread saw the generation end (the first
   // sign of the failure here), as steady_clock time; nullopt before.
