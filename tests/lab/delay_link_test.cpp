@@ -16,14 +16,18 @@
 #include <thread>
 
 #include "lab/netns_hosts.h"
+#include "tests/support/netns.h"
 
 namespace tandem::lab {
 namespace {
+
+using tandem::testing::skip_or_fail_without_netns;
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 constexpr int kPort = 29711;
+constexpr const char* kNeeds = "root, iproute2 and /dev/net/tun";
 
 // Moves the calling thread into network namespace `ns`.
 bool enter(const std::string& ns) {
@@ -99,18 +103,11 @@ Echo round_trip(const NetnsHosts& hosts) {
   return out;
 }
 
-void skip_or_fail(const NetnsHosts& hosts) {
-  const char* skip = std::getenv("TANDEM_SKIP_NETNS");
-  if (skip && std::string(skip) == "1") GTEST_SKIP() << hosts.failure();
-  FAIL() << hosts.failure() << "; this test needs root, iproute2 and /dev/net/tun (CI has "
-         << "them), or TANDEM_SKIP_NETNS=1 to skip it";
-}
-
 // A datagram there and back crosses the link twice, so it takes at least
 // twice the delay; it arrives intact, and the link counted its frames.
 TEST(DelayLink, HoldsEveryFrameForTheDelayBothWays) {
   NetnsHosts hosts("", milliseconds(40));
-  if (!hosts.failure().empty()) return skip_or_fail(hosts);
+  if (!hosts.failure().empty()) return skip_or_fail_without_netns(hosts.failure(), kNeeds);
   const Echo e = round_trip(hosts);
   ASSERT_TRUE(e.error.empty()) << e.error;
   EXPECT_EQ(e.reply, "tandem delay link");
@@ -120,7 +117,7 @@ TEST(DelayLink, HoldsEveryFrameForTheDelayBothWays) {
 // Shaped by tbf as well: the link still carries traffic both ways.
 TEST(DelayLink, CombinesWithATbfRate) {
   NetnsHosts hosts("1gbit", milliseconds(5));
-  if (!hosts.failure().empty()) return skip_or_fail(hosts);
+  if (!hosts.failure().empty()) return skip_or_fail_without_netns(hosts.failure(), kNeeds);
   const Echo e = round_trip(hosts);
   ASSERT_TRUE(e.error.empty()) << e.error;
   EXPECT_EQ(e.reply, "tandem delay link");

@@ -18,6 +18,7 @@
 #include <random>
 #include <set>
 
+#include "tests/support/netns.h"
 #include "tests/train/elastic/elastic_job.h"
 
 namespace tandem::testing {
@@ -200,10 +201,7 @@ TEST(ElasticStall, StoppedWorkerIsEvictedAndRefusedWhenItWakes) {
 TEST(ElasticHosts, LosingEveryWorkerOfAHostLeavesTheOtherGoingOn) {
   TwoHosts hosts;
   if (!hosts.failure().empty()) {
-    const char* skip = std::getenv("TANDEM_SKIP_NETNS");
-    if (skip && std::string(skip) == "1") GTEST_SKIP() << hosts.failure();
-    FAIL() << hosts.failure() << "; this test needs root and iproute2 (CI has them), or "
-           << "TANDEM_SKIP_NETNS=1 to skip it";
+    return skip_or_fail_without_netns(hosts.failure(), "root and iproute2");
   }
   const auto& want = reference("ddp");
   ASSERT_FALSE(want.empty());
