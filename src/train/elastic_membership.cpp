@@ -31,6 +31,55 @@ constexpr Millis kDecisionSlack{10'000};
 
 int64_t read_counter(Store& store, const std::string& key) { return store.add(key, 0); }
 
+// How often a generation's setup, blocked on a member that never arrives,
+// asks whether the coordinator has ended that generation meanwhile.
+constexpr Millis kEndPoll{50};
+
+// A view of a generation's store whose blocking calls (the setup's join
+// barrier and Gloo's address exchange) wait in slices and, between them,
+// ask whether the coordinator has ended the generation: a member that died
+// after the generation was decided would otherwise hold the others in setup
+// until the rendezvous timeout.
+class GenerationStore final : public Store {
+ public:
+  GenerationStore(std::shared_ptr<Store> view, std::shared_ptr<Store> job, int64_t generation)
+      : view_(std::move(view)), job_(std::move(job)), generation_(generation) {}
+
+  void set(const std::string& key, const std::string& value) override { view_->set(key, value); }
+  std::string get(const std::string& key, Millis timeout) override {
+    wait({key}, timeout);
+    return view_->get(key, timeout);
+  }
+  int64_t add(const std::string& key, int64_t delta) override { return view_->add(key, delta); }
+  bool check(const std::string& key) override { return view_->check(key); }
+  void wait(const std::vector<std::string>& keys, Millis timeout) override {
+    Deadline deadline(timeout, "store wait timeout");
+    while (true) {
+      const Millis slice = std::min(deadline.remaining(), kEndPoll);
+      if (slice >= deadline.remaining()) {
+        view_->wait(keys, deadline.remaining());  // the last slice: its TimeoutError stands
+        return;
+      }
+      try {
+        view_->wait(keys, slice);
+        return;
+      } catch (const TimeoutError&) {
+      }
+      if (job_->check(el::end_key(generation_))) {
+        throw PeerError(fmt::format(
+            "elastic generation {} ended while its communicator was being set up: {}",
+            generation_, job_->get(el::end_key(generation_), deadline.remaining())));
+      }
+    }
+  }
+  std::string address() const override { return view_->address(); }
+
+ private:
+  std::shared_ptr<Store> view_;
+  std::shared_ptr<Store> job_;
+  const int64_t generation_;
+};
+
 }  // namespace
 
 // Beats every interval on a store connection of its own (so that a long
@@ -165,7 +214,7 @@ const Generation& ElasticMembership::join() {
   const int64_t from = read_counter(*store_, "gen/decided");
   const int64_t k = store_->add("join/count", 1);
   store_->set(el::join_key(k), std::to_string(env_.worker_id));
-  return enter(env_.joining ? from : 0, {});
+  return enter(env_.joining ? from : 0, {}, -1);
 }
 
 bool ElasticMembership::should_reform() {
@@ -180,11 +229,14 @@ const Generation& ElasticMembership::reform(int64_t committed_step) {
   heartbeat_->watch(g, nullptr);
   current_.comm.reset();  // ends the old generation's communicator here
   store_->set(el::left_key(g, env_.worker_id), std::to_string(committed_step));
-  return enter(g + 1, std::move(previous));
+  return enter(g + 1, std::move(previous), committed_step);
 }
 
-// Waits for each generation from `from` on until one admits this worker.
-const Generation& ElasticMembership::enter(int64_t from, std::vector<int> previous) {
+// Waits for each generation from `from` on until one admits this worker and
+// its communicator forms. A generation that ends before that (another
+// member died meanwhile) is left as a failed one is, and the next awaited.
+const Generation& ElasticMembership::enter(int64_t from, std::vector<int> previous,
+                                           int64_t committed_step) {
   Deadline deadline(timeouts_.rendezvous_timeout + kDecisionSlack,
                     "elastic membership: waiting for the next generation");
   for (int64_t g = from;; ++g) {
@@ -236,11 +288,17 @@ const Generation& ElasticMembership::enter(int64_t from, std::vector<int> previo
     } catch (const nlohmann::json::exception&) {
       next.cause = {{"cause", "unknown"}};
     }
-    // The generation before: the one every survivor left (a joiner was in none).
-    next.previous_members =
-        g > 0 ? el::parse_members(store_->get(el::members_key(g - 1), deadline.remaining()))
-              : std::move(previous);
-    next.comm = build_comm(next);
+    try {
+      next.comm = build_comm(next);
+    } catch (const std::exception& e) {
+      if (!store_->check(el::end_key(g))) throw;
+      log::info("elastic: worker {}: generation {} ended before it formed ({}); waiting for the "
+                "next",
+                env_.worker_id, g, e.what());
+      store_->set(el::left_key(g, env_.worker_id), std::to_string(committed_step));
+      previous = next.members;
+      continue;
+    }
     current_ = std::move(next);
     heartbeat_->watch(g, current_.comm);
     return current_;
@@ -257,8 +315,9 @@ std::shared_ptr<Communicator> ElasticMembership::build_comm(const Generation& g)
   // prefix already keeps generations apart, and the group names must agree.
   gi.restart_count = 0;
   log::set_rank(g.rank);
-  Rendezvous rdzv(gi, with_prefix(store_, fmt::format("gen/{}/rdzv", g.number)),
-                  timeouts_.rendezvous_timeout);
+  auto view = std::make_shared<GenerationStore>(
+      with_prefix(store_, fmt::format("gen/{}/rdzv", g.number)), store_, g.number);
+  Rendezvous rdzv(gi, view, timeouts_.rendezvous_timeout);
   return rdzv.communicator(backend_, timeouts_.timeout);
 }
 

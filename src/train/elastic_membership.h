@@ -31,9 +31,6 @@ struct Generation {
   int rank = -1;             // this worker's rank in it
   nlohmann::json cause;      // why it formed (gen/<g>/cause)
   std::shared_ptr<Communicator> comm;
-  // The members of the previous generation this worker belonged to; empty
-  // when it just joined.
-  std::vector<int> previous_members;
   int world_size() const { return static_cast<int>(members.size()); }
 };
 
@@ -94,7 +91,8 @@ class ElasticMembership {
 
  private:
   class Heartbeat;
-  const Generation& enter(int64_t from_generation, std::vector<int> previous);
+  const Generation& enter(int64_t from_generation, std::vector<int> previous,
+                          int64_t committed_step);
   std::shared_ptr<Communicator> build_comm(const Generation& g);
 
   RendezvousInfo info_;

@@ -1,5 +1,6 @@
 #include "train/elastic_run.h"
 
+#include <ATen/ops/full.h>
 #include <ATen/ops/tensor.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -134,6 +135,10 @@ void ElasticRun::split(GlobalCursor& cursor) const {
 // rank has completed its commit, so no rank starts a step whose commit
 // another lacks, and a failure costs at most one step.
 bool ElasticRun::at_boundary(Strategy& strategy, const RunPosition& at) {
+  if (commit_generation_ != generation().number) {
+    replica_.clear();
+    commit_generation_ = generation().number;
+  }
   replica_.commit(strategy, *comm(), at);
   return membership_->should_reform();
 }
@@ -204,28 +209,36 @@ ElasticRun::Recovered ElasticRun::catch_up() {
 ElasticRun::Recovered ElasticRun::gather(int64_t reached, Clock::time_point since,
                                          Clock::time_point reformed) {
   const std::vector<int64_t> held = replica_.committed_steps();
+  const std::optional<StateReplica::Place> place = replica_.committed_place();
   const Generation& g = membership_->current();
-  // The newest commit every survivor holds: they are at most one step apart.
+  const int world = g.world_size();
+  // One max-reduction: the newest commit every holder has (they are at most
+  // one step apart), how far any rank got, and each rank's rank and world
+  // size in the generation of its commits and that generation's number,
+  // which each knows itself (a generation that ended while it formed
+  // trained nothing, so the commits may be older than the one before).
   constexpr int64_t kNone = std::numeric_limits<int64_t>::max();
-  at::Tensor steps = at::tensor({held.empty() ? kNone : held.front(), -reached});
-  g.comm->all_reduce(steps, ReduceOp::kMin);
-  const int64_t agreed = steps[0].item<int64_t>();
-  const int64_t furthest = -steps[1].item<int64_t>();
+  at::Tensor v = at::full({4 + world}, -1, at::kLong);
+  auto* p = v.data_ptr<int64_t>();
+  p[0] = held.empty() ? -kNone : -held.front();
+  p[1] = reached;
+  p[2] = place ? place->world : 0;
+  p[3] = place ? commit_generation_ : -1;
+  if (place) p[4 + g.rank] = place->rank;
+  g.comm->all_reduce(v, ReduceOp::kMax);
+  p = v.data_ptr<int64_t>();
+  const int64_t agreed = -p[0];
+  const int64_t furthest = p[1];
   TANDEM_CHECK(agreed != kNone,
                "elastic generation {}: no member holds a committed state (every earlier member "
                "is gone)",
                g.number);
   std::vector<int> old_rank;
-  for (int id : g.members) {
-    auto it = std::find(g.previous_members.begin(), g.previous_members.end(), id);
-    old_rank.push_back(
-        it == g.previous_members.end() ? -1 : static_cast<int>(it - g.previous_members.begin()));
-  }
+  for (int r = 0; r < world; ++r) old_rank.push_back(static_cast<int>(p[4 + r]));
+  const int old_world = static_cast<int>(p[2]);
   Recovered out;
-  replica_.set_generation(g.number - 1);
-  out.point =
-      replica_.recover(*g.comm, agreed, old_rank, static_cast<int>(g.previous_members.size()));
-  replica_.clear();
+  replica_.set_generation(p[3]);
+  out.point = replica_.recover(*g.comm, agreed, old_rank, old_world);
   MembershipChange& c = out.change;
   c.generation = g.number;
   c.members = g.members;

@@ -142,6 +142,7 @@ class ElasticRun {
   const TrainerOptions& o_;
   std::unique_ptr<ElasticMembership> membership_;
   StateReplica replica_;
+  int64_t commit_generation_ = -1;  // the generation of replica_'s commits
   int first_world_ = 1;
 };
 

@@ -381,6 +381,13 @@ std::vector<int64_t> StateReplica::committed_steps() const {
   return steps;
 }
 
+std::optional<StateReplica::Place> StateReplica::committed_place() const {
+  for (const auto& c : impl_->commits) {
+    if (c.step >= 0) return Place{.rank = c.rank, .world = c.world};
+  }
+  return std::nullopt;
+}
+
 void StateReplica::clear() {
   for (auto& c : impl_->commits) c = Commit{};
   impl_->next = 0;

@@ -61,7 +61,17 @@ class StateReplica {
   ResumePoint recover(Communicator& comm, int64_t step, const std::vector<int>& old_rank,
                       int old_world);
 
-  // Drops every commit (after recover(), the old generation's are stale).
+  // The rank and world size this rank had in the generation whose commits
+  // it holds (every commit it holds is of one generation); nullopt when it
+  // holds none.
+  struct Place {
+    int rank = -1;
+    int world = 0;
+  };
+  std::optional<Place> committed_place() const;
+
+  // Drops every commit (before the first commit of a new generation: the
+  // old generation's are stale then).
   void clear();
 
   // The number of the generation whose commits this replica holds, for

@@ -401,14 +401,26 @@ void rejoin(Run& r, ElasticRun::Recovered rec, GlobalCursor& cursor, MetricsFile
 
 // Elastic: leaves the failed (or ending) generation at `step` and rejoins;
 // returns the step the run continues from.
+// A generation that fails while it forms or gathers the state (another
+// member died meanwhile) is left too, and the next one tried.
 int64_t recover(Run& r, int64_t step, bool mid_step, GlobalCursor& cursor, MetricsFile& metrics) {
   const auto since = Clock::now();
-  r.strategy.reset();  // every user of the old communicator goes first
-  r.model = {};
-  ElasticRun::Recovered rec = r.elastic->recover(step, since, mid_step);
-  const int64_t next = rec.point.base.step;
-  rejoin(r, std::move(rec), cursor, metrics, since);
-  return next;
+  while (true) {
+    r.strategy.reset();  // every user of the old communicator goes first
+    r.model = {};
+    const int64_t left = r.elastic->generation().number;
+    try {
+      ElasticRun::Recovered rec = r.elastic->recover(step, since, mid_step);
+      const int64_t next = rec.point.base.step;
+      rejoin(r, std::move(rec), cursor, metrics, since);
+      return next;
+    } catch (const std::exception& e) {
+      // No new generation (evicted, aborted, timed out): the error stands.
+      if (r.elastic->generation().number == left || !r.elastic->failed()) throw;
+      log::info("elastic: generation {} failed while it formed: {}",
+                r.elastic->generation().number, e.what());
+    }
+  }
 }
 
 // The loop from `first_step` to r.stop (or until the servers end the run),
@@ -426,9 +438,16 @@ TrainSummary run_loop(Run& r, int64_t first_step) {
   if (r.elastic && r.elastic->joined_late()) {
     // A replacement: the survivors' state, then the loop at their step.
     const auto since = Clock::now();
-    ElasticRun::Recovered rec = r.elastic->catch_up();
-    first_step = rec.point.base.step;
-    rejoin(r, std::move(rec), *global, metrics, since);
+    try {
+      ElasticRun::Recovered rec = r.elastic->catch_up();
+      first_step = rec.point.base.step;
+      rejoin(r, std::move(rec), *global, metrics, since);
+    } catch (const std::exception& e) {
+      if (!r.elastic->failed()) throw;
+      log::info("elastic: generation {} failed while it formed: {}",
+                r.elastic->generation().number, e.what());
+      first_step = recover(r, 0, false, *global, metrics);
+    }
   }
   for (int64_t step = first_step; step < r.stop && !r.strategy->finished();) {
     bool mid_step = false;
