@@ -90,8 +90,15 @@ void check_replicas_match(Communicator& comm, const std::vector<std::string>& na
 
 void broadcast_buffers_from_rank0(Communicator& comm, const torch::nn::Module& module,
                                   std::optional<Millis> timeout, std::string_view who) {
+  // One broadcast of every buffer packed into bytes (as PyTorch's DDP
+  // coalesces them): a model's buffers are many and small (BatchNorm's three
+  // each), and each collective of its own would pay the link's latency.
+  constexpr int64_t kAlign = 16;  // each buffer's bytes start aligned for any dtype
+  std::vector<at::Tensor> buffers;
+  std::vector<int64_t> offsets;
+  int64_t bytes = 0;
   for (const auto& item : module.named_buffers(/*recurse=*/true)) {
-    at::Tensor buffer = item.value();
+    const at::Tensor& buffer = item.value();
     if (!buffer.defined()) continue;
     if (buffer.layout() != at::kStrided) {
       throw InvalidArgument(fmt::format(
@@ -99,19 +106,33 @@ void broadcast_buffers_from_rank0(Communicator& comm, const torch::nn::Module& m
           "register it dense, or set broadcast_buffers = false and keep it equal on every rank",
           who, item.key(), fmt::streamed(buffer.layout()), buffer.toString()));
     }
+    TANDEM_CHECK(buffer.device().is_cpu(),
+                 "{}: buffer '{}' is on {}; Tandem communicators take CPU tensors", who,
+                 item.key(), buffer.device().str());
     if (buffer.numel() == 0) continue;
-    try {
-      if (buffer.is_contiguous()) {
-        comm.broadcast(buffer, 0, timeout);
-      } else {
-        at::Tensor packed = buffer.contiguous();
-        comm.broadcast(packed, 0, timeout);
-        buffer.copy_(packed);
-      }
-    } catch (const InvalidArgument& e) {
-      throw InvalidArgument(fmt::format("{}: rank {} cannot broadcast buffer '{}' ({}): {}", who,
-                                        comm.rank(), item.key(), buffer.toString(), e.what()));
-    }
+    buffers.push_back(buffer);
+    offsets.push_back(bytes);
+    bytes += (static_cast<int64_t>(buffer.nbytes()) + kAlign - 1) / kAlign * kAlign;
+  }
+  if (buffers.empty()) return;
+  at::Tensor packed = at::empty({bytes}, at::kByte);
+  auto slot = [&](size_t i) {
+    const at::Tensor& b = buffers[i];
+    return packed.narrow(0, offsets[i], static_cast<int64_t>(b.nbytes()))
+        .view(b.scalar_type())
+        .view(b.sizes());
+  };
+  if (comm.rank() == 0) {
+    for (size_t i = 0; i < buffers.size(); ++i) slot(i).copy_(buffers[i]);
+  }
+  try {
+    comm.broadcast(packed, 0, timeout);
+  } catch (const InvalidArgument& e) {
+    throw InvalidArgument(fmt::format("{}: rank {} cannot broadcast its {} buffers ({} bytes): {}",
+                                      who, comm.rank(), buffers.size(), bytes, e.what()));
+  }
+  if (comm.rank() != 0) {
+    for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(slot(i));
   }
 }
 

@@ -41,9 +41,10 @@ void broadcast_from_rank0(Communicator& comm, const std::vector<at::Tensor>& ten
                           std::optional<Millis> timeout);
 
 // Collective. Overwrites every buffer of `module` (recursively) with rank 0's
-// values, whatever its dtype (a bool mask, uint8 counters, ...) and layout
-// (a non-contiguous one goes through a contiguous copy). A buffer that
-// cannot move is an InvalidArgument naming it, its dtype and `who`.
+// values, whatever its dtype (a bool mask, uint8 counters, ...) and layout,
+// in one broadcast of them all packed as bytes.
+// A buffer that cannot move (sparse, not on the CPU) is an InvalidArgument
+// naming it and `who`.
 void broadcast_buffers_from_rank0(Communicator& comm, const torch::nn::Module& module,
                                   std::optional<Millis> timeout, std::string_view who);
 
