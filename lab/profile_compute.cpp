@@ -422,6 +422,7 @@ sim::ComputeProfile profile_compute(const ProfileComputeOptions& o) {
                         .activation_bytes = last.forward.activation_bytes[i],
                         .output_bytes = last.forward.output_bytes[i]});
   }
+  for (const auto& b : s.model.ptr()->buffers()) p.buffer_bytes += static_cast<int64_t>(b.nbytes());
   p.optimizer_s = median_of(column([](const StepCut& c) { return c.optimizer_s; }));
   p.other_s = median_of(column([](const StepCut& c) { return c.other_s; }));
   const auto steps = column([](const StepCut& c) { return c.step_s; });

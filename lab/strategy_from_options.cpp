@@ -97,6 +97,7 @@ sim::StrategySpec strategy_from_options(const train::TrainerOptions& o,
   s.servers = o.strategy.async.servers;
   s.staleness = static_cast<int>(o.strategy.async.staleness);
   s.sync_every = static_cast<int>(o.strategy.async.sync_every);
+  s.log_every = static_cast<int>(o.observe.log_every);
   if (s.kind == sim::SimStrategy::kZero3) {
     const auto& wrap = o.strategy.zero.wrap;
     if (wrap.automatic) {

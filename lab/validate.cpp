@@ -25,6 +25,10 @@
 namespace tandem::lab {
 namespace {
 
+// The real runs' --log-every: each log step averages the loss over the
+// ranks, which the prediction counts too.
+constexpr int64_t kLogEvery = 5;
+
 namespace fs = std::filesystem;
 
 constexpr Millis kRunTimeout{300'000};
@@ -209,7 +213,7 @@ class Validator {
                                       "--data",       data_for(c.model),
                                       "--batch-size", std::to_string(o_.batch_size),
                                       "--steps",      std::to_string(o_.steps),
-                                      "--log-every",  "5",
+                                      "--log-every",  std::to_string(kLogEvery),
                                       "--metrics",    dir + "/metrics-{rank}.jsonl"};
     if (c.mesh.empty()) {
       train.insert(train.end(), {"--strategy", c.strategy});
@@ -266,6 +270,7 @@ class Validator {
     SimulationInputs in = load_profiles(profiles);
     train::TrainerOptions base;
     base.run.batch_size = o_.batch_size;
+    base.observe.log_every = kLogEvery;
     if (!c.mesh.empty()) base.mesh.shape = train::parse_mesh(c.mesh);
     const sim::StrategySpec spec = strategy_from_options(
         with_strategy(base, c.mesh.empty() ? c.strategy : "pipeline"), in.compute);

@@ -81,6 +81,15 @@ class Builder {
 
 int layers(const StepContext& ctx) { return static_cast<int>(ctx.forward_s.size()); }
 
+// ddp and zero1-3 broadcast the model's buffers from rank 0 once every
+// gradient is reduced, before the optimizer steps (one packed broadcast).
+int broadcast_buffers(const StepContext& ctx, Builder& b, int after) {
+  if (ctx.profile.buffer_bytes == 0 || ctx.workers == 1) return after;
+  return b.collective("broadcast buffers", LinkOp::kBroadcast,
+                      static_cast<double>(ctx.profile.buffer_bytes),
+                      after < 0 ? std::vector<int>{} : std::vector<int>{after});
+}
+
 double bytes_of(const StepContext& ctx, const std::vector<int>& layer_ids) {
   double b = 0;
   for (int l : layer_ids) b += static_cast<double>(ctx.profile.layers[l].grad_bytes);
@@ -101,6 +110,7 @@ void bucketed_step(const StepContext& ctx, Builder& b) {
     last = b.collective(fmt::format("{} bucket {}", name_of(op), k), op, bytes_of(ctx, buckets[k]),
                         ready[buckets[k].back()]);
   }
+  last = broadcast_buffers(ctx, b, last);
   const bool sharded = kind == SimStrategy::kZero1 || kind == SimStrategy::kZero2;
   const double optimizer = sharded ? ctx.optimizer_s / ctx.workers : ctx.optimizer_s;
   const auto stepped =
@@ -157,7 +167,7 @@ void fully_sharded_step(const StepContext& ctx, Builder& b) {
                            unit_bytes(u), ready, /*second_lane=*/true);
   }
   b.compute("optimizer (shard)", ctx.optimizer_s / ctx.workers,
-            b.each({last_rs}));
+            b.each({broadcast_buffers(ctx, b, last_rs)}));
 }
 
 // gossip (one exchange of the parameters with a peer after each step) and
@@ -207,6 +217,12 @@ StepOutcome data_parallel_step(const StepContext& ctx, Slowdowns& slow, int step
     auto timing = b.graph().run();
     double end = 0;
     for (const auto& t : timing) end = std::max(end, t.end_s);
+    // The trainer's loss average at its log steps: one all_reduce of a
+    // double after the step, every log_every steps.
+    if (ctx.strategy.log_every > 0 && ctx.workers > 1) {
+      end += ctx.net.op_s(LinkOp::kAllReduce, sizeof(double), ctx.workers) /
+             ctx.strategy.log_every;
+    }
     total += end;
     if (s == 0) {
       out.graph = std::move(b.graph());

@@ -164,6 +164,7 @@ ComputeProfile parse_compute(const Fields& f) {
   for (size_t i = 0; i < layers.size(); ++i) {
     c.layers.push_back(parse_layer(Fields(layers[i], fmt::format("{}[{}]", f.path("layers"), i))));
   }
+  c.buffer_bytes = f.whole_or("buffer_bytes", 0, 0);
   c.optimizer_s = f.amount("optimizer_s");
   c.other_s = f.amount("other_s");
   c.step_s = f.amount("step_s");
@@ -254,6 +255,7 @@ json compute_json(const ComputeProfile& c) {
           {"threads", c.threads},
           {"steps", c.steps},
           {"layers", std::move(layers)},
+          {"buffer_bytes", c.buffer_bytes},
           {"optimizer_s", c.optimizer_s},
           {"other_s", c.other_s},
           {"step_s", c.step_s},

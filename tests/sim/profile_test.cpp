@@ -38,6 +38,7 @@ Profile sample_profile() {
   c.step_s = 1.16e-3;
   c.step_spread_s = 3e-5;
   c.step_times_s = {1.1e-3, 1.16e-3, 1.3e-3};
+  c.buffer_bytes = 520;
   LinkFit l;
   l.transport = Transport::kGloo;
   l.op = LinkOp::kSendRecv;
@@ -91,6 +92,7 @@ TEST(Profile, JsonRoundTripKeepsEveryField) {
   EXPECT_EQ(q.compute->layers.size(), 2u);
   EXPECT_EQ(q.compute->layers[0].activation_bytes, 8192);
   EXPECT_EQ(q.compute->layers[1].name, "layers.1");
+  EXPECT_EQ(q.compute->buffer_bytes, 520);
   ASSERT_EQ(q.links.size(), 1u);
   EXPECT_EQ(q.links[0].op, LinkOp::kSendRecv);
   EXPECT_EQ(q.links[0].label, "loopback");

@@ -73,6 +73,39 @@ TEST(StepSimulator, DdpOverlapsTheFirstBucketWithBackward) {
   EXPECT_DOUBLE_EQ(simulate(p, {}, host(0.25, 0.0025), s, 2).step_s, 5.75 + 1.0);
 }
 
+TEST(StepSimulator, DdpAndZeroBroadcastTheBuffersOnceBeforeTheOptimizer) {
+  // As DdpOverlapsTheFirstBucketWithBackward, plus 40 B of buffers: one
+  // broadcast on 2 ranks (log2 2 = 1 message of 0.25 + 40 x 0.0025) after
+  // the last bucket, before the optimizer.
+  auto p = profile_of({{1, 2, 100}, {1, 1, 100}}, 0.5, 0.25);
+  p.buffer_bytes = 40;
+  StrategySpec s = strategy(SimStrategy::kDdp);
+  s.bucket_bytes = 100;
+  EXPECT_DOUBLE_EQ(simulate(p, {}, host(0.25, 0.0025), s, 2).step_s, 6.5 + 0.35);
+  // One process broadcasts nothing.
+  EXPECT_DOUBLE_EQ(simulate(p, {}, host(0.25, 0.0025), s, 1).step_s, 5.75);
+  // zero3 pays the same broadcast after its last reduce-scatter.
+  const double without = [&] {
+    ComputeProfile q = p;
+    q.buffer_bytes = 0;
+    return simulate(q, {}, host(0.25, 0.0025), strategy(SimStrategy::kZero3), 2).step_s;
+  }();
+  EXPECT_DOUBLE_EQ(simulate(p, {}, host(0.25, 0.0025), strategy(SimStrategy::kZero3), 2).step_s,
+                   without + 0.35);
+}
+
+TEST(StepSimulator, TheLossAverageOfLogStepsIsPaidOnceEveryLogEvery) {
+  // As DdpOverlapsTheFirstBucketWithBackward, logging every 2nd step: an
+  // all-reduce of one double on 2 ranks, 2 (0.25 + 4 x 0.0025), every other step.
+  const auto p = profile_of({{1, 2, 100}, {1, 1, 100}}, 0.5, 0.25);
+  StrategySpec s = strategy(SimStrategy::kDdp);
+  s.bucket_bytes = 100;
+  s.log_every = 2;
+  EXPECT_DOUBLE_EQ(simulate(p, {}, host(0.25, 0.0025), s, 2).step_s, 6.5 + 0.52 / 2);
+  s.log_every = 0;
+  EXPECT_DOUBLE_EQ(simulate(p, {}, host(0.25, 0.0025), s, 2).step_s, 6.5);
+}
+
 TEST(StepSimulator, PipelineWithEqualStagesTakesMPlusPMinusOneStageTimes) {
   const auto p = profile_of({{1e-3, 2e-3, 100}, {1e-3, 2e-3, 100}, {1e-3, 2e-3, 100},
                              {1e-3, 2e-3, 100}},

@@ -70,6 +70,9 @@ struct ComputeProfile {
   int threads = 1;            // intra-op threads of the profiled process
   int steps = 0;              // steps measured (after warm-up)
   std::vector<LayerProfile> layers;
+  // The model's buffers (BatchNorm's running statistics, ...): what ddp,
+  // zero1-3 broadcast from rank 0 after each backward (optional, 0).
+  int64_t buffer_bytes = 0;
   double optimizer_s = 0;   // the optimizer step over every parameter
   double other_s = 0;       // loss, zero_grad and data: the rest of a step
   double step_s = 0;        // a whole measured step (median), as a check

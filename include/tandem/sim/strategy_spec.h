@@ -40,6 +40,10 @@ struct StrategySpec {
   int servers = 1;      // ps: the last `servers` ranks serve
   int staleness = -1;   // ps: the stale-synchronous bound; -1: none
   int sync_every = 4;   // local-sgd: steps between parameter averages
+  // The data-parallel family (ddp, zero1-3, gossip, local-sgd): the
+  // trainer's loss average, one all_reduce of a double after every
+  // log_every-th step (--log-every); 0: none.
+  int log_every = 0;
   // pipeline: stages, micro-batches, the layer where each stage starts, and
   // each stage's actions in order. The world is data_parallel x stages.
   int stages = 1;
