@@ -59,6 +59,13 @@ class DetectionMetrics {
   // Adds another accumulator's statistics (e.g. gathered from another rank).
   void merge(const DetectionMetrics& other);
 
+  // An accumulator holding raw statistics gathered from elsewhere (the
+  // layouts of tp() .. target_cls()). Throws tandem::InvalidArgument when
+  // the lengths disagree.
+  static DetectionMetrics from_statistics(int64_t num_classes, const at::Tensor& tp,
+                                          const at::Tensor& conf, const at::Tensor& pred_cls,
+                                          const at::Tensor& target_cls, int64_t images);
+
   MetricsSummary compute() const;
 
   // The raw statistics, for gathering across ranks: tp bool [N, 10],
