@@ -257,4 +257,24 @@ MetricsSummary DetectionMetrics::compute() const {
   return s;
 }
 
+std::string metrics_table(const MetricsSummary& s, const std::vector<std::string>& names,
+                          bool per_class) {
+  std::string out = fmt::format("{:>22}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}\n", "Class", "Images",
+                                "Instances", "Box(P", "R", "mAP50", "mAP50-95)");
+  auto row = [&](const std::string& name, int64_t images, int64_t instances, double p, double r,
+                 double m50, double m) {
+    out += fmt::format("{:>22}{:>11}{:>11}{:>11.3f}{:>11.3f}{:>11.3f}{:>11.3f}\n", name, images,
+                       instances, p, r, m50, m);
+  };
+  row("all", s.images, s.instances, s.precision, s.recall, s.map50, s.map50_95);
+  if (per_class) {
+    for (const auto& c : s.classes) {
+      const std::string name =
+          c.cls < static_cast<int64_t>(names.size()) ? names[c.cls] : std::to_string(c.cls);
+      row(name, s.images, c.instances, c.precision, c.recall, c.ap50, c.ap50_95);
+    }
+  }
+  return out;
+}
+
 }  // namespace tandem::detect

@@ -1,7 +1,7 @@
 // Private to src/detect: rank 0's progress of a detection epoch, in
 // Ultralytics' columns (Epoch, box/cls/dfl loss, Instances, Size, then the
 // bar with batches done and the ETA), redrawn on a terminal and written once
-// per epoch otherwise; and the validation table's lines. Not thread-safe.
+// per epoch otherwise. Not thread-safe.
 #pragma once
 
 #include <chrono>
@@ -9,7 +9,6 @@
 #include <ostream>
 #include <string>
 
-#include "tandem/detect/detection_metrics.h"
 
 namespace tandem::detect::detail {
 
@@ -33,10 +32,5 @@ class EpochProgress {
   std::string last_;
   std::chrono::steady_clock::time_point start_;
 };
-
-// "Class Images Instances Box(P R mAP50 mAP50-95)" and the "all" row, plus a
-// row per class with `names` when per_class.
-std::string validation_table(const MetricsSummary& s, const std::vector<std::string>& names,
-                             bool per_class);
 
 }  // namespace tandem::detect::detail

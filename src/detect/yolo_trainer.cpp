@@ -24,10 +24,12 @@
 #include "tandem/detect/detection_loss.h"
 #include "tandem/detect/model_ema.h"
 #include "tandem/detect/run_folder.h"
+#include "tandem/detect/run_plots.h"
 #include "tandem/detect/yolo_checkpoint.h"
 #include "tandem/detect/yolo_model.h"
 #include "tandem/detect/yolo_schedule.h"
 #include "tandem/detect/yolo_validator.h"
+#include "tandem/launch/gnuplot.h"
 #include "tandem/parallel/ddp/distributed_data_parallel.h"
 #include "tandem/parallel/sync_batch_norm.h"
 #include "tandem/train/checkpoint.h"
@@ -175,6 +177,7 @@ void Loop::setup(const std::string& resume_from) {
   loss_ = std::make_unique<DetectionLoss>(n, 16, std::vector<double>{8, 16, 32},
                                           LossGains{a_.box, a_.cls, a_.dfl});
   if (rank_ == 0) {
+    if (a_.plots) launch::find_gnuplot("detect train: plots=true (plots=false skips the figures)");
     folder_ = std::make_unique<RunFolder>(save_dir_);
     folder_->write_args(to_yaml(a_));
   }
@@ -255,7 +258,7 @@ void Loop::end_epoch(int64_t epoch, const std::array<double, 3>& train_loss) {
   ValResult v;
   if (a_.val || final_epoch) {
     v = validate_yolo(*ema_model_, *data_.val, a_.batch / world_, *loss_, comm_);
-    if (out_) *out_ << detail::validation_table(v.metrics, data_.val->names(), final_epoch);
+    if (out_) *out_ << metrics_table(v.metrics, data_.val->names(), final_epoch);
     result_.metrics = v.metrics;
     result_.fitness = v.fitness;
   }
@@ -292,6 +295,10 @@ void Loop::end_epoch(int64_t epoch, const std::array<double, 3>& train_loss) {
   if (a_.save_period > 0 && (epoch + 1) % a_.save_period == 0) {
     write_yolo_checkpoint(checkpoint_path(save_dir_, fmt::format("epoch{}", epoch + 1)),
                           *ema_model_, optimizer_.get(), meta);
+  }
+  if (final_epoch && a_.plots) {
+    plot_results(save_dir_);
+    plot_pr_curve(save_dir_, *v.statistics, data_.val->names());
   }
 }
 

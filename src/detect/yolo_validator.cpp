@@ -87,6 +87,7 @@ ValResult validate_yolo(YoloModelImpl& model, const DetectionDataset& data, int6
                                                 all_targets.select(1, 0), images.item<int64_t>());
   }
   r.metrics = metrics.compute();
+  r.statistics = std::make_shared<const DetectionMetrics>(std::move(metrics));
   const double batches = std::max(1.0, loss_sum[3].item<double>());
   for (int k = 0; k < 3; ++k) r.loss[k] = loss_sum[k].item<double>() / batches;
   r.fitness = fitness_of(r.metrics);

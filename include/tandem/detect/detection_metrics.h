@@ -18,6 +18,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace tandem::detect {
@@ -81,5 +82,11 @@ class DetectionMetrics {
   at::Tensor tp_, conf_, pred_cls_, target_cls_;
   int64_t images_ = 0;
 };
+
+// The validation table as Ultralytics prints it: a header ("Class Images
+// Instances Box(P R mAP50 mAP50-95)"), the "all" row and, with per_class, a
+// row per class with ground truth, named from `names`.
+std::string metrics_table(const MetricsSummary& s, const std::vector<std::string>& names,
+                          bool per_class);
 
 }  // namespace tandem::detect

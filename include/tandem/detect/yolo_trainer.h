@@ -36,6 +36,10 @@ struct TrainResult {
   double fitness = 0;       // of the last validation
   double best_fitness = 0;
   std::string last, best;  // the checkpoints' paths
+  // False only in a rank that Yolo::train re-launched (See Note [Re-launch]
+  // in yolo.h): the process to report or continue from is the one the user
+  // started.
+  bool main_process = true;
   // Files the data sets skipped (path, reason): train then val.
   std::vector<std::pair<std::string, std::string>> skipped;
 };

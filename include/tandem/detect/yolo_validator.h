@@ -23,6 +23,8 @@ struct ValResult {
   MetricsSummary metrics;
   std::array<double, 3> loss{};  // box, cls, dfl: the mean over batches
   double fitness = 0;            // 0.1 mAP50 + 0.9 mAP50-95
+  // The whole set's statistics (every rank's, gathered), for the PR curve.
+  std::shared_ptr<const DetectionMetrics> statistics;
 };
 
 // Ultralytics' fitness of a run: 0.1 mAP50 + 0.9 mAP50-95.
