@@ -156,7 +156,14 @@ void set_train_arg(TrainArgs& args, const std::string& key, const std::string& v
       f->member);
 }
 
-void parse_train_args(const std::vector<std::string>& tokens, TrainArgs& args) {
+std::vector<std::pair<std::string, std::string>> split_key_values(
+    const std::vector<std::string>& tokens, const std::string& command,
+    const std::vector<std::string>& keys) {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto check_key = [&](const std::string& key) {
+    TANDEM_CHECK(std::find(keys.begin(), keys.end(), key) != keys.end(),
+                 "{}: unknown key '{}'; valid keys: {}", command, key, fmt::join(keys, ", "));
+  };
   for (size_t i = 0; i < tokens.size(); ++i) {
     std::string token = tokens[i];
     const bool dashed = token.starts_with("--");
@@ -164,15 +171,21 @@ void parse_train_args(const std::vector<std::string>& tokens, TrainArgs& args) {
     const size_t eq = token.find('=');
     std::string key = token.substr(0, eq), value;
     std::replace(key.begin(), key.end(), '-', '_');
+    check_key(key);
     if (eq != std::string::npos) {
       value = token.substr(eq + 1);
     } else {
-      TANDEM_CHECK(dashed, "detect train: '{}' is not key=value (e.g. epochs=30)", tokens[i]);
-      TANDEM_CHECK(find_field(key) != nullptr, "detect train: unknown key '{}'; valid keys: {}",
-                   key, fmt::join(train_arg_keys(), ", "));
-      TANDEM_CHECK(i + 1 < tokens.size(), "detect train: --{} needs a value", key);
+      TANDEM_CHECK(dashed, "{}: '{}' is not key=value (e.g. {}=...)", command, tokens[i], key);
+      TANDEM_CHECK(i + 1 < tokens.size(), "{}: --{} needs a value", command, key);
       value = tokens[++i];
     }
+    out.emplace_back(key, value);
+  }
+  return out;
+}
+
+void parse_train_args(const std::vector<std::string>& tokens, TrainArgs& args) {
+  for (const auto& [key, value] : split_key_values(tokens, "detect train", train_arg_keys())) {
     set_train_arg(args, key, value);
   }
 }

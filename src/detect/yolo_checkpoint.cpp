@@ -91,4 +91,14 @@ void restore_yolo_weights(const YoloCheckpoint& ckpt, torch::nn::Module& model) 
   train::restore_module(c, model);
 }
 
+YoloModel load_yolo_model(const YoloCheckpoint& ckpt) {
+  YoloModel model(YoloOptions{.scale = ckpt.meta.scale,
+                              .num_classes = static_cast<int64_t>(ckpt.meta.names.size()),
+                              .reg_max = 16,
+                              .norm = {}});
+  restore_yolo_weights(ckpt, *model);
+  model->eval();
+  return model;
+}
+
 }  // namespace tandem::detect

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tandem/train/choices.h"
@@ -65,6 +66,14 @@ const std::vector<std::string>& train_arg_keys();
 // Throws tandem::InvalidArgument for an unknown key (naming it and listing
 // the valid ones), a value of the wrong type or a key without a value.
 void parse_train_args(const std::vector<std::string>& tokens, TrainArgs& args);
+
+// The key/value pairs of `tokens` in the same syntax, for any command whose
+// keys are `keys` ("detect val", "detect predict"). Throws
+// tandem::InvalidArgument naming `command` and the token for an unknown key
+// (listing `keys`) or a key without a value.
+std::vector<std::pair<std::string, std::string>> split_key_values(
+    const std::vector<std::string>& tokens, const std::string& command,
+    const std::vector<std::string>& keys);
 
 // Sets one field from text, as parse_train_args does for one pair.
 void set_train_arg(TrainArgs& args, const std::string& key, const std::string& value);

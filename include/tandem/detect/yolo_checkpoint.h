@@ -48,4 +48,8 @@ YoloCheckpoint read_yolo_checkpoint(const std::string& path);
 // Throws CheckpointError naming the first tensor that does not fit.
 void restore_yolo_weights(const YoloCheckpoint& ckpt, torch::nn::Module& model);
 
+// A float32 model of the checkpoint's scale and classes holding its
+// weights, in eval mode (for val and predict).
+YoloModel load_yolo_model(const YoloCheckpoint& ckpt);
+
 }  // namespace tandem::detect
