@@ -3,10 +3,12 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <filesystem>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #include "tandem/core/error.h"
 #include "tandem/detect/make_shapes.h"
@@ -16,24 +18,16 @@
 namespace tandem::tools {
 namespace {
 
-int64_t whole(const std::string& key, const std::string& value) {
-  try {
-    size_t end = 0;
-    const int64_t v = std::stoll(value, &end);
-    if (end == value.size()) return v;
-  } catch (const std::logic_error&) {
+// `value` as a T (int64_t or double), or InvalidArgument naming `key`.
+template <typename T>
+T number(const std::string& key, const std::string& value) {
+  T out{};
+  const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), out);
+  if (value.empty() || ec != std::errc() || end != value.data() + value.size()) {
+    throw InvalidArgument(fmt::format("{}={} is not {}", key, value,
+                                      std::is_integral_v<T> ? "a whole number" : "a number"));
   }
-  throw InvalidArgument(fmt::format("{}={} is not a whole number", key, value));
-}
-
-double number(const std::string& key, const std::string& value) {
-  try {
-    size_t end = 0;
-    const double v = std::stod(value, &end);
-    if (end == value.size()) return v;
-  } catch (const std::logic_error&) {
-  }
-  throw InvalidArgument(fmt::format("{}={} is not a number", key, value));
+  return out;
 }
 
 }  // namespace
@@ -103,8 +97,8 @@ void add_detect_val(CLI::App& detect, int& exit_code) {
                                                        {"model", "data", "imgsz", "batch"})) {
       if (k == "model") model = v;
       if (k == "data") data = v;
-      if (k == "imgsz") imgsz = whole(k, v);
-      if (k == "batch") batch = whole(k, v);
+      if (k == "imgsz") imgsz = number<int64_t>(k, v);
+      if (k == "batch") batch = number<int64_t>(k, v);
     }
     if (model.empty() || data.empty()) {
       throw InvalidArgument(
@@ -137,10 +131,10 @@ void add_detect_predict(CLI::App& detect, int& exit_code) {
                                    "name", "exist_ok"})) {
       if (k == "model") model = v;
       if (k == "source") source = v;
-      if (k == "imgsz") o.imgsz = whole(k, v);
-      if (k == "conf") o.conf = number(k, v);
-      if (k == "iou") o.iou = number(k, v);
-      if (k == "max_det") o.max_det = whole(k, v);
+      if (k == "imgsz") o.imgsz = number<int64_t>(k, v);
+      if (k == "conf") o.conf = number<double>(k, v);
+      if (k == "iou") o.iou = number<double>(k, v);
+      if (k == "max_det") o.max_det = number<int64_t>(k, v);
       if (k == "project") project = v;
       if (k == "name") name = v;
       if (k == "exist_ok") exist_ok = v == "true" || v == "True" || v == "1";
