@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/ops/zeros.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,7 +47,14 @@ void write_fd(int fd, std::string_view data) {
   }
 }
 
-int hardware_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
+// The cores this process may run on (its affinity mask: taskset, cgroups'
+// cpusets), which std::thread::hardware_concurrency does not consult.
+int hardware_threads() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
 
 // The run folder of a rank: the launcher's choice, else rank 0's, broadcast.
 std::string shared_save_dir(const std::string& mine, Communicator* comm) {
