@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
@@ -66,10 +67,11 @@ std::vector<Prediction> predict_images(YoloModelImpl& model, const std::vector<s
   return out;
 }
 
-void save_prediction(const Prediction& p, const std::vector<std::string>& names,
-                     const std::string& image_out, const std::string& txt_out) {
+namespace {
+
+// The file of `p` with its boxes and "name confidence" labels drawn.
+cv::Mat draw_prediction(const Prediction& p, const std::vector<std::string>& names) {
   cv::Mat image = detail::read_bgr(p.path);
-  std::ofstream txt(txt_out);
   const at::Tensor b = p.boxes.contiguous();
   const auto a = b.accessor<float, 2>();
   for (int64_t i = 0; i < b.size(0); ++i) {
@@ -83,15 +85,46 @@ void save_prediction(const Prediction& p, const std::vector<std::string>& names,
     cv::rectangle(image, p1, p2, colour, 2);
     cv::putText(image, fmt::format("{} {:.2f}", name, a[i][4]), p1 + cv::Point(0, -3),
                 cv::FONT_HERSHEY_SIMPLEX, 0.4, colour, 1);
-    const double w = p.width, h = p.height;
-    txt << fmt::format("{} {:.6f} {:.6f} {:.6f} {:.6f} {:.5f}\n", cls, (a[i][0] + a[i][2]) / 2 / w,
-                       (a[i][1] + a[i][3]) / 2 / h, (a[i][2] - a[i][0]) / w,
-                       (a[i][3] - a[i][1]) / h, a[i][4]);
+  }
+  return image;
+}
+
+void write_image(const std::string& path, const cv::Mat& image) {
+  if (!cv::imwrite(path, image)) throw Error(fmt::format("detect: cannot write '{}'", path));
+}
+
+}  // namespace
+
+void save_prediction(const Prediction& p, const std::vector<std::string>& names,
+                     const std::string& image_out, const std::string& txt_out) {
+  std::ofstream txt(txt_out);
+  const at::Tensor b = p.boxes.contiguous();
+  const auto a = b.accessor<float, 2>();
+  const double w = p.width, h = p.height;
+  for (int64_t i = 0; i < b.size(0); ++i) {
+    txt << fmt::format("{} {:.6f} {:.6f} {:.6f} {:.6f} {:.5f}\n", static_cast<int>(a[i][5]),
+                       (a[i][0] + a[i][2]) / 2 / w, (a[i][1] + a[i][3]) / 2 / h,
+                       (a[i][2] - a[i][0]) / w, (a[i][3] - a[i][1]) / h, a[i][4]);
   }
   if (!txt) throw Error(fmt::format("detect predict: cannot write '{}'", txt_out));
-  if (!cv::imwrite(image_out, image)) {
-    throw Error(fmt::format("detect predict: cannot write '{}'", image_out));
+  write_image(image_out, draw_prediction(p, names));
+}
+
+void save_prediction_grid(const std::vector<Prediction>& predictions,
+                          const std::vector<std::string>& names, const std::string& image_out,
+                          int tile) {
+  TANDEM_CHECK(!predictions.empty() && tile > 0,
+               "save_prediction_grid: needs predictions and a positive tile size");
+  const int n = static_cast<int>(predictions.size());
+  const int cols = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))));
+  const int rows = (n + cols - 1) / cols;
+  cv::Mat grid(rows * tile, cols * tile, CV_8UC3, cv::Scalar::all(detail::kPadValue));
+  for (int i = 0; i < n; ++i) {
+    const detail::Letterboxed lb = detail::letterbox(
+        detail::resize_long_side(draw_prediction(predictions[i], names), tile, false), tile);
+    lb.image.copyTo(grid(cv::Rect((i % cols) * tile, (i / cols) * tile, tile, tile)));
   }
+  write_image(image_out, grid);
 }
 
 }  // namespace tandem::detect

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <functional>
 #include <optional>
 
@@ -27,6 +28,7 @@
 #include "tandem/detect/run_plots.h"
 #include "tandem/detect/yolo_checkpoint.h"
 #include "tandem/detect/yolo_model.h"
+#include "tandem/detect/yolo_predictor.h"
 #include "tandem/detect/yolo_schedule.h"
 #include "tandem/detect/yolo_validator.h"
 #include "tandem/launch/gnuplot.h"
@@ -116,6 +118,7 @@ class Loop {
   void train_epoch(int64_t epoch);
   void end_epoch(int64_t epoch, const std::array<double, 3>& train_loss);
   at::Tensor scaled_loss(const DetectionBatch& batch, std::array<double, 3>& items);
+  void save_val_predictions();
 
   TrainArgs a_;
   std::shared_ptr<Communicator> comm_;
@@ -299,7 +302,21 @@ void Loop::end_epoch(int64_t epoch, const std::array<double, 3>& train_loss) {
   if (final_epoch && a_.plots) {
     plot_results(save_dir_);
     plot_pr_curve(save_dir_, *v.statistics, data_.val->names());
+    save_val_predictions();
   }
+}
+
+// val_batch0_pred.jpg: the EMA model's detections on the first 16 val images.
+void Loop::save_val_predictions() {
+  std::vector<std::string> paths;
+  for (int64_t i = 0; i < std::min<int64_t>(16, data_.val->size()); ++i) {
+    paths.push_back(data_.val->records()[i].image);
+  }
+  PredictOptions o;
+  o.imgsz = a_.imgsz;
+  save_prediction_grid(predict_images(*ema_model_, paths, o), data_.val->names(),
+                       (std::filesystem::path(save_dir_) / "val_batch0_pred.jpg").string(),
+                       static_cast<int>(std::max<int64_t>(a_.imgsz, 160)));
 }
 
 TrainResult Loop::run(const std::string& resume_from) {

@@ -45,4 +45,12 @@ std::vector<Prediction> predict_images(YoloModelImpl& model, const std::vector<s
 void save_prediction(const Prediction& p, const std::vector<std::string>& names,
                      const std::string& image_out, const std::string& txt_out);
 
+// Draws up to the first few predictions as one grid image (each letterboxed
+// into tile x tile pixels), e.g. a run's val_batch0_pred.jpg. Throws
+// tandem::InvalidArgument for no predictions or tile < 1, tandem::Error
+// when the file cannot be written.
+void save_prediction_grid(const std::vector<Prediction>& predictions,
+                          const std::vector<std::string>& names, const std::string& image_out,
+                          int tile);
+
 }  // namespace tandem::detect
