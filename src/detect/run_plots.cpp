@@ -128,4 +128,40 @@ void plot_pr_curve(const std::string& run_dir, const DetectionMetrics& metrics,
   fs::remove(data);
 }
 
+void plot_confusion_matrix(const std::string& run_dir, const at::Tensor& matrix,
+                           const std::vector<std::string>& names) {
+  launch::find_gnuplot(kWhat);
+  const fs::path dir(run_dir);
+  const int64_t n = matrix.size(0);
+  const at::Tensor m = matrix.to(at::kDouble);
+  const at::Tensor norm = m / m.sum(0, true).clamp_min(1);  // each true class's column sums to 1
+  std::vector<std::string> labels;
+  for (int64_t i = 0; i + 1 < n; ++i) {
+    labels.push_back(i < static_cast<int64_t>(names.size()) ? names[i] : std::to_string(i));
+  }
+  labels.push_back("background");
+  std::string tics;
+  for (int64_t i = 0; i < n; ++i) {
+    tics += fmt::format("{}{} {}", i ? ", " : "", gnuplot_quoted(labels[i]), i);
+  }
+  std::string s = fmt::format(
+      "set terminal pngcairo size 900,800 noenhanced\nset output {}\n"
+      "set title 'Confusion matrix (normalised per true class)'\nset xlabel 'True'\n"
+      "set ylabel 'Predicted'\nset xtics ({}) rotate by 45 right\nset ytics ({})\n"
+      "set xrange [-0.5:{}]\nset yrange [{}:-0.5]\nset cbrange [0:1]\n"
+      "set palette defined (0 'white', 1 '#08306b')\nunset key\n",
+      gnuplot_quoted((dir / "confusion_matrix_normalized.png").string()), tics, tics, n - 0.5,
+      n - 0.5);
+  // Rows of the image are predicted classes (y), columns true classes (x).
+  s += "$M << EOD\n";
+  for (int64_t p = 0; p < n; ++p) {
+    for (int64_t t = 0; t < n; ++t)
+      s += fmt::format("{} {} {:.4f}\n", t, p, norm[p][t].item<double>());
+    s += "\n";
+  }
+  s += "EOD\nplot $M using 1:2:3 with image, $M using 1:2:($3 > 0.005 ? sprintf('%.2f', $3) : '') "
+       "with labels textcolor rgb '#c00000'\n";
+  draw(dir, "confusion_matrix_normalized", s);
+}
+
 }  // namespace tandem::detect

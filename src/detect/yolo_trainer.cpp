@@ -302,6 +302,7 @@ void Loop::end_epoch(int64_t epoch, const std::array<double, 3>& train_loss) {
   if (final_epoch && a_.plots) {
     plot_results(save_dir_);
     plot_pr_curve(save_dir_, *v.statistics, data_.val->names());
+    plot_confusion_matrix(save_dir_, v.confusion, data_.val->names());
     save_val_predictions();
   }
 }

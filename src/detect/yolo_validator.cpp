@@ -13,6 +13,7 @@
 #include "tandem/core/check.h"
 #include "tandem/detect/box_ops.h"
 #include "tandem/detect/collate.h"
+#include "tandem/detect/confusion_matrix.h"
 #include "tandem/detect/nms.h"
 
 namespace tandem::detect {
@@ -49,6 +50,7 @@ ValResult validate_yolo(YoloModelImpl& model, const DetectionDataset& data, int6
   model.eval();
   at::NoGradGuard no_grad;
   DetectionMetrics metrics(data.num_classes());
+  ConfusionMatrix confusion(data.num_classes());
   at::Tensor loss_sum = at::zeros({4}, at::kDouble);  // box, cls, dfl, batches
   std::vector<int64_t> mine;
   for (int64_t i = rank; i < data.size(); i += world) mine.push_back(i);
@@ -66,13 +68,16 @@ ValResult validate_yolo(YoloModelImpl& model, const DetectionDataset& data, int6
     auto detections = non_max_suppression(model.head()->decode(raw), nms);
     for (int64_t i = 0; i < static_cast<int64_t>(detections.size()); ++i) {
       auto rows = b.targets.index_select(0, (b.targets.select(1, 0) == i).nonzero().squeeze(1));
-      metrics.update(detections[i].to(at::kFloat), xywh_to_xyxy(rows.narrow(1, 2, 4) * side),
-                     rows.select(1, 1));
+      const at::Tensor det = detections[i].to(at::kFloat);
+      const at::Tensor gt_boxes = xywh_to_xyxy(rows.narrow(1, 2, 4) * side);
+      metrics.update(det, gt_boxes, rows.select(1, 1));
+      confusion.update(det, gt_boxes, rows.select(1, 1));
     }
   }
   ValResult r;
   if (world > 1) {
     comm->all_reduce(loss_sum);
+    comm->all_reduce(confusion.matrix());
     at::Tensor preds =
         at::cat({metrics.tp().to(at::kDouble), metrics.conf().unsqueeze(1).to(at::kDouble),
                  metrics.pred_cls().unsqueeze(1).to(at::kDouble)},
@@ -91,6 +96,7 @@ ValResult validate_yolo(YoloModelImpl& model, const DetectionDataset& data, int6
   const double batches = std::max(1.0, loss_sum[3].item<double>());
   for (int k = 0; k < 3; ++k) r.loss[k] = loss_sum[k].item<double>() / batches;
   r.fitness = fitness_of(r.metrics);
+  r.confusion = confusion.matrix();
   return r;
 }
 

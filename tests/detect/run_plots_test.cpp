@@ -45,7 +45,9 @@ TEST(RunPlots, DrawsResultsAndPrCurvePngs) {
   }
   plot_results(f.dir());
   plot_pr_curve(f.dir(), crafted(), {"circle", "square"});
-  for (const auto* png : {"results.png", "PR_curve.png"}) {
+  plot_confusion_matrix(f.dir(), at::tensor({5, 1, 0, 0, 3, 2, 1, 0, 0}, at::kLong).view({3, 3}),
+                        {"circle", "square"});
+  for (const auto* png : {"results.png", "PR_curve.png", "confusion_matrix_normalized.png"}) {
     const auto path = std::filesystem::path(f.dir()) / png;
     ASSERT_TRUE(std::filesystem::exists(path)) << png;
     EXPECT_GT(std::filesystem::file_size(path), 1000u) << png;

@@ -5,6 +5,8 @@
 //                  mAP50-95)
 //   PR_curve.png   precision against recall at IoU 0.5 per class, and the
 //                  mean over classes, from the last validation
+//   confusion_matrix_normalized.png   ConfusionMatrix's counts, each true
+//                  class's column divided by its sum
 // Not collective; not thread-safe for two writers of one folder.
 #pragma once
 
@@ -29,5 +31,10 @@ std::vector<std::pair<double, double>> pr_curve(const DetectionMetrics& metrics,
 // ground truth, named from `names`, and their mean). Throws as plot_results.
 void plot_pr_curve(const std::string& run_dir, const DetectionMetrics& metrics,
                    const std::vector<std::string>& names);
+
+// Writes run_dir/confusion_matrix_normalized.png from `matrix` (see
+// confusion_matrix.h), with `names` and "background". Throws as plot_results.
+void plot_confusion_matrix(const std::string& run_dir, const at::Tensor& matrix,
+                           const std::vector<std::string>& names);
 
 }  // namespace tandem::detect

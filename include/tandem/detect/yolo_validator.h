@@ -25,6 +25,9 @@ struct ValResult {
   double fitness = 0;            // 0.1 mAP50 + 0.9 mAP50-95
   // The whole set's statistics (every rank's, gathered), for the PR curve.
   std::shared_ptr<const DetectionMetrics> statistics;
+  // ConfusionMatrix::matrix() of the whole set (rows predicted, columns
+  // true, the last of each the background).
+  at::Tensor confusion;
 };
 
 // Ultralytics' fitness of a run: 0.1 mAP50 + 0.9 mAP50-95.
