@@ -121,6 +121,7 @@ TrainResult Yolo::train(TrainArgs args, std::ostream* out) {
   const RendezvousInfo info = read_rendezvous_env(lookup);
   const int world = world_size_of(args);
   if (world > 1 && info.source == "single") {
+    load_dataset_config(args.data);  // a bad YAML fails here, once, not in every rank
     launch::LaunchOptions o;
     o.nproc_per_node = world;
     o.prefix_output = false;

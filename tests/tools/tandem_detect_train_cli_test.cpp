@@ -107,6 +107,12 @@ TEST(TandemDetectTrain, BadKeysExitWithUsageErrors) {
   auto missing = tandem::testing::run_command(kTandem + " detect train epochs=1");
   EXPECT_EQ(missing.exit_code, 2) << missing.output;
   EXPECT_NE(missing.output.find("data="), std::string::npos) << missing.output;
+  auto no_yaml =
+      tandem::testing::run_command(kTandem + " detect train data=/nonexistent/x.yaml device=0,1");
+  EXPECT_EQ(no_yaml.exit_code, 2) << no_yaml.output;
+  EXPECT_NE(no_yaml.output.find("/nonexistent/x.yaml"), std::string::npos) << no_yaml.output;
+  EXPECT_EQ(no_yaml.output.find("rank"), std::string::npos) << "no rank was started\n"
+                                                            << no_yaml.output;
   auto untrained =
       tandem::testing::run_command(kTandem + " detect predict model=yolo-n source=/tmp");
   EXPECT_EQ(untrained.exit_code, 2) << untrained.output;
