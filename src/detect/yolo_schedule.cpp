@@ -35,7 +35,7 @@ double interp(double x, double x1, double y0, double y1) {
 //   linear: (1 - epoch / epochs) * (1 - lrf) + lrf
 //   cosine: ((1 - cos(epoch * pi / epochs)) / 2) * (lrf - 1) + 1.
 YoloSchedule::YoloSchedule(const TrainArgs& args, int64_t batches_per_epoch)
-    : args_(args), batches_per_epoch_(batches_per_epoch) {
+    : args_(args) {
   TANDEM_CHECK(batches_per_epoch >= 1, "YoloSchedule: batches_per_epoch must be >= 1, got {}",
                batches_per_epoch);
   warmup_ =

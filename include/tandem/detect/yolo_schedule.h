@@ -51,7 +51,6 @@ class YoloSchedule {
 
  private:
   TrainArgs args_;
-  int64_t batches_per_epoch_;
   int64_t warmup_;       // iterations; -1 without warmup
   int64_t accumulate_;   // after warmup
   double weight_decay_;  // scaled
