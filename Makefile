@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps configure build tools test demo bench bench-ddp clean
+.PHONY: deps configure build tools test demo demo-detect bench bench-ddp clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -35,6 +35,17 @@ demo: tools
 	$(BUILD_DIR)/tools/tandem-run --nproc-per-node 2 -- $(BUILD_DIR)/tools/tandem bench comm \
 		--op all_reduce,reduce_scatter,all_gather --backend auto,gloo --min-bytes 4096 \
 		--max-bytes 4194304 --rounds 1
+
+# A short detection training on 2 ranks (docs/detect.md): a make-shapes set of
+# 256 + 64 images, yolo-n at imgsz 160 for 5 epochs with `device=0,1`, which
+# re-launches the command with one rank per device. Writes runs/detect/trainN
+# under $(BUILD_DIR) (weights, results.csv, results.png, PR curve, val
+# predictions).
+demo-detect: tools
+	$(BUILD_DIR)/tools/tandem detect make-shapes $(BUILD_DIR)/demo-shapes --train 256 --val 64 \
+		--imgsz 160
+	$(BUILD_DIR)/tools/tandem detect train model=yolo-n data=$(BUILD_DIR)/demo-shapes/shapes.yaml \
+		epochs=5 imgsz=160 batch=16 device=0,1 project=$(BUILD_DIR)/runs/detect
 
 # The comparison of docs/benchmarks.md: every backend beside raw MPI_Allreduce.
 bench: build

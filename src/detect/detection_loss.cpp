@@ -66,8 +66,9 @@ DetectionLoss::DetectionLoss(int64_t num_classes, int64_t reg_max, std::vector<d
   TANDEM_CHECK(reg_max >= 2, "DetectionLoss: reg_max must be at least 2, got {}", reg_max);
 }
 
-DetectionLossResult DetectionLoss::operator()(const std::vector<at::Tensor>& raw,
-                                              const at::Tensor& targets) const {
+DetectionLossResult DetectionLoss::operator()(
+    const std::vector<at::Tensor>& raw, const at::Tensor& targets,
+    const std::function<at::Tensor(const at::Tensor&)>& score_sum) const {
   TANDEM_CHECK(raw.size() == strides_.size(), "DetectionLoss: {} levels but {} strides", raw.size(),
                strides_.size());
   const int64_t b = raw[0].size(0), no = 4 * reg_max_ + num_classes_;
@@ -96,7 +97,8 @@ DetectionLossResult DetectionLoss::operator()(const std::vector<at::Tensor>& raw
   Assignment t =
       assigner_.assign(pred_scores.detach().sigmoid(), pred_bboxes.detach() * stride_tensor,
                        anchor_points * stride_tensor, gt_labels, gt_bboxes, mask_gt);
-  auto target_scores_sum = t.target_scores.sum().clamp_min(1);
+  auto scores = t.target_scores.sum().detach();
+  auto target_scores_sum = (score_sum ? score_sum(scores) : scores).clamp_min(1);
   auto loss_cls = at::binary_cross_entropy_with_logits(pred_scores, t.target_scores, {}, {},
                                                        at::Reduction::Sum) /
                   target_scores_sum;

@@ -155,6 +155,27 @@ void DetectionMetrics::merge(const DetectionMetrics& other) {
   images_ += other.images_;
 }
 
+DetectionMetrics DetectionMetrics::from_statistics(int64_t num_classes, const at::Tensor& tp,
+                                                   const at::Tensor& conf,
+                                                   const at::Tensor& pred_cls,
+                                                   const at::Tensor& target_cls, int64_t images) {
+  DetectionMetrics m(num_classes);
+  const int64_t n = tp.size(0);
+  TANDEM_CHECK(tp.dim() == 2 && tp.size(1) == m.tp_.size(1) && conf.numel() == n &&
+                   pred_cls.numel() == n && target_cls.dim() == 1 && images >= 0,
+               "DetectionMetrics::from_statistics: tp [{}], conf [{}], pred_cls [{}] and "
+               "target_cls [{}] do not fit together (want [n, {}], [n], [n], [m])",
+               fmt::join(tp.sizes(), ", "), fmt::join(conf.sizes(), ", "),
+               fmt::join(pred_cls.sizes(), ", "), fmt::join(target_cls.sizes(), ", "),
+               m.tp_.size(1));
+  m.tp_ = tp.to(at::kBool);
+  m.conf_ = conf.reshape({-1}).to(at::kDouble);
+  m.pred_cls_ = pred_cls.reshape({-1}).to(at::kLong);
+  m.target_cls_ = target_cls.to(at::kLong);
+  m.images_ = images;
+  return m;
+}
+
 MetricsSummary DetectionMetrics::compute() const {
   MetricsSummary s;
   s.images = images_;
@@ -234,6 +255,26 @@ MetricsSummary DetectionMetrics::compute() const {
     s.map50_95 += m.ap50_95 / k;
   }
   return s;
+}
+
+std::string metrics_table(const MetricsSummary& s, const std::vector<std::string>& names,
+                          bool per_class) {
+  std::string out = fmt::format("{:>22}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}\n", "Class", "Images",
+                                "Instances", "Box(P", "R", "mAP50", "mAP50-95)");
+  auto row = [&](const std::string& name, int64_t images, int64_t instances, double p, double r,
+                 double m50, double m) {
+    out += fmt::format("{:>22}{:>11}{:>11}{:>11.3f}{:>11.3f}{:>11.3f}{:>11.3f}\n", name, images,
+                       instances, p, r, m50, m);
+  };
+  row("all", s.images, s.instances, s.precision, s.recall, s.map50, s.map50_95);
+  if (per_class) {
+    for (const auto& c : s.classes) {
+      const std::string name =
+          c.cls < static_cast<int64_t>(names.size()) ? names[c.cls] : std::to_string(c.cls);
+      row(name, s.images, c.instances, c.precision, c.recall, c.ap50, c.ap50_95);
+    }
+  }
+  return out;
 }
 
 }  // namespace tandem::detect

@@ -93,7 +93,7 @@ LaunchResult run(const LaunchOptions& options, const LaunchOutput& output) {
   const std::string program =
       resolve_program(options.command.front(), env::get(env::process_lookup(), "PATH"));
   if (options.log_dir) make_log_dir(*options.log_dir);
-  const std::vector<std::string> base_env = current_environment();
+  const std::vector<std::string> base_env = environment_with(current_environment(), options.env);
   SignalRelay signals;
   SubreaperScope subreaper;
   const JobStore job = open_store(options);

@@ -9,6 +9,7 @@
 #include <ATen/ops/zeros.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "tandem/core/error.h"
@@ -119,6 +120,27 @@ TEST(DetectionLoss, TwoCopiesOfAnImageGetTheSameGradients) {
     auto g0 = t.grad().narrow(0, 0, 1), g1 = t.grad().narrow(0, 1, 1);
     EXPECT_GT(g0.abs().sum().item<float>(), 0.f);
     EXPECT_LT((g0 - g1).abs().max().item<float>(), 1e-6);
+  }
+}
+
+TEST(DetectionLoss, AGlobalScoreSumNormalisesEveryTerm) {
+  // Data-parallel ranks divide by the sum over every rank's batch instead of
+  // their own (which is at least 1): each term scales by own / global.
+  at::manual_seed(3);
+  auto raw = raw_outputs(3, false);
+  auto targets = at::tensor({0.f, 1.f, 0.5f, 0.5f, 0.4f, 0.3f}).view({1, 6});
+  DetectionLoss loss(3);
+  auto own = loss(raw, targets);
+  double seen = 0;
+  auto global = loss(raw, targets, [&](const at::Tensor& s) {
+    seen = s.item<double>();
+    return s * 0 + 8.0;
+  });
+  EXPECT_GT(seen, 0.0);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_NEAR(global.items[i].item<float>() * 8, own.items[i].item<float>() * std::max(seen, 1.0),
+                1e-4)
+        << "term " << i;
   }
 }
 

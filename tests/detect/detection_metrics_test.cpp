@@ -95,6 +95,15 @@ TEST(DetectionMetrics, MissedObjectsAndMergedRanks) {
   EXPECT_NEAR(s.map50, 51.0 / 101, 1e-9);
   EXPECT_NEAR(s.recall, 0.5, 1e-9);
   EXPECT_THROW(a.merge(DetectionMetrics(2)), InvalidArgument);
+  // The raw statistics, gathered elsewhere, give the same figures.
+  MetricsSummary again = DetectionMetrics::from_statistics(1, a.tp(), a.conf(), a.pred_cls(),
+                                                           a.target_cls(), a.images())
+                             .compute();
+  EXPECT_EQ(again.images, 2);
+  EXPECT_EQ(again.map50, s.map50);
+  EXPECT_THROW(
+      DetectionMetrics::from_statistics(1, a.tp(), at::zeros({5}), a.pred_cls(), a.target_cls(), 1),
+      InvalidArgument);
   EXPECT_THROW(a.update(at::zeros({1, 5}), at::zeros({0, 4}), at::zeros({0})), InvalidArgument);
 }
 

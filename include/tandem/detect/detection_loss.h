@@ -11,6 +11,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "tandem/detect/task_aligned_assigner.h"
@@ -37,8 +38,14 @@ class DetectionLoss {
   // raw: the head's outputs per level ([B, 4 * reg_max + C, H_i, W_i]);
   // targets [N, 6]: batch_idx, class, x, y, w, h normalised to the input
   // (collate()'s layout). Throws tandem::InvalidArgument for other shapes.
-  DetectionLossResult operator()(const std::vector<at::Tensor>& raw,
-                                 const at::Tensor& targets) const;
+  // `score_sum`, when set, maps this batch's sum of target scores (a
+  // detached scalar) to the normaliser to divide by: data-parallel training
+  // passes the sum over every rank's batch (an all-reduce, so the call is
+  // then collective), which makes the ranks' losses add up to the loss of
+  // the whole global batch.
+  DetectionLossResult operator()(
+      const std::vector<at::Tensor>& raw, const at::Tensor& targets,
+      const std::function<at::Tensor(const at::Tensor&)>& score_sum = {}) const;
 
  private:
   int64_t num_classes_, reg_max_;

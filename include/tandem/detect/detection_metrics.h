@@ -18,6 +18,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace tandem::detect {
@@ -59,6 +60,13 @@ class DetectionMetrics {
   // Adds another accumulator's statistics (e.g. gathered from another rank).
   void merge(const DetectionMetrics& other);
 
+  // An accumulator holding raw statistics gathered from elsewhere (the
+  // layouts of tp() .. target_cls()). Throws tandem::InvalidArgument when
+  // the lengths disagree.
+  static DetectionMetrics from_statistics(int64_t num_classes, const at::Tensor& tp,
+                                          const at::Tensor& conf, const at::Tensor& pred_cls,
+                                          const at::Tensor& target_cls, int64_t images);
+
   MetricsSummary compute() const;
 
   // The raw statistics, for gathering across ranks: tp bool [N, 10],
@@ -74,5 +82,11 @@ class DetectionMetrics {
   at::Tensor tp_, conf_, pred_cls_, target_cls_;
   int64_t images_ = 0;
 };
+
+// The validation table as Ultralytics prints it: a header ("Class Images
+// Instances Box(P R mAP50 mAP50-95)"), the "all" row and, with per_class, a
+// row per class with ground truth, named from `names`.
+std::string metrics_table(const MetricsSummary& s, const std::vector<std::string>& names,
+                          bool per_class);
 
 }  // namespace tandem::detect

@@ -76,6 +76,10 @@ struct LaunchOptions {
   std::chrono::milliseconds grace_period{5000};
   // PROGRAM and its arguments; never empty after make_launch_options().
   std::vector<std::string> command;
+  // "NAME=value" entries every worker gets on top of this process's
+  // environment (before the rank variables, which win). Empty by default;
+  // a program that re-launches itself passes what its ranks must share.
+  std::vector<std::string> env;
 
   int world_size() const { return nnodes * nproc_per_node; }
 };
