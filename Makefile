@@ -42,10 +42,10 @@ demo: tools
 # under $(BUILD_DIR) (weights, results.csv, results.png, PR curve, val
 # predictions).
 demo-detect: tools
-	$(BUILD_DIR)/tools/tandem detect make-shapes $(BUILD_DIR)/demo-shapes --train 256 --val 64 \
+	$(BUILD_DIR)/tools/tandem detect make-shapes $(BUILD_DIR)/demo-shapes --train 512 --val 128 \
 		--imgsz 160
 	$(BUILD_DIR)/tools/tandem detect train model=yolo-n data=$(BUILD_DIR)/demo-shapes/shapes.yaml \
-		epochs=5 imgsz=160 batch=16 device=0,1 project=$(BUILD_DIR)/runs/detect
+		epochs=12 imgsz=160 batch=16 device=0,1 project=$(BUILD_DIR)/runs/detect
 
 # The comparison of docs/benchmarks.md: every backend beside raw MPI_Allreduce.
 bench: build
