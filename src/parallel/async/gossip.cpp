@@ -31,7 +31,7 @@ GossipMixer::GossipMixer(std::shared_ptr<Communicator> comm, std::vector<at::Ten
       params_(std::move(params)),
       options_(options),
       numel_(total_numel(params_)),
-      rng_(options.seed * 1000003ULL + static_cast<uint64_t>(comm_ ? comm_->rank() : 0)) {
+      peers_(options.seed, comm_ ? comm_->rank() : 0) {
   TANDEM_CHECK(comm_ != nullptr, "GossipMixer: the communicator is null");
   TANDEM_CHECK(comm_->size() >= 2, "gossip needs at least 2 workers (got {})", comm_->size());
   said_bye_.assign(static_cast<size_t>(comm_->size()), false);
@@ -72,16 +72,7 @@ at::Tensor GossipMixer::message(double kind, double weight) {
 }
 
 void GossipMixer::merge(const at::Tensor& m) {
-  const double w = m[1].item<double>();
-  const double keep = weight_ / (weight_ + w);
-  at::NoGradGuard no_grad;
-  int64_t offset = kHeader;
-  for (const auto& p : params_) {
-    at::Tensor theirs = m.narrow(0, offset, p.numel()).view(p.sizes()).to(p.scalar_type());
-    p.mul_(keep).add_(theirs, 1.0 - keep);
-    offset += p.numel();
-  }
-  weight_ += w;
+  weight_ = push_sum_merge(params_, weight_, m.narrow(0, kHeader, numel_), m[1].item<double>());
 }
 
 void GossipMixer::serve(int peer) {
@@ -116,14 +107,7 @@ void GossipMixer::serve(int peer) {
   }
 }
 
-int GossipMixer::pick_peer() {
-  std::vector<int> open;
-  for (int p = 0; p < comm_->size(); ++p) {
-    if (!said_bye_[static_cast<size_t>(p)]) open.push_back(p);
-  }
-  if (open.empty()) return -1;
-  return open[std::uniform_int_distribution<size_t>(0, open.size() - 1)(rng_)];
-}
+int GossipMixer::pick_peer() { return peers_.pick(said_bye_); }
 
 void GossipMixer::rethrow_failure() {
   if (failure_) std::rethrow_exception(failure_);
@@ -150,8 +134,8 @@ void GossipMixer::mix() {
     ask[0] = kAsk;
     comm_->send(ask, peer, kGossipTag);
     lock.lock();
-    const bool ok = answered_.wait_for(lock, comm_->timeout(),
-                                       [&] { return answer_.defined() || failure_; });
+    const bool ok =
+        answered_.wait_for(lock, comm_->timeout(), [&] { return answer_.defined() || failure_; });
     asking_ = -1;
     rethrow_failure();
     if (!ok) {

@@ -13,6 +13,7 @@
 #include "parallel/async/ps_protocol.h"
 #include "tandem/core/check.h"
 #include "tandem/core/error.h"
+#include "tandem/parallel/async/update_rules.h"
 
 namespace tandem::parallel {
 
@@ -204,9 +205,7 @@ void ParameterServer::fill_reply_header(double* r) const {
 }
 
 void ParameterServer::optimizer_step(const at::Tensor& grad, double lr) {
-  shard_.mutable_grad() = grad.detach().clone();
-  options_.set_lr(*optimizer_, lr);
-  optimizer_->step();
+  server_step(*optimizer_, shard_, grad, lr, options_.set_lr);
 }
 
 void ParameterServer::apply_async(int worker, double lr, const at::Tensor& grad,
@@ -275,8 +274,7 @@ void ParameterServer::apply_elastic(int worker, const at::Tensor& params, const 
   rec.delay = version_ - pulled_version_[w];
   // x_i -= alpha (x_i - c) on the worker, c += alpha (x_i - c) here.
   at::NoGradGuard no_grad;
-  reply.copy_(params);
-  reply.sub_(shard_).mul_(options_.alpha);
+  elastic_move(params, shard_, options_.alpha, reply);
   shard_.add_(reply);
   ++version_;
   ++clocks_[w];

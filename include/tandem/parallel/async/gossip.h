@@ -25,11 +25,11 @@
 #include <exception>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <thread>
 #include <vector>
 
 #include "tandem/comm/communicator.h"
+#include "tandem/parallel/async/update_rules.h"
 
 namespace tandem::parallel {
 
@@ -83,7 +83,7 @@ class GossipMixer {
   std::vector<at::Tensor> params_;
   const GossipOptions options_;
   const int64_t numel_;
-  std::mt19937_64 rng_;
+  GossipPeers peers_;
   int64_t exchanges_ = 0;
   int last_peer_ = -1;
   bool finished_ = false;
