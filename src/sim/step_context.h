@@ -32,6 +32,18 @@ struct StepContext {
   double compute_s() const;  // forward + other + backward + optimizer
 };
 
+// Throws InvalidArgument naming the input unless `profile` and `st` can be
+// simulated at `processes` (simulate() and WorkerTimes check with it).
+void check_inputs(const ComputeProfile& profile, const StrategySpec& st, int processes);
+// The compute stream's slowdown when a node's computing ranks outnumber its
+// cores (1 otherwise).
+double oversubscription(const ClusterSpec& c, int computing_ranks);
+// The ranks that compute: ps leaves out its servers.
+int computing_ranks(const StrategySpec& st, int processes);
+// The profile scaled to the simulated batch and the cluster's speed.
+StepContext make_context(const ComputeProfile& profile, const ClusterSpec& cluster,
+                         const StrategySpec& st, const Network& net, int processes);
+
 // The result of one strategy's simulated steps.
 struct StepOutcome {
   double step_s = 0;     // mean step time after warm-up
@@ -58,7 +70,7 @@ class Slowdowns {
   double node_factor(int rank) const;
   double sample();
   const ClusterSpec& cluster_;
-  bool own_cores_;  // every computing rank of a node has a core of its own
+  bool own_cores_;               // every computing rank of a node has a core of its own
   std::vector<double> samples_;  // kProfile: the profiled steps over their median
   std::mt19937_64 rng_;
 };

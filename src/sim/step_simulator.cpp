@@ -10,82 +10,11 @@
 namespace tandem::sim {
 namespace {
 
+using detail::check_inputs;
+using detail::make_context;
 using detail::StepContext;
 using detail::StepOutcome;
 
-void check_inputs(const ComputeProfile& profile, const StrategySpec& st, int processes) {
-  TANDEM_CHECK(processes >= 1, "simulate: --workers must be at least 1 (got {})", processes);
-  TANDEM_CHECK(!profile.layers.empty() && profile.batch_size > 0,
-               "simulate: the profile has no layers or no batch size; write it with `tandem "
-               "profile --model M`");
-  TANDEM_CHECK(st.batch_size >= 0, "simulate: --batch-size must be >= 1 (got {})", st.batch_size);
-  const int layers = static_cast<int>(profile.layers.size());
-  if (st.kind == SimStrategy::kPs) {
-    TANDEM_CHECK(st.servers >= 1 && processes > st.servers,
-                 "simulate: ps needs more processes than --servers ({}), got {}", st.servers,
-                 processes);
-  }
-  if (st.kind == SimStrategy::kPipeline) {
-    TANDEM_CHECK(st.stages >= 2 && processes % st.stages == 0,
-                 "simulate: a pipeline of {} stages needs a multiple of {} processes, got {}",
-                 st.stages, st.stages, processes);
-    TANDEM_CHECK(st.stages <= layers, "simulate: {} stages but the profile has {} layers",
-                 st.stages, layers);
-    TANDEM_CHECK(static_cast<int>(st.stage_starts.size()) == st.stages &&
-                     static_cast<int>(st.schedule.size()) == st.stages && st.micro_batches >= 1,
-                 "simulate: the pipeline needs one start layer and one schedule per stage");
-    for (int s = 0; s < st.stages; ++s) {
-      TANDEM_CHECK(st.stage_starts[s] >= 0 && st.stage_starts[s] < layers &&
-                       (s == 0 ? st.stage_starts[s] == 0
-                               : st.stage_starts[s] > st.stage_starts[s - 1]),
-                   "simulate: stage starts must rise from layer 0 within the {} layers", layers);
-    }
-  }
-  for (size_t u = 0; u < st.unit_starts.size(); ++u) {
-    TANDEM_CHECK(st.unit_starts[u] >= 0 && st.unit_starts[u] < layers &&
-                     (u == 0 ? st.unit_starts[0] == 0 : st.unit_starts[u] > st.unit_starts[u - 1]),
-                 "simulate: zero3 unit starts must rise from layer 0 within the {} layers", layers);
-  }
-}
-
-// Compute-stream slowdown from the CPU cores that a node's busy ranks
-// share: with more ranks than cores the scheduler moves them around, so each
-// gets the cores' total speed over the ranks. (With fewer, each rank has a
-// core of its own, and Slowdowns applies that core's speed.)
-double oversubscription(const ClusterSpec& c, int computing_ranks) {
-  const int local = std::min(computing_ranks, c.devices_per_node);
-  if (c.cores_per_node <= 0 || local <= c.cores_per_node) return 1;
-  double capacity = c.cores_per_node;
-  if (!c.core_speeds.empty()) {
-    capacity = std::accumulate(c.core_speeds.begin(), c.core_speeds.end(), 0.0);
-  }
-  return static_cast<double>(local) / capacity;
-}
-
-int computing_ranks(const StrategySpec& st, int processes) {
-  return st.kind == SimStrategy::kPs ? processes - st.servers : processes;
-}
-
-StepContext make_context(const ComputeProfile& profile, const ClusterSpec& cluster,
-                         const StrategySpec& st, const Network& net, int processes) {
-  StepContext ctx{.profile = profile, .cluster = cluster, .strategy = st, .net = net};
-  ctx.processes = processes;
-  ctx.workers = computing_ranks(st, processes);
-  const int64_t batch = st.batch_size > 0 ? st.batch_size : profile.batch_size;
-  ctx.batch_scale = static_cast<double>(batch) / profile.batch_size;
-  // Compute grows with the batch; the optimizer does not.
-  const double per_sample = ctx.batch_scale * oversubscription(cluster, ctx.workers) /
-                            cluster.compute_speed;
-  for (const LayerProfile& l : profile.layers) {
-    ctx.forward_s.push_back(l.forward_s * per_sample);
-    ctx.backward_s.push_back(l.backward_s * per_sample);
-    ctx.param_bytes += static_cast<double>(l.param_bytes);
-  }
-  ctx.other_s = profile.other_s * per_sample;
-  ctx.optimizer_s = profile.optimizer_s * oversubscription(cluster, ctx.workers) /
-                    cluster.compute_speed;
-  return ctx;
-}
 
 int64_t memory_bytes(const StepContext& ctx) {
   const StrategySpec& st = ctx.strategy;
