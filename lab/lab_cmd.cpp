@@ -116,6 +116,7 @@ void add_lab_commands(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--json", f->json, "JSON lines (default: DIR/validate.jsonl)");
   cmd->callback([f, &exit_code] { exit_code = run(*f); });
+  add_converge_command(*lab, exit_code);
 }
 
 }  // namespace tandem::lab
