@@ -75,8 +75,7 @@ std::string trim(std::string s) {
 }
 
 [[noreturn]] void bad_value(const std::string& key, const std::string& value, const char* what) {
-  throw InvalidArgument(
-      fmt::format("detect train: {}={} is not {}; e.g. {}=...", key, value, what, key));
+  throw InvalidArgument(fmt::format("detect: {}={} is not {}; e.g. {}=...", key, value, what, key));
 }
 
 template <typename T>
@@ -121,6 +120,19 @@ const std::vector<std::string>& train_arg_keys() {
     return k;
   }();
   return keys;
+}
+
+void parse_value(const std::string&, const std::string& value, std::string& out) {
+  out = trim(value);
+}
+void parse_value(const std::string& key, const std::string& value, int64_t& out) {
+  out = parse_number<int64_t>(key, value, "a whole number");
+}
+void parse_value(const std::string& key, const std::string& value, double& out) {
+  out = parse_number<double>(key, value, "a number");
+}
+void parse_value(const std::string& key, const std::string& value, bool& out) {
+  out = parse_bool(key, value);
 }
 
 std::vector<int> parse_device(const std::string& text) {

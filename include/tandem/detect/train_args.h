@@ -100,6 +100,14 @@ std::vector<std::pair<std::string, std::string>> split_key_values(
 // Sets one field from text, as parse_train_args does for one pair.
 void set_train_arg(TrainArgs& args, const std::string& key, const std::string& value);
 
+// Reads one value as parse_train_args does: text trimmed, whole numbers,
+// numbers, booleans (true/false, 1/0, yes/no, on/off). Throws
+// tandem::InvalidArgument naming `key` and `value`.
+void parse_value(const std::string& key, const std::string& value, std::string& out);
+void parse_value(const std::string& key, const std::string& value, int64_t& out);
+void parse_value(const std::string& key, const std::string& value, double& out);
+void parse_value(const std::string& key, const std::string& value, bool& out);
+
 // Parses a device list: "cpu" or "" -> {}, "0" -> {0}, "0,1" or "[0, 1]" ->
 // {0, 1}. Throws tandem::InvalidArgument for anything else or a duplicate.
 std::vector<int> parse_device(const std::string& text);
