@@ -30,8 +30,23 @@ at::Tensor mat_to_tensor(const cv::Mat& mat) {
 
 at::Tensor bgr_to_chw_float(const cv::Mat& bgr) {
   TANDEM_ASSERT(bgr.type() == CV_8UC3, "expected an 8-bit BGR image, got type {}", bgr.type());
-  // BGR -> RGB by flipping the channel dimension, then HWC -> CHW.
-  return mat_to_tensor(bgr).flip({2}).permute({2, 0, 1}).contiguous().to(at::kFloat).div_(255.0);
+  // A plain loop rather than ATen's flip/permute/div: the loader's worker
+  // threads call this, and ATen ops there would start intra-op thread teams
+  // beside the training thread's (see detection_loader.h).
+  const int h = bgr.rows, w = bgr.cols;
+  at::Tensor out = at::empty({3, h, w}, at::kFloat);
+  float* dst = out.data_ptr<float>();
+  const int64_t plane = static_cast<int64_t>(h) * w;
+  for (int y = 0; y < h; ++y) {
+    const uint8_t* row = bgr.ptr<uint8_t>(y);
+    for (int x = 0; x < w; ++x) {
+      const int64_t i = static_cast<int64_t>(y) * w + x;
+      for (int c = 0; c < 3; ++c) {
+        dst[c * plane + i] = static_cast<float>(row[3 * x + 2 - c]) / 255.0f;
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace tandem::detect::detail

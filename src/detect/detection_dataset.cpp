@@ -8,6 +8,7 @@
 
 #include "detect/augment.h"
 #include "detect/cv_tensor.h"
+#include "detect/image_store.h"
 #include "tandem/core/check.h"
 #include "tandem/core/log.h"
 
@@ -74,7 +75,15 @@ DetectionDataset::DetectionDataset(const DatasetConfig& config, Split split,
   TANDEM_CHECK(!records_.empty(), "{}: no usable image among {}; every file was skipped",
                description_, report_.images);
   log::info("{}: {}", description_, describe(report_));
+  std::vector<std::string> paths;
+  for (const auto& r : records_) paths.push_back(r.image);
+  images_ = std::make_unique<detail::ImageStore>(std::move(paths), static_cast<int>(options_.imgsz),
+                                                 options_.augment, options_.cache);
 }
+
+DetectionDataset::~DetectionDataset() = default;
+DetectionDataset::DetectionDataset(DetectionDataset&&) noexcept = default;
+DetectionDataset& DetectionDataset::operator=(DetectionDataset&&) noexcept = default;
 
 DetectionSample DetectionDataset::get(int64_t index, int64_t epoch) const {
   TANDEM_CHECK(index >= 0 && index < size(), "{}: index {} is outside [0, {})", description_, index,
@@ -96,14 +105,14 @@ DetectionSample DetectionDataset::get(int64_t index, int64_t epoch) const {
     std::vector<std::vector<PixelBox>> parts;
     for (int k = 0; k < 4; ++k) {
       const int64_t i = k == 0 ? index : static_cast<int64_t>(rng.below(records_.size()));
-      cv::Mat im = detail::resize_long_side(detail::read_bgr(records_[i].image), s, true);
+      cv::Mat im = images_->get(i);
       parts.push_back(to_pixels(records_[i].boxes, im.cols, im.rows));
       images.push_back(std::move(im));
     }
     cv::Mat canvas = detail::mosaic4(images, parts, s, boxes, rng);
     image = detail::random_affine(canvas, boxes, s, s, aug.scale, aug.translate, rng);
   } else {
-    cv::Mat im = detail::resize_long_side(detail::read_bgr(rec.image), s, options_.augment);
+    cv::Mat im = images_->get(index);
     detail::Letterboxed lb = detail::letterbox(im, s);
     // Sample pixels per file pixel: the resize then the letterbox's own scale.
     sample.ratio = lb.ratio * static_cast<double>(im.cols) / rec.width;

@@ -15,7 +15,7 @@ namespace {
 
 using Member = std::variant<std::string TrainArgs::*, int64_t TrainArgs::*, uint64_t TrainArgs::*,
                             double TrainArgs::*, bool TrainArgs::*, std::vector<int> TrainArgs::*,
-                            train::Dtype TrainArgs::*>;
+                            train::Dtype TrainArgs::*, ImageCache TrainArgs::*>;
 
 struct Field {
   const char* key;
@@ -55,6 +55,8 @@ const std::vector<Field>& fields() {
       {"fliplr", &TrainArgs::fliplr},
       {"flipud", &TrainArgs::flipud},
       {"mosaic", &TrainArgs::mosaic},
+      {"workers", &TrainArgs::workers},
+      {"cache", &TrainArgs::cache},
       {"val", &TrainArgs::val},
       {"sync_bn", &TrainArgs::sync_bn},
       {"plots", &TrainArgs::plots},
@@ -73,8 +75,7 @@ std::string trim(std::string s) {
 }
 
 [[noreturn]] void bad_value(const std::string& key, const std::string& value, const char* what) {
-  throw InvalidArgument(
-      fmt::format("detect train: {}={} is not {}; e.g. {}=...", key, value, what, key));
+  throw InvalidArgument(fmt::format("detect: {}={} is not {}; e.g. {}=...", key, value, what, key));
 }
 
 template <typename T>
@@ -94,6 +95,15 @@ bool parse_bool(const std::string& key, const std::string& value) {
   bad_value(key, value, "a boolean (true or false)");
 }
 
+// Ultralytics' cache values: False/True (ram), 'ram', 'disk'.
+ImageCache parse_cache(const std::string& value) {
+  std::string v = trim(value);
+  std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (v == "true") return ImageCache::kRam;
+  if (v == "none" || v == "0" || v == "no" || v == "off") return ImageCache::kOff;
+  return train::parse_choice<ImageCache>(v);
+}
+
 const Field* find_field(const std::string& key) {
   for (const auto& f : fields()) {
     if (key == f.key) return &f;
@@ -110,6 +120,19 @@ const std::vector<std::string>& train_arg_keys() {
     return k;
   }();
   return keys;
+}
+
+void parse_value(const std::string&, const std::string& value, std::string& out) {
+  out = trim(value);
+}
+void parse_value(const std::string& key, const std::string& value, int64_t& out) {
+  out = parse_number<int64_t>(key, value, "a whole number");
+}
+void parse_value(const std::string& key, const std::string& value, double& out) {
+  out = parse_number<double>(key, value, "a number");
+}
+void parse_value(const std::string& key, const std::string& value, bool& out) {
+  out = parse_bool(key, value);
 }
 
 std::vector<int> parse_device(const std::string& text) {
@@ -147,6 +170,8 @@ void set_train_arg(TrainArgs& args, const std::string& key, const std::string& v
           args.*member = parse_device(value);
         } else if constexpr (std::is_same_v<T, train::Dtype>) {
           args.*member = train::parse_choice<train::Dtype>(trim(value));
+        } else if constexpr (std::is_same_v<T, ImageCache>) {
+          args.*member = parse_cache(value);
         } else if constexpr (std::is_same_v<T, double>) {
           args.*member = parse_number<double>(key, value, "a number");
         } else {
@@ -215,6 +240,10 @@ void validate(const TrainArgs& a) {
                "detect train: weight_decay, warmup_epochs and warmup_bias_lr must be >= 0");
   TANDEM_CHECK(a.mosaic == 0 || a.mosaic == 1,
                "detect train: mosaic is 0 or 1 here (on or off), got {}", a.mosaic);
+  TANDEM_CHECK(a.workers >= 0,
+               "detect train: workers must be >= 0 (0 loads on the training "
+               "thread), got {}",
+               a.workers);
   TANDEM_CHECK(a.max_norm > 0, "detect train: max_norm must be positive, got {}", a.max_norm);
   TANDEM_CHECK(!a.project.empty() && !a.name.empty() && a.name.find('/') == std::string::npos,
                "detect train: project and name must be non-empty and name a single folder, got "
@@ -235,7 +264,7 @@ std::string to_yaml(const TrainArgs& args) {
             return v ? "true" : "false";
           } else if constexpr (std::is_same_v<T, std::vector<int>>) {
             return v.empty() ? "cpu" : fmt::format("[{}]", fmt::join(v, ", "));
-          } else if constexpr (std::is_same_v<T, train::Dtype>) {
+          } else if constexpr (std::is_same_v<T, train::Dtype> || std::is_same_v<T, ImageCache>) {
             return std::string(train::name_of(v));
           } else {
             return fmt::format("{}", v);

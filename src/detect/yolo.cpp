@@ -2,20 +2,19 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/ops/zeros.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
-#include <thread>
 
 #include "tandem/comm/rendezvous.h"
 #include "tandem/core/check.h"
 #include "tandem/core/env.h"
 #include "tandem/detect/dataset_config.h"
 #include "tandem/detect/detection_dataset.h"
+#include "tandem/detect/detection_loader.h"
 #include "tandem/detect/detection_loss.h"
 #include "tandem/detect/run_folder.h"
 #include "tandem/detect/yolo_checkpoint.h"
@@ -45,15 +44,6 @@ void write_fd(int fd, std::string_view data) {
     if (n <= 0) return;
     data.remove_prefix(static_cast<size_t>(n));
   }
-}
-
-// The cores this process may run on (its affinity mask: taskset, cgroups'
-// cpusets), which std::thread::hardware_concurrency does not consult.
-int hardware_threads() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
 }
 
 // The run folder of a rank: the launcher's choice, else rank 0's, broadcast.
@@ -126,7 +116,7 @@ TrainResult Yolo::train(TrainArgs args, std::ostream* out) {
     o.nproc_per_node = world;
     o.prefix_output = false;
     o.command = own_command_line();
-    const std::string threads = std::to_string(std::max(1, hardware_threads() / world));
+    const std::string threads = std::to_string(std::max(1, usable_cores() / world));
     o.env = {std::string(kSaveDirVar) + "=" + save_dir, "OMP_NUM_THREADS=" + threads,
              "OPENBLAS_NUM_THREADS=" + threads};
     if (!resume_from.empty()) o.env.push_back(std::string(kResumeVar) + "=" + resume_from);
@@ -147,7 +137,7 @@ TrainResult Yolo::train(TrainArgs args, std::ostream* out) {
   }
   std::shared_ptr<Communicator> comm;
   if (info.source != "single") comm = init(info);
-  at::set_num_threads(std::max(1, hardware_threads() / std::max(1, info.local_world_size)));
+  at::set_num_threads(std::max(1, usable_cores() / std::max(1, info.local_world_size)));
   save_dir = shared_save_dir(save_dir, comm.get());
   const bool rank0 = comm == nullptr || comm->rank() == 0;
   TrainResult r = train_yolo(args, save_dir, comm, rank0 ? out : nullptr, resume_from);
@@ -168,7 +158,7 @@ YoloCheckpoint trained(const std::string& model) {
 
 }  // namespace
 
-ValResult Yolo::val(const std::string& data, int64_t imgsz, int64_t batch) const {
+ValResult Yolo::val(const std::string& data, int64_t imgsz, int64_t batch, int64_t workers) const {
   const YoloCheckpoint ckpt = trained(model_);
   YoloModel m = load_yolo_model(ckpt);
   DetectionDatasetOptions o;
@@ -177,7 +167,9 @@ ValResult Yolo::val(const std::string& data, int64_t imgsz, int64_t batch) const
   TANDEM_CHECK(set.num_classes() == static_cast<int64_t>(ckpt.meta.names.size()),
                "detect val: '{}' has {} classes but '{}' was trained on {}", data,
                set.num_classes(), model_, ckpt.meta.names.size());
-  return validate_yolo(*m, set, batch, DetectionLoss(set.num_classes()), nullptr);
+  LoaderOptions loader;
+  loader.workers = loader_workers(workers, 1);
+  return validate_yolo(*m, set, batch, DetectionLoss(set.num_classes()), nullptr, loader);
 }
 
 std::vector<Prediction> Yolo::predict(const std::string& source,

@@ -22,6 +22,7 @@
 #include "tandem/detect/collate.h"
 #include "tandem/detect/dataset_config.h"
 #include "tandem/detect/detection_dataset.h"
+#include "tandem/detect/detection_loader.h"
 #include "tandem/detect/detection_loss.h"
 #include "tandem/detect/model_ema.h"
 #include "tandem/detect/run_folder.h"
@@ -57,6 +58,7 @@ DetectionDatasetOptions dataset_options(const TrainArgs& a, bool augment) {
                          .fliplr = a.fliplr,
                          .mosaic = a.mosaic > 0};
   o.seed = a.seed;
+  o.cache = a.cache;
   return o;
 }
 
@@ -134,6 +136,7 @@ class Loop {
   std::unique_ptr<torch::optim::SGD> optimizer_;
   std::unique_ptr<DetectionLoss> loss_;
   std::unique_ptr<RunFolder> folder_;
+  LoaderOptions loader_;
   int64_t batches_ = 0, start_epoch_ = 0, last_opt_step_ = -1;
   double best_fitness_ = -1;
   TrainResult result_;
@@ -177,6 +180,7 @@ void Loop::setup(const std::string& resume_from) {
                  "detect train: '{}' already finished its {} epochs; nothing to resume",
                  resume_from, a_.epochs);
   }
+  loader_.workers = loader_workers(a_.workers, world_);
   loss_ = std::make_unique<DetectionLoss>(n, 16, std::vector<double>{8, 16, 32},
                                           LossGains{a_.box, a_.cls, a_.dfl});
   if (rank_ == 0) {
@@ -220,16 +224,19 @@ void Loop::train_epoch(int64_t epoch) {
   model_->train();
   const int64_t n = data_.train->size(), global = a_.batch, per_rank = global / world_;
   const std::vector<int64_t> order = train::epoch_order(n, true, a_.seed, epoch);
+  std::vector<std::vector<int64_t>> slices(batches_);
+  for (int64_t i = 0; i < batches_; ++i) {
+    for (int64_t j = 0; j < per_rank; ++j) {
+      slices[i].push_back(order[(i * global + rank_ * per_rank + j) % n]);
+    }
+  }
+  DetectionLoader loader(*data_.train, std::move(slices), epoch, loader_);
   detail::EpochProgress progress(out_, epoch, a_.epochs, batches_, a_.imgsz);
   std::array<double, 3> mean{};
   for (int64_t i = 0; i < batches_; ++i) {
     const int64_t ni = i + batches_ * epoch;
     schedule_->apply(*optimizer_, ni, epoch);
-    std::vector<DetectionSample> samples;
-    for (int64_t j = 0; j < per_rank; ++j) {
-      samples.push_back(data_.train->get(order[(i * global + rank_ * per_rank + j) % n], epoch));
-    }
-    DetectionBatch batch = collate(std::move(samples));
+    DetectionBatch batch = loader.next();
     const bool step = ni - last_opt_step_ >= schedule_->accumulate(ni);
     std::array<double, 3> items{};
     {
@@ -260,7 +267,7 @@ void Loop::end_epoch(int64_t epoch, const std::array<double, 3>& train_loss) {
   const bool final_epoch = epoch + 1 == a_.epochs;
   ValResult v;
   if (a_.val || final_epoch) {
-    v = validate_yolo(*ema_model_, *data_.val, a_.batch / world_, *loss_, comm_);
+    v = validate_yolo(*ema_model_, *data_.val, a_.batch / world_, *loss_, comm_, loader_);
     if (out_) *out_ << metrics_table(v.metrics, data_.val->names(), final_epoch);
     result_.metrics = v.metrics;
     result_.fitness = v.fitness;

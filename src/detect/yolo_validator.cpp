@@ -12,7 +12,6 @@
 
 #include "tandem/core/check.h"
 #include "tandem/detect/box_ops.h"
-#include "tandem/detect/collate.h"
 #include "tandem/detect/confusion_matrix.h"
 #include "tandem/detect/nms.h"
 
@@ -42,7 +41,8 @@ at::Tensor gather_rows(Communicator& comm, const at::Tensor& t) {
 double fitness_of(const MetricsSummary& s) { return 0.1 * s.map50 + 0.9 * s.map50_95; }
 
 ValResult validate_yolo(YoloModelImpl& model, const DetectionDataset& data, int64_t batch,
-                        const DetectionLoss& loss, const std::shared_ptr<Communicator>& comm) {
+                        const DetectionLoss& loss, const std::shared_ptr<Communicator>& comm,
+                        const LoaderOptions& loader) {
   TANDEM_CHECK(batch >= 1, "validate_yolo: batch must be at least 1, got {}", batch);
   const int world = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
   const auto dtype = model.parameters().front().scalar_type();
@@ -52,14 +52,15 @@ ValResult validate_yolo(YoloModelImpl& model, const DetectionDataset& data, int6
   DetectionMetrics metrics(data.num_classes());
   ConfusionMatrix confusion(data.num_classes());
   at::Tensor loss_sum = at::zeros({4}, at::kDouble);  // box, cls, dfl, batches
-  std::vector<int64_t> mine;
-  for (int64_t i = rank; i < data.size(); i += world) mine.push_back(i);
-  for (size_t start = 0; start < mine.size(); start += static_cast<size_t>(batch)) {
-    std::vector<DetectionSample> samples;
-    for (size_t k = start; k < std::min(mine.size(), start + static_cast<size_t>(batch)); ++k) {
-      samples.push_back(data.get(mine[k]));
-    }
-    DetectionBatch b = collate(std::move(samples));
+  // Rank r's shard: images r, r + W, ..., in batches.
+  std::vector<std::vector<int64_t>> mine;
+  for (int64_t i = rank, k = 0; i < data.size(); i += world, ++k) {
+    if (k % batch == 0) mine.emplace_back();
+    mine.back().push_back(i);
+  }
+  DetectionLoader shard(data, std::move(mine), 0, loader);
+  for (int64_t step = 0; step < shard.size(); ++step) {
+    DetectionBatch b = shard.next();
     auto raw = model.forward(b.images.to(dtype));
     loss_sum.narrow(0, 0, 3).add_(loss(raw, b.targets).items.to(at::kDouble));
     loss_sum[3] += 1;

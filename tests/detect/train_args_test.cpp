@@ -47,6 +47,32 @@ TEST(TrainArgs, BadValuesNameTheKey) {
   }
 }
 
+TEST(TrainArgs, WorkersAndCache) {
+  TrainArgs a;
+  EXPECT_EQ(a.cache, ImageCache::kOff);
+  parse_train_args({"workers=3", "cache=ram"}, a);
+  EXPECT_EQ(a.workers, 3);
+  EXPECT_EQ(a.cache, ImageCache::kRam);
+  for (const auto& [text, want] :
+       std::vector<std::pair<std::string, ImageCache>>{{"True", ImageCache::kRam},
+                                                       {"disk", ImageCache::kDisk},
+                                                       {"False", ImageCache::kOff},
+                                                       {"false", ImageCache::kOff}}) {
+    parse_train_args({"cache=" + text}, a);
+    EXPECT_EQ(a.cache, want) << text;
+  }
+  EXPECT_THROW(parse_train_args({"cache=gpu"}, a), InvalidArgument);
+  a.data = "d.yaml";
+  a.workers = -1;
+  EXPECT_THROW(validate(a), InvalidArgument);
+  a.workers = 0;
+  a.cache = ImageCache::kDisk;
+  TrainArgs b;
+  parse_train_args_yaml(to_yaml(a), b);
+  EXPECT_EQ(b.cache, ImageCache::kDisk);
+  EXPECT_EQ(b.workers, 0);
+}
+
 TEST(TrainArgs, Devices) {
   EXPECT_TRUE(parse_device("cpu").empty());
   EXPECT_TRUE(parse_device("").empty());

@@ -15,6 +15,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,17 @@
 #include "tandem/detect/label_cache.h"
 
 namespace tandem::detect {
+
+namespace detail {
+class ImageStore;
+}
+
+// Where decoded images are kept between uses (Ultralytics' `cache`): not at
+// all (decode the file every time), in memory (each image resized to imgsz
+// after its first use: about imgsz^2 x 3 bytes per image), or on disk
+// (IMAGE.npy beside each file: the decoded image, reused while newer than
+// the file). The samples are the same in every mode.
+enum class ImageCache { kOff, kRam, kDisk };
 
 // Augmentation settings; the defaults are Ultralytics' (default.yaml).
 struct AugmentOptions {
@@ -40,7 +52,8 @@ struct DetectionDatasetOptions {
   bool augment = false;  // the training pipeline (true) or letterbox only (false)
   AugmentOptions aug;
   bool cache_labels = true;  // read/write labels/<split>.cache
-  uint64_t seed = 0;         // for the augmentation draws
+  ImageCache cache = ImageCache::kOff;
+  uint64_t seed = 0;  // for the augmentation draws
 };
 
 // One sample: an image and its objects.
@@ -60,6 +73,9 @@ class DetectionDataset {
   // imgsz that is not a positive multiple of 32, a probability outside
   // [0, 1], or a split without any usable image.
   DetectionDataset(const DatasetConfig& config, Split split, DetectionDatasetOptions options);
+  ~DetectionDataset();
+  DetectionDataset(DetectionDataset&&) noexcept;
+  DetectionDataset& operator=(DetectionDataset&&) noexcept;
 
   int64_t size() const { return static_cast<int64_t>(records_.size()); }
   int64_t num_classes() const { return static_cast<int64_t>(names_.size()); }
@@ -81,6 +97,7 @@ class DetectionDataset {
   ScanReport report_;
   DetectionDatasetOptions options_;
   std::string description_;
+  std::unique_ptr<detail::ImageStore> images_;
 };
 
 }  // namespace tandem::detect

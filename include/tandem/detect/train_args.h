@@ -11,7 +11,21 @@
 #include <utility>
 #include <vector>
 
+#include "tandem/detect/detection_dataset.h"
 #include "tandem/train/choices.h"
+
+namespace tandem::train {
+// cache=false|ram|disk (Ultralytics' spellings; true means ram).
+template <>
+struct Choices<detect::ImageCache> {
+  static constexpr std::string_view kFlag = "cache";
+  static constexpr std::array<std::pair<detect::ImageCache, std::string_view>, 3> kNames = {{
+      {detect::ImageCache::kOff, "false"},
+      {detect::ImageCache::kRam, "ram"},
+      {detect::ImageCache::kDisk, "disk"},
+  }};
+};
+}  // namespace tandem::train
 
 namespace tandem::detect {
 
@@ -48,6 +62,14 @@ struct TrainArgs {
   double translate = 0.1, scale = 0.5;
   double fliplr = 0.5, flipud = 0.0;
   double mosaic = 1.0;  // 0 or 1: four images per sample
+  // Data loading (detection_loader.h). Threads per rank that decode and
+  // augment the next batches while the current one trains, capped at the
+  // rank's share of the cores; 0 loads on the training thread. The batches
+  // are the same for any value.
+  int64_t workers = 8;
+  // Decoded images kept between epochs: kOff, kRam (resized, in memory) or
+  // kDisk (IMAGE.npy beside each image). Same samples in every mode.
+  ImageCache cache = ImageCache::kOff;
   // Other.
   bool val = true;           // validate after every epoch (else after the last only)
   bool sync_bn = false;      // SyncBatchNorm over the ranks instead of BatchNorm
@@ -77,6 +99,14 @@ std::vector<std::pair<std::string, std::string>> split_key_values(
 
 // Sets one field from text, as parse_train_args does for one pair.
 void set_train_arg(TrainArgs& args, const std::string& key, const std::string& value);
+
+// Reads one value as parse_train_args does: text trimmed, whole numbers,
+// numbers, booleans (true/false, 1/0, yes/no, on/off). Throws
+// tandem::InvalidArgument naming `key` and `value`.
+void parse_value(const std::string& key, const std::string& value, std::string& out);
+void parse_value(const std::string& key, const std::string& value, int64_t& out);
+void parse_value(const std::string& key, const std::string& value, double& out);
+void parse_value(const std::string& key, const std::string& value, bool& out);
 
 // Parses a device list: "cpu" or "" -> {}, "0" -> {0}, "0,1" or "[0, 1]" ->
 // {0, 1}. Throws tandem::InvalidArgument for anything else or a duplicate.

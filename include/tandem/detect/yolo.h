@@ -53,10 +53,12 @@ class Yolo {
   TrainResult train(TrainArgs args, std::ostream* out = &std::clog);
 
   // Evaluates the trained weights on the val split of the dataset YAML
-  // `data`, in this process. Throws tandem::InvalidArgument when this object
+  // `data`, in this process, with `workers` loader threads (capped at the
+  // cores; see detection_loader.h). Throws tandem::InvalidArgument when this object
   // holds no checkpoint (a bare scale) or for bad data, CheckpointError for
   // a damaged checkpoint.
-  ValResult val(const std::string& data, int64_t imgsz = 640, int64_t batch = 16) const;
+  ValResult val(const std::string& data, int64_t imgsz = 640, int64_t batch = 16,
+                int64_t workers = 8) const;
 
   // Detects objects in `source` (an image, or a folder of images) with the
   // trained weights; boxes are in each file's pixels. Throws as val().

@@ -12,7 +12,9 @@
 // normalised by the whole global batch's target scores and scaled so that
 // the averaged gradient equals one process's on the whole batch.
 // args.sync_bn builds the model with SyncBatchNorm. Validation is sharded
-// (yolo_validator.h).
+// (yolo_validator.h). Each rank's batches are prepared ahead by
+// loader_workers(args.workers, ranks) threads (detection_loader.h), with
+// the same result for any number of them.
 // Collective: every rank calls train_yolo with the same arguments. Not
 // thread-safe.
 #pragma once

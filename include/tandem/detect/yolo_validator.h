@@ -13,6 +13,7 @@
 
 #include "tandem/comm/communicator.h"
 #include "tandem/detect/detection_dataset.h"
+#include "tandem/detect/detection_loader.h"
 #include "tandem/detect/detection_loss.h"
 #include "tandem/detect/detection_metrics.h"
 #include "tandem/detect/yolo_model.h"
@@ -35,8 +36,12 @@ double fitness_of(const MetricsSummary& s);
 
 // Evaluates `model` (put in eval mode, in its own dtype) on `data` in batches
 // of `batch` images per rank; `comm` null or of size 1 evaluates everything
-// here. Throws tandem::InvalidArgument for batch < 1.
+// here. `loader` sets the threads that prepare the next batches
+// (detection_loader.h; the default prepares them on this thread). Throws
+// tandem::InvalidArgument for batch < 1, and what DetectionLoader::next
+// throws for a file that cannot be read any more.
 ValResult validate_yolo(YoloModelImpl& model, const DetectionDataset& data, int64_t batch,
-                        const DetectionLoss& loss, const std::shared_ptr<Communicator>& comm);
+                        const DetectionLoss& loss, const std::shared_ptr<Communicator>& comm,
+                        const LoaderOptions& loader = {});
 
 }  // namespace tandem::detect
