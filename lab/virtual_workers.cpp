@@ -187,13 +187,28 @@ class Run {
 VirtualResult run_sync(Run& run, const VirtualOptions& o) {
   const VirtualProblem& p = run.problem();
   Worker w = run.make_worker(true);
+  // Without buffers (BatchNorm's statistics are per worker) and without
+  // worker 0's own loss to watch, one forward of all the batches at once.
+  const bool one_batch = w.model->buffers().empty() && !o.target_on_worker0 && o.workers > 1;
   double now = 0;
   for (int64_t s = 0; s < o.max_steps; ++s) {
     p.set_lr(*w.opt, p.lr(s));
     Run::zero_grad(w.params);
     std::vector<at::Tensor> buffers;
     int64_t samples = 0;
-    for (int k = 0; k < o.workers; ++k) {
+    if (one_batch) {
+      // The mean loss of the workers' batches side by side: its gradient is
+      // the mean of theirs (equal batch sizes, mean losses).
+      std::vector<at::Tensor> inputs, targets;
+      for (int k = 0; k < o.workers; ++k) {
+        const train::Batch batch = p.batch(k, o.workers, s);
+        inputs.push_back(batch.input);
+        targets.push_back(batch.target);
+        samples += batch.input.size(0);
+      }
+      p.loss(*w.model, {at::cat(inputs), at::cat(targets)}).backward();
+    }
+    for (int k = 0; k < o.workers && !one_batch; ++k) {
       const train::Batch batch = p.batch(k, o.workers, s);
       samples += batch.input.size(0);
       at::Tensor loss = p.loss(*w.model, batch);
@@ -206,10 +221,10 @@ VirtualResult run_sync(Run& run, const VirtualOptions& o) {
     {
       at::NoGradGuard no_grad;
       auto live = w.model->buffers();
-      for (size_t i = 0; i < live.size(); ++i) live[i].copy_(buffers[i]);
+      for (size_t i = 0; i < buffers.size(); ++i) live[i].copy_(buffers[i]);
       for (auto& t : w.params) {
         at::Tensor q = t;
-        if (q.grad().defined()) q.mutable_grad().div_(static_cast<double>(o.workers));
+        if (q.grad().defined() && !one_batch) q.mutable_grad().div_(static_cast<double>(o.workers));
       }
     }
     if (p.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(w.params, p.clip_grad_norm);

@@ -11,7 +11,9 @@
 //   kSync      synchronous data parallelism (ddp): the mean of the workers'
 //              gradients, one step (the workers stay equal, so one copy of
 //              the model stands for all; BatchNorm buffers are worker 0's,
-//              as DDP broadcasts them).
+//              as DDP broadcasts them; a model without buffers takes the
+//              workers' batches in one forward, whose mean loss has the
+//              mean of their gradients).
 //   kPs        asynchronous SGD on a parameter server (optional staleness
 //              bound): gradients applied in arrival order.
 //   kEasgd     elastic averaging with the center every tau local steps.
@@ -56,7 +58,9 @@ struct VirtualProblem {
   std::function<void(torch::optim::Optimizer&, double)> set_lr;
   // The `step`-th local batch of `worker` among `workers` (its data shard).
   std::function<train::Batch(int worker, int workers, int64_t step)> batch;
-  // The training loss of `batch` on `model` (forward and loss, with autograd).
+  // The training loss of `batch` on `model` (forward and loss, with
+  // autograd): a mean over the batch's rows, so that the synchronous mode
+  // may take the workers' batches in one forward.
   std::function<at::Tensor(torch::nn::Module& model, const train::Batch& batch)> loss;
   // The learning rate of local step `step`.
   std::function<double(int64_t step)> lr;
