@@ -15,6 +15,8 @@ void add_profile_commands(CLI::App& app, int& exit_code);  // profile_cmd.cpp
 void add_simulate_command(CLI::App& app, int& exit_code);  // simulate_cmd.cpp
 // `tandem lab validate`: real runs beside the simulator's predictions.
 void add_lab_commands(CLI::App& app, int& exit_code);  // lab_cmd.cpp
+// `tandem plan`: configurations ranked by predicted throughput.
+void add_plan_command(CLI::App& app, int& exit_code);  // plan_cmd.cpp
 // `tandem lab converge`, under the lab command `lab`.
 void add_converge_command(CLI::App& lab, int& exit_code);  // converge_cmd.cpp
 

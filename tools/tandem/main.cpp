@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   tandem::tools::add_detect(app, exit_code);
   tandem::lab::add_profile_commands(app, exit_code);
   tandem::lab::add_simulate_command(app, exit_code);
+  tandem::lab::add_plan_command(app, exit_code);
   tandem::lab::add_lab_commands(app, exit_code);
   try {
     // Freed activations stay in the heap for the next step (see
