@@ -75,22 +75,23 @@ std::string explain(const std::vector<PlanRow>& rows, const PlanOptions& o) {
   }
   why += ".";
   for (const PlanRow& r : rows) {
-    if (&r == best || !r.synchronous) continue;
-    if (!r.fits) {
-      why +=
-          fmt::format(" {} at {} would need {}, more than the device's {}.", r.strategy, r.layout,
-                      human_bytes(r.result.memory_bytes), human_bytes(o.device_memory));
-      break;
-    }
+    if (&r == best || !r.synchronous || !r.fits) continue;
     why += fmt::format(
-        " The next, {} at {}, is {} slower{}.", r.strategy, r.layout,
-        percent(best->effective_samples_per_s, r.effective_samples_per_s),
-        r.result.exposed_comm_s > best->result.exposed_comm_s
-            ? fmt::format(" (its exposed communication: {:.1f} ms a step against "
-                          "{:.1f} ms)",
-                          r.result.exposed_comm_s * 1e3, best->result.exposed_comm_s * 1e3)
-            : fmt::format(" (memory {} against {})", human_bytes(r.result.memory_bytes),
-                          human_bytes(best->result.memory_bytes)));
+        " The next, {} at {}, is {} slower: a step of {:.2f} ms against {:.2f} ms, {:.2f} ms "
+        "of it exposed communication against {:.2f} ms.",
+        r.strategy, r.layout, percent(best->effective_samples_per_s, r.effective_samples_per_s),
+        r.result.step_s * 1e3, best->result.step_s * 1e3, r.result.exposed_comm_s * 1e3,
+        best->result.exposed_comm_s * 1e3);
+    break;
+  }
+  for (const PlanRow& r : rows) {
+    if (!r.synchronous || r.fits || r.effective_samples_per_s <= best->effective_samples_per_s) {
+      continue;
+    }
+    why += fmt::format(" {} at {} would be {} faster but needs {} per device, more than {}.",
+                       r.strategy, r.layout,
+                       percent(r.effective_samples_per_s, best->effective_samples_per_s),
+                       human_bytes(r.result.memory_bytes), human_bytes(o.device_memory));
     break;
   }
   for (const PlanRow& r : rows) {

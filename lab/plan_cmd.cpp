@@ -41,7 +41,7 @@ int run(const PlanFlags& f) {
                            in.compute.model, f.train.trainer.run.batch_size, f.options.workers,
                            in.cluster.name);
   std::cout << fmt::format("{:>4} {:>10} {:>28} {:>6} {:>11} {:>11} {:>11} {:>8}\n", "rank",
-                           "strategy", "layout", "sync", "samples/s", "step_ms", "memory",
+                           "strategy", "layout", "sync", "eff_samp/s", "step_ms", "memory",
                            "goodput");
   int shown = 0;
   for (const PlanRow& r : plan.rows) {

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "tandem/core/error.h"
+#include "tests/support/command.h"
 
 namespace tandem::lab {
 namespace {
@@ -121,6 +122,20 @@ TEST(Plan, BadOptionsNameTheFlag) {
     } catch (const InvalidArgument& e) {
       EXPECT_NE(std::string(e.what()).find("plan: --"), std::string::npos) << e.what();
     }
+  }
+}
+
+TEST(TandemPlan, BadInputIsOneLineNamingTheFileOrFlag) {
+  const std::string tandem = TANDEM_BINARY_DIR "/tools/tandem";
+  const std::string cluster = TANDEM_SOURCE_DIR "/lab/clusters/fat-tree-10g.yaml";
+  for (const auto& [args, words] : std::vector<std::pair<std::string, std::string>>{
+           {"plan --profile /nonexistent.json --cluster " + cluster, "/nonexistent.json"},
+           {"plan --cluster " + cluster, "--profile"},
+           {"plan --profile /nonexistent.json --cluster " + cluster + " --workers x",
+            "--workers"}}) {
+    const testing::CommandResult r = testing::run_command(tandem + " " + args, 60);
+    EXPECT_NE(r.exit_code, 0) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(words), std::string::npos) << args << "\n" << r.output;
   }
 }
 
