@@ -237,6 +237,20 @@ VirtualResult run_sync(Run& run, const VirtualOptions& o) {
   return run.finish(now, flat_of(w.params));
 }
 
+// The workers' floating-point buffers (BatchNorm's running statistics)
+// replaced by their mean, as LocalSgd averages them with the parameters.
+void average_buffers(std::vector<Worker>& ws) {
+  at::NoGradGuard no_grad;
+  const auto first = ws[0].model->buffers();
+  for (size_t i = 0; i < first.size(); ++i) {
+    if (!at::isFloatingType(first[i].scalar_type())) continue;
+    at::Tensor sum = first[i].clone();
+    for (size_t k = 1; k < ws.size(); ++k) sum.add_(ws[k].model->buffers()[i]);
+    sum.div_(static_cast<double>(ws.size()));
+    for (auto& w : ws) w.model->buffers()[i].copy_(sum);
+  }
+}
+
 // local-sgd: local steps, then every sync_every a barrier and the average.
 VirtualResult run_local_sgd(Run& run, const VirtualOptions& o) {
   std::vector<Worker> ws;
@@ -263,6 +277,7 @@ VirtualResult run_local_sgd(Run& run, const VirtualOptions& o) {
       now += o.times ? o.times->op_s(LinkOp::kAllReduce, o.times->param_bytes(), o.workers) : 0;
       const at::Tensor mean = average();
       for (auto& w : ws) copy_into(mean, w.params);
+      average_buffers(ws);
       std::fill(clock.begin(), clock.end(), now);
     }
     stop = run.maybe_evaluate(now, average);
