@@ -1,7 +1,7 @@
 #include "lab/virtual_workers.h"
 
 #include <ATen/ops/cat.h>
-#include <ATen/ops/zeros_like.h>
+#include <ATen/ops/empty_like.h>
 #include <fmt/format.h>
 #include <torch/nn/module.h>
 #include <torch/nn/utils/clip_grad.h>
@@ -18,30 +18,11 @@
 namespace tandem::lab {
 namespace {
 
+using parallel::copy_into;
+using parallel::flat_gradients;
+using parallel::flat_of;
+
 using sim::LinkOp;
-
-at::Tensor flat_of(const std::vector<at::Tensor>& params) {
-  std::vector<at::Tensor> parts;
-  for (const auto& p : params) parts.push_back(p.detach().reshape(-1));
-  return at::cat(parts);
-}
-
-at::Tensor flat_gradients(const std::vector<at::Tensor>& params) {
-  std::vector<at::Tensor> parts;
-  for (const auto& p : params) {
-    parts.push_back(p.grad().defined() ? p.grad().reshape(-1) : at::zeros_like(p).reshape(-1));
-  }
-  return at::cat(parts);
-}
-
-void copy_into(const at::Tensor& flat, const std::vector<at::Tensor>& params) {
-  at::NoGradGuard no_grad;
-  int64_t offset = 0;
-  for (const auto& p : params) {
-    p.copy_(flat.narrow(0, offset, p.numel()).view(p.sizes()));
-    offset += p.numel();
-  }
-}
 
 std::vector<at::Tensor> clones(const std::vector<at::Tensor>& ts) {
   std::vector<at::Tensor> out;
@@ -311,6 +292,21 @@ class Events {
   int64_t seq_ = 0;
 };
 
+// Handles the events in time order until none is left, worker 0 meets the
+// target, or `handle` returns true (the run should stop); returns the time
+// of the last event.
+template <typename Handle>
+double run_events(Events& ev, Run& run, Handle&& handle) {
+  double now = 0;
+  while (!ev.empty()) {
+    const Event e = ev.pop();
+    now = e.time;
+    if (e.kind == Kind::kStepDone && e.worker == 0 && run.worker0_reached(now)) break;
+    if (handle(e)) break;
+  }
+  return now;
+}
+
 // ps and easgd: one server (rank `workers`) holds the parameters (ps) or
 // the center variable (easgd).
 VirtualResult run_server(Run& run, const VirtualOptions& o) {
@@ -370,12 +366,9 @@ VirtualResult run_server(Run& run, const VirtualOptions& o) {
     }
   };
   for (int k = 0; k < o.workers; ++k) start_step(k, 0);
-  double now = 0;
-  while (!ev.empty()) {
-    const Event e = ev.pop();
-    now = e.time;
+  const double end = run_events(ev, run, [&](const Event& e) {
+    const double now = e.time;
     const int k = e.worker;
-    if (e.kind == Kind::kStepDone && k == 0 && run.worker0_reached(now)) break;
     if (e.kind == Kind::kStepDone) {
       if (elastic && ws[k].steps % o.tau != 0) {
         start_step(k, now);
@@ -414,9 +407,9 @@ VirtualResult run_server(Run& run, const VirtualOptions& o) {
       start_step(k, now);
       if (!active[k] && !elastic && o.staleness >= 0) release_waiting(now);
     }
-    if (run.maybe_evaluate(now, [&] { return center.clone(); })) break;
-  }
-  return run.finish(now, center);
+    return run.maybe_evaluate(now, [&] { return center.clone(); });
+  });
+  return run.finish(end, center);
 }
 
 // gossip: after each local step, one exchange with a random open peer.
@@ -477,12 +470,9 @@ VirtualResult run_gossip(Run& run, const VirtualOptions& o) {
     ev.push(t + run.compute_s(k, true), Kind::kStepDone, k);
   };
   for (int k = 0; k < o.workers; ++k) start_step(k, 0);
-  double now = 0;
-  while (!ev.empty()) {
-    const Event e = ev.pop();
-    now = e.time;
+  const double end = run_events(ev, run, [&](const Event& e) {
+    const double now = e.time;
     const int k = e.worker;
-    if (e.kind == Kind::kStepDone && k == 0 && run.worker0_reached(now)) break;
     if (e.kind == Kind::kStepDone) {
       const int peer = peers[k].pick(closed_for(k));
       if (peer < 0) {
@@ -517,9 +507,9 @@ VirtualResult run_gossip(Run& run, const VirtualOptions& o) {
       inbox[k].clear();
       start_step(k, now);
     }
-    if (run.maybe_evaluate(now, consensus)) break;
-  }
-  return run.finish(now, consensus());
+    return run.maybe_evaluate(now, consensus);
+  });
+  return run.finish(end, consensus());
 }
 
 }  // namespace

@@ -3,9 +3,6 @@
 // and local-sgd; plus the server ranks' side, serve_parameters().
 #include "train/async_strategies.h"
 
-#include <ATen/ops/cat.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/nn/module.h>
@@ -20,6 +17,7 @@
 #include "tandem/parallel/async/local_sgd.h"
 #include "tandem/parallel/async/parameter_client.h"
 #include "tandem/parallel/async/parameter_server.h"
+#include "tandem/parallel/async/update_rules.h"
 #include "tandem/parallel/optimizer_state.h"
 #include "tandem/train/straggler.h"
 
@@ -28,29 +26,9 @@ namespace {
 
 using Seconds = std::chrono::duration<double>;
 
-at::Tensor flat_of(const std::vector<at::Tensor>& params) {
-  std::vector<at::Tensor> parts;
-  for (const auto& p : params) parts.push_back(p.detach().reshape(-1));
-  return at::cat(parts);
-}
-
-at::Tensor flat_gradients(const std::vector<at::Tensor>& params) {
-  std::vector<at::Tensor> parts;
-  for (const auto& p : params) {
-    parts.push_back(p.grad().defined() ? p.grad().reshape(-1)
-                                       : at::zeros({p.numel()}, p.options()));
-  }
-  return at::cat(parts);
-}
-
-void copy_into(const at::Tensor& flat, const std::vector<at::Tensor>& params) {
-  at::NoGradGuard no_grad;
-  int64_t offset = 0;
-  for (const auto& p : params) {
-    p.copy_(flat.narrow(0, offset, p.numel()).view(p.sizes()));
-    offset += p.numel();
-  }
-}
+using parallel::copy_into;
+using parallel::flat_gradients;
+using parallel::flat_of;
 
 parallel::PsMode ps_mode(const TrainerOptions& o) {
   switch (o.strategy.kind) {

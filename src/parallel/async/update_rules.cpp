@@ -1,6 +1,8 @@
 #include "tandem/parallel/async/update_rules.h"
 
 #include <ATen/core/grad_mode.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/zeros.h>
 #include <torch/optim/optimizer.h>
 
 #include "tandem/core/check.h"
@@ -39,6 +41,31 @@ int GossipPeers::pick(const std::vector<bool>& closed) {
   }
   if (open.empty()) return -1;
   return open[std::uniform_int_distribution<size_t>(0, open.size() - 1)(rng_)];
+}
+
+at::Tensor flat_of(const std::vector<at::Tensor>& params) {
+  std::vector<at::Tensor> parts;
+  for (const auto& p : params) parts.push_back(p.detach().reshape(-1));
+  return at::cat(parts);
+}
+
+at::Tensor flat_gradients(const std::vector<at::Tensor>& params) {
+  std::vector<at::Tensor> parts;
+  for (const auto& p : params) {
+    parts.push_back(p.grad().defined() ? p.grad().reshape(-1)
+                                       : at::zeros({p.numel()}, p.options()));
+  }
+  return at::cat(parts);
+}
+
+void copy_into(const at::Tensor& flat, const std::vector<at::Tensor>& params) {
+  at::NoGradGuard no_grad;
+  int64_t offset = 0;
+  for (const auto& p : params) {
+    at::Tensor t = p;
+    t.copy_(flat.narrow(0, offset, p.numel()).view(p.sizes()));
+    offset += p.numel();
+  }
 }
 
 void server_step(torch::optim::Optimizer& optimizer, const at::Tensor& shard,

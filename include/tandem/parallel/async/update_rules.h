@@ -10,6 +10,7 @@
 //   GossipPeers      the random choice of the next peer, seeded per rank.
 //   server_step      the parameter server's optimizer step of a pushed
 //                    gradient on its shard at the worker's learning rate.
+// Also the flat copies of a parameter list that their messages carry.
 // Pure functions of their arguments (GossipPeers holds its generator): not
 // thread-safe on shared tensors; nothing collective.
 #pragma once
@@ -49,6 +50,13 @@ class GossipPeers {
  private:
   std::mt19937_64 rng_;
 };
+
+// The parameters' values as one flat tensor (a copy, detached), their
+// gradients the same way (zeros for a parameter without one), and a flat
+// tensor copied back into the parameters, in order.
+at::Tensor flat_of(const std::vector<at::Tensor>& params);
+at::Tensor flat_gradients(const std::vector<at::Tensor>& params);
+void copy_into(const at::Tensor& flat, const std::vector<at::Tensor>& params);
 
 // One optimizer step of the parameter server: `shard` (the optimizer's one
 // leaf tensor) gets `grad` as its gradient and `optimizer` steps at `lr`,
