@@ -119,8 +119,18 @@ class Run {
     last_round_ = rounds;
     return evaluate(now, rounds, consensus());
   }
+  // The model whose buffers (BatchNorm's running statistics) the
+  // consensus model evaluates with: worker 0's.
+  void set_buffers_source(const torch::nn::Module* m) { buffers_source_ = m; }
+
   bool evaluate(double now, int64_t rounds, const at::Tensor& flat) {
     copy_into(flat, eval_params_);
+    if (buffers_source_) {
+      at::NoGradGuard no_grad;
+      const auto from = buffers_source_->buffers();
+      auto to = eval_model_->buffers();
+      for (size_t i = 0; i < to.size(); ++i) to[i].copy_(from[i]);
+    }
     const double loss = p_.eval_loss(*eval_model_);
     r_.curve.push_back({now, rounds, loss});
     if (r_.reached) return true;
@@ -156,6 +166,7 @@ class Run {
   const VirtualOptions& o_;
   std::shared_ptr<torch::nn::Module> eval_model_;
   std::vector<at::Tensor> eval_params_;
+  const torch::nn::Module* buffers_source_ = nullptr;
   static constexpr size_t kWindow = 10;
   int64_t steps_ = 0;
   int64_t samples_ = 0;
@@ -168,6 +179,7 @@ class Run {
 VirtualResult run_sync(Run& run, const VirtualOptions& o) {
   const VirtualProblem& p = run.problem();
   Worker w = run.make_worker(true);
+  run.set_buffers_source(w.model.get());
   // Without buffers (BatchNorm's statistics are per worker) and without
   // worker 0's own loss to watch, one forward of all the batches at once.
   const bool one_batch = w.model->buffers().empty() && !o.target_on_worker0 && o.workers > 1;
@@ -236,6 +248,7 @@ void average_buffers(std::vector<Worker>& ws) {
 VirtualResult run_local_sgd(Run& run, const VirtualOptions& o) {
   std::vector<Worker> ws;
   for (int k = 0; k < o.workers; ++k) ws.push_back(run.make_worker(true));
+  run.set_buffers_source(ws[0].model.get());
   std::vector<double> clock(o.workers, 0.0);
   auto average = [&] {
     at::Tensor sum = flat_of(ws[0].params);
@@ -314,6 +327,7 @@ VirtualResult run_server(Run& run, const VirtualOptions& o) {
   const bool elastic = o.strategy == VirtualStrategy::kEasgd;
   std::vector<Worker> ws;
   for (int k = 0; k < o.workers; ++k) ws.push_back(run.make_worker(elastic));
+  run.set_buffers_source(ws[0].model.get());
   Worker server = run.make_worker(false);
   at::Tensor center = flat_of(server.params).clone();
   std::vector<at::Tensor> leaf = {center};
@@ -421,6 +435,7 @@ VirtualResult run_gossip(Run& run, const VirtualOptions& o) {
     ws.push_back(run.make_worker(true));
     peers.emplace_back(o.seed, k);
   }
+  run.set_buffers_source(ws[0].model.get());
   const double bytes = o.times ? o.times->param_bytes() : 0;
   struct Message {
     at::Tensor x;
