@@ -161,12 +161,16 @@ class ElasticMembership::Heartbeat {
       }
       {
         std::lock_guard<std::mutex> lock(mutex_);
+        // The training thread may have moved on to the next generation
+        // while this beat read the old one's end record: that record says
+        // nothing about the new generation (a stale "join" would make every
+        // member leave a generation the coordinator keeps).
+        if (generation_ != generation) return;
         end_ = message;
         end_seen_ = Clock::now();
+        if (reason == "join") join_wanted_ = true;
       }
-      if (reason == "join") {
-        join_wanted_ = true;
-      } else {
+      if (reason != "join") {
         abort_reason = fmt::format("elastic generation {} ended: {}", generation, message);
       }
     }
