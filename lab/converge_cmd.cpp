@@ -100,7 +100,9 @@ int run(const ConvergeFlags& f) {
   TANDEM_CHECK(f.cluster.empty() == f.profiles.empty(),
                "lab converge: give --profile and --cluster together (or neither: a local step "
                "then takes 1 unit and messages are free)");
-  const train::TrainerOptions& t = f.train.trainer;
+  // The schedule (--lr-schedule, --warmup-steps) spans --max-steps local steps.
+  train::TrainerOptions t = f.train.trainer;
+  t.run.steps = f.max_steps;
   std::optional<SimulationInputs> in;
   if (!f.cluster.empty()) in = load_inputs(f.profiles, f.cluster);
   const std::vector<int> sizes = parse_world_sizes(f.workers, "lab converge: --workers");
