@@ -156,7 +156,6 @@ class Run {
     return std::move(r_);
   }
 
-  int64_t steps() const { return steps_; }
   // Local steps taken outside local_step() (the synchronous mode's) and their samples.
   void add_steps(int64_t n, int64_t samples) {
     steps_ += n;
